@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv and install ptdata with the test and TRL extras. Idempotent.
+# torch is pinned to the local CPU wheel first, so nothing pulls the multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+pip install -q --disable-pip-version-check "torch==2.13.0"
+pip install -q --disable-pip-version-check -e ".[test,trl]"
+echo "installed: $(ptdata --version)"

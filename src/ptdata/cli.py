@@ -1,0 +1,262 @@
+"""`ptdata` command line: one entry point, one sub-command per job.
+
+Bad input never ends in a traceback: a file-level problem is one `error:` line and exit 1,
+a record-level problem is a row in the rejects file and a count in the summary.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from .convert import RunCounts, convert
+from .errors import InputError
+from .formats import FORMATS
+from .io import RowWriter, rejects_path_for
+from .reader import ReadOptions, RecordReader
+from .report.stats import DatasetStats
+from .validation import ValidationConfig
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Post-training data for LLMs: convert, validate, curate.")
+err = Console(stderr=True, soft_wrap=True)
+out = Console()
+
+EXIT_INPUT = 1
+EXIT_INVALID = 3
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    result = {}
+    for v in values or []:
+        if "=" not in v:
+            raise InputError(f"{what} {v!r} must look like key=value")
+        k, _, val = v.partition("=")
+        result[k.strip()] = val.strip()
+    return result
+
+
+def _read_options(fmt, fields, options, dataset_info, dataset, max_turn_chars, strict, no_language, max_record_bytes) -> ReadOptions:
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    opts: dict = _pairs(options, "--option")
+    if fields:
+        opts["fields"] = _pairs(fields, "--field")
+    return ReadOptions(
+        fmt=fmt, opts=opts, dataset_info=dataset_info, dataset=dataset,
+        validation=ValidationConfig(max_turn_chars=max_turn_chars, strict=strict, language=not no_language),
+        max_record_bytes=max_record_bytes,
+    )
+
+
+class _Bar:
+    """A rich progress bar over the input file, shown only on a terminal."""
+
+    def __init__(self, label: str, quiet: bool) -> None:
+        self.enabled = not quiet and err.is_terminal
+        self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                          TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err, transient=True)
+        self.task = self.p.add_task(label, total=1.0, info="")
+
+    def __enter__(self):
+        if self.enabled:
+            self.p.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.p.stop()
+
+    def __call__(self, fraction: float, counts: RunCounts | None = None, kept: int = 0, rejected: int = 0) -> None:
+        if self.enabled:
+            if counts is not None:
+                kept, rejected = counts.kept, counts.rejected
+            self.p.update(self.task, completed=fraction, info=f"kept {kept:,} rejected {rejected:,}")
+
+
+def _summary(counts_in: int, kept: int, rejected: int, reasons: dict, flags: dict, rejects: Path | None) -> None:
+    line = f"in {counts_in:,} · kept {kept:,} · rejected {rejected:,}"
+    if rejected and rejects is not None:
+        line += f"  (rejects: {rejects})"
+    err.print(line, highlight=False)
+    if reasons:
+        err.print("  rejected by reason: " + ", ".join(f"{k} {v:,}" for k, v in sorted(reasons.items(), key=lambda x: -x[1])), highlight=False)
+    if flags:
+        err.print("  flagged (kept): " + ", ".join(f"{k} {v:,}" for k, v in sorted(flags.items(), key=lambda x: -x[1])), highlight=False)
+
+
+FromOpt = Annotated[Optional[str], typer.Option("--from", help="Input format (detected when omitted).")]
+FieldOpt = Annotated[Optional[list[str]], typer.Option("--field", help="Column mapping for qa input, e.g. question=problem.")]
+OptionOpt = Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Format option key=value, e.g. style=standard.")]
+InfoOpt = Annotated[Optional[str], typer.Option("--dataset-info", help="LLaMA-Factory dataset_info.json with the column mapping.")]
+DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="Entry name in --dataset-info.")]
+MaxTurnOpt = Annotated[int, typer.Option("--max-turn-chars", help="Reject turns longer than this.")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Reject flagged records too (language switch, truncation, code fences).")]
+NoLangOpt = Annotated[bool, typer.Option("--no-language-check", help="Do not flag language switches.")]
+MaxRecOpt = Annotated[int, typer.Option("--max-record-bytes", help="Reject single records larger than this.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+@app.command("convert")
+def convert_cmd(
+    src: Annotated[Path, typer.Argument(help="Input file (.jsonl/.json/.parquet, optionally .gz).")],
+    dst: Annotated[Path, typer.Argument(help="Output file; its extension picks JSONL, JSON array or Parquet.")],
+    to: Annotated[str, typer.Option("--to", help=f"Output format: {', '.join(FORMATS)}.")],
+    fmt: FromOpt = None,
+    fields: FieldOpt = None,
+    options: OptionOpt = None,
+    dataset_info: InfoOpt = None,
+    dataset: DatasetOpt = None,
+    rejects: Annotated[Optional[Path], typer.Option(help="Rejects file (default: OUT stem + .rejects.jsonl).")] = None,
+    write_dataset_info: Annotated[bool, typer.Option("--write-dataset-info", help="Add an entry for OUT to dataset_info.json beside it.")] = False,
+    max_turn_chars: MaxTurnOpt = 100_000,
+    strict: StrictOpt = False,
+    no_language_check: NoLangOpt = False,
+    max_record_bytes: MaxRecOpt = 16 * 1024 * 1024,
+    quiet: QuietOpt = False,
+) -> None:
+    """Convert between formats; every record is written or rejected with a reason."""
+    if to not in FORMATS:
+        raise InputError(f"unknown format {to!r}; known: {', '.join(FORMATS)}")
+    ro = _read_options(fmt, fields, None, dataset_info, dataset, max_turn_chars, strict, no_language_check, max_record_bytes)
+    write_opts = _pairs(options, "--option")
+    if fields:
+        write_opts["fields"] = ro.opts["fields"]
+    rejects = rejects or rejects_path_for(dst)
+    with _Bar(f"convert {src.name}", quiet) as bar:
+        counts = convert(src, dst, to, ro, write_opts, rejects, bar, write_dataset_info)
+    _summary(counts.records_in, counts.kept, counts.rejected, counts.reasons, counts.flags, rejects)
+    if counts.rows_out != counts.kept:
+        err.print(f"  wrote {counts.rows_out:,} rows to {dst}", highlight=False)
+
+
+@app.command("validate")
+def validate_cmd(
+    inputs: Annotated[list[Path], typer.Argument(help="Input files.")],
+    fmt: FromOpt = None,
+    fields: FieldOpt = None,
+    options: OptionOpt = None,
+    dataset_info: InfoOpt = None,
+    dataset: DatasetOpt = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Also write the valid records (ptdata format) here.")] = None,
+    rejects: Annotated[Optional[Path], typer.Option(help="Rejects file (default: beside --out, else ./<input>.rejects.jsonl).")] = None,
+    max_turn_chars: MaxTurnOpt = 100_000,
+    strict: StrictOpt = False,
+    no_language_check: NoLangOpt = False,
+    max_record_bytes: MaxRecOpt = 16 * 1024 * 1024,
+    quiet: QuietOpt = False,
+) -> None:
+    """Check structure and multi-turn coherence. Exit 0 when all records are valid, 3 when some are rejected."""
+    ro = _read_options(fmt, fields, options, dataset_info, dataset, max_turn_chars, strict, no_language_check, max_record_bytes)
+    rejects = rejects or (rejects_path_for(out_path) if out_path else Path(rejects_path_for(inputs[0]).name))
+    stats = DatasetStats()
+    kept_writer = RowWriter(out_path, "ptdata") if out_path else None
+    n_in = 0
+    with RowWriter(rejects, "ptdata") as rej:
+        for path in inputs:
+            reader = RecordReader(path, ro)
+            with _Bar(f"validate {path.name}", quiet) as bar:
+                for i, (rec, bad) in enumerate(reader, 1):
+                    n_in += 1
+                    if rec is None:
+                        rej.write(bad)
+                        stats.reject(bad["reason"])
+                    else:
+                        stats.records += 1
+                        for f in rec.meta.get("flags", ()):
+                            stats.flags[f] += 1
+                        if kept_writer:
+                            kept_writer.write(rec.to_dict())
+                    if not i & 4095:
+                        bar(reader.fraction(), kept=stats.records, rejected=stats.rejected)
+    if kept_writer:
+        kept_writer.close()
+    assert n_in == stats.records + stats.rejected
+    _summary(n_in, stats.records, stats.rejected, stats.reject_reasons, stats.flags, rejects)
+    if stats.rejected:
+        raise typer.Exit(EXIT_INVALID)
+
+
+@app.command("stats")
+def stats_cmd(
+    inputs: Annotated[list[Path], typer.Argument(help="Input files.")],
+    fmt: FromOpt = None,
+    fields: FieldOpt = None,
+    options: OptionOpt = None,
+    dataset_info: InfoOpt = None,
+    dataset: DatasetOpt = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the statistics as JSON here.")] = None,
+    max_turn_chars: MaxTurnOpt = 100_000,
+    no_language_check: NoLangOpt = False,
+    max_record_bytes: MaxRecOpt = 16 * 1024 * 1024,
+    quiet: QuietOpt = False,
+) -> None:
+    """Records by kind, turns per conversation, characters per role, languages, duplicates by id."""
+    ro = _read_options(fmt, fields, options, dataset_info, dataset, max_turn_chars, False, no_language_check, max_record_bytes)
+    stats = DatasetStats()
+    for path in inputs:
+        reader = RecordReader(path, ro)
+        with _Bar(f"stats {path.name}", quiet) as bar:
+            for i, (rec, bad) in enumerate(reader, 1):
+                if rec is None:
+                    stats.reject(bad["reason"])
+                else:
+                    stats.add(rec)
+                if not i & 4095:
+                    bar(reader.fraction(), kept=stats.records, rejected=stats.rejected)
+    d = stats.as_dict()
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_bytes(orjson.dumps(d, option=orjson.OPT_INDENT_2))
+    _print_stats(d)
+
+
+def _print_stats(d: dict) -> None:
+    t = Table(title="ptdata stats", show_header=False)
+    t.add_row("records (valid)", f"{d['records']:,}")
+    t.add_row("rejected", f"{d['rejected']:,}" + (f"  {d['reject_reasons']}" if d["reject_reasons"] else ""))
+    t.add_row("by kind", ", ".join(f"{k} {v:,}" for k, v in d["kinds"].items()))
+    tp = d["turns_per_conversation"]
+    t.add_row("turns / conversation", f"mean {tp['mean']}, max {tp['max']}, " + ", ".join(f"{k}:{v}" for k, v in tp["histogram"].items()))
+    for role, c in d["chars_by_role"].items():
+        t.add_row(f"chars · {role}", f"{c['total']:,} in {c['turns']:,} turns (mean {c['mean']})")
+    t.add_row("languages", ", ".join(f"{k} {v:,}" for k, v in list(d["languages"].items())[:10]))
+    t.add_row("flags", ", ".join(f"{k} {v:,}" for k, v in d["flags"].items()) or "none")
+    t.add_row("duplicate ids", f"{d['duplicates']['records']:,} extra copies; {d['duplicates']['unique_records']:,} unique")
+    out.print(t)
+
+
+@app.command("formats")
+def formats_cmd() -> None:
+    """List the formats ptdata reads and writes."""
+    for name, f in FORMATS.items():
+        out.print(f"[bold]{name:<12}[/bold] {f.description}", highlight=False)
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False) -> None:
+    if version:
+        out.print(f"ptdata {__version__}")
+        raise typer.Exit()
+
+
+def main() -> None:
+    """Entry point: turn input problems into one line and exit code 1."""
+    try:
+        app()
+    except (InputError, OSError) as e:
+        err.print(f"error: {e}", highlight=False, markup=False)
+        sys.exit(EXIT_INPUT)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

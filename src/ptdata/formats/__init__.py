@@ -1,0 +1,185 @@
+"""Format registry: detection order, readers and writers, dataset_info.json mapping, Parquet schemas.
+
+Each external format is a module with ``detect(row) -> bool``, ``read(row, opts) -> Record``
+and ``write(record, opts) -> list[row]``. A writer that cannot hold a record raises
+RecordError("not_representable") instead of dropping data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+import pyarrow as pa
+
+from ..errors import InputError, RecordError
+from ..records import Record
+from . import alpaca, hh, native, openai, qa, sharegpt, trl
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    detect: Callable[[dict], bool]
+    read: Callable[[dict, dict], Record]
+    write: Callable[[Record, dict], list[dict]]
+    description: str
+
+
+# Detection order matters: the more specific shapes first (HH before TRL's implicit prompt).
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format(native.NAME, native.detect, native.read, native.write, "ptdata records (id, kind, messages, chosen, rejected, scores, meta)"),
+        Format(openai.PREF_NAME, openai.detect_pref, openai.read_pref, openai.write_pref, "OpenAI preference fine-tuning (input, preferred_output, non_preferred_output)"),
+        Format(sharegpt.NAME, sharegpt.detect, sharegpt.read, sharegpt.write, "ShareGPT / LLaMA-Factory (conversations of from/value; DPO and KTO variants)"),
+        Format(alpaca.NAME, alpaca.detect, alpaca.read, alpaca.write, "Alpaca / LLaMA-Factory (instruction, input, output, system, history; ranking and KTO variants)"),
+        Format(hh.NAME, hh.detect, hh.read, hh.write, "HH-RLHF transcripts (chosen/rejected '\\n\\nHuman: … \\n\\nAssistant: …')"),
+        Format(qa.NAME, qa.detect, qa.read, qa.write, "question/answer pairs such as GSM8K (--field question=… --field answer=…)"),
+        Format(openai.NAME, openai.detect, openai.read, openai.write, "OpenAI chat fine-tuning (messages, tools, tool_calls, weight)"),
+        Format(trl.NAME, trl.detect, trl.read, trl.write, "TRL prompt-only, prompt-completion, preference (explicit/implicit), unpaired; standard or conversational"),
+    )
+}
+
+
+def get_format(name: str) -> Format:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise InputError(f"unknown format {name!r}; known: {', '.join(FORMATS)}") from None
+
+
+def guess_format(row: dict) -> str | None:
+    """Name of the first format whose shape this row has, or None."""
+    for f in FORMATS.values():
+        if f.detect(row):
+            return f.name
+    return None
+
+
+# --- LLaMA-Factory dataset_info.json -------------------------------------------------------
+
+_ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "history": "history",
+                   "system": "system", "chosen": "chosen", "rejected": "rejected", "kto_tag": "kto_tag"}
+_SHAREGPT_COLUMNS = {"messages": "conversations", "system": "system", "tools": "tools",
+                     "chosen": "chosen", "rejected": "rejected", "kto_tag": "kto_tag"}
+
+
+def dataset_info_options(info_path: str | Path, dataset: str | None, data_file: str | Path | None = None) -> tuple[str, dict]:
+    """(format name, reader options) from a dataset_info.json entry.
+
+    The entry is the one named `dataset`, or else the one whose `file_name` is the data file's name.
+    """
+    path = Path(info_path)
+    try:
+        info = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as e:
+        raise InputError(f"{path}: cannot read dataset_info.json ({e})") from None
+    entry = None
+    if dataset:
+        entry = info.get(dataset)
+        if entry is None:
+            raise InputError(f"{path}: no dataset named {dataset!r} (have: {', '.join(info)})")
+    elif data_file is not None:
+        name = Path(data_file).name
+        entry = next((e for e in info.values() if isinstance(e, dict) and e.get("file_name") == name), None)
+        if entry is None:
+            raise InputError(f"{path}: no entry with file_name {name!r}")
+    formatting = entry.get("formatting", "alpaca")
+    if formatting not in ("alpaca", "sharegpt"):
+        raise InputError(f"{path}: formatting {formatting!r} is not supported (alpaca or sharegpt)")
+    canon = _ALPACA_COLUMNS if formatting == "alpaca" else _SHAREGPT_COLUMNS
+    rename = {src: canon[key] for key, src in (entry.get("columns") or {}).items() if key in canon and src != canon[key]}
+    return formatting, {"rename": rename, "tags": entry.get("tags") or {}}
+
+
+def dataset_info_entry(fmt: str, file_name: str, kinds: set[str]) -> dict:
+    """The dataset_info.json entry LLaMA-Factory needs for a file we wrote."""
+    entry: dict[str, Any] = {"file_name": file_name}
+    if fmt == "sharegpt":
+        entry["formatting"] = "sharegpt"
+        entry["columns"] = {"messages": "conversations", "system": "system", "tools": "tools"}
+        entry["tags"] = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                         "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
+    else:
+        entry["columns"] = {"prompt": "instruction", "query": "input", "response": "output", "system": "system", "history": "history"}
+    if "preference" in kinds:
+        entry["ranking"] = True
+        entry["columns"].update({"chosen": "chosen", "rejected": "rejected"})
+        entry["columns"].pop("response", None)
+    return entry
+
+
+def apply_rename(row: dict, rename: dict[str, str]) -> dict:
+    if not rename:
+        return row
+    return {rename.get(k, k): v for k, v in row.items()}
+
+
+# --- Parquet schemas ------------------------------------------------------------------------
+# Free-form objects (tools, meta, tool-call arguments) are JSON strings in Parquet, as HF does.
+
+_TOOL_CALL = pa.struct([("id", pa.string()), ("type", pa.string()),
+                        ("function", pa.struct([("name", pa.string()), ("arguments", pa.string())]))])
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string()), ("name", pa.string()),
+                     ("tool_calls", pa.list_(_TOOL_CALL)), ("tool_call_id", pa.string()), ("weight", pa.int64())])
+MESSAGES = pa.list_(MESSAGE)
+FROM_VALUE = pa.struct([("from", pa.string()), ("value", pa.string())])
+S = pa.string()
+
+
+def parquet_schema(fmt: str, opts: dict) -> pa.Schema:
+    if fmt == "ptdata":
+        return pa.schema([("id", S), ("kind", S), ("messages", MESSAGES), ("chosen", MESSAGES), ("rejected", MESSAGES),
+                          ("scores", pa.map_(S, pa.float64())), ("meta", S)])
+    if fmt == "alpaca":
+        return pa.schema([("instruction", S), ("input", S), ("output", S), ("system", S), ("history", pa.list_(pa.list_(S))),
+                          ("chosen", S), ("rejected", S), ("kto_tag", pa.bool_())])
+    if fmt == "sharegpt":
+        return pa.schema([("conversations", pa.list_(FROM_VALUE)), ("system", S), ("tools", S),
+                          ("chosen", FROM_VALUE), ("rejected", FROM_VALUE), ("kto_tag", pa.bool_())])
+    if fmt == "openai":
+        return pa.schema([("messages", MESSAGES), ("tools", S), ("parallel_tool_calls", pa.bool_())])
+    if fmt == "openai-pref":
+        inp = pa.struct([("messages", MESSAGES), ("tools", S), ("parallel_tool_calls", pa.bool_())])
+        return pa.schema([("input", inp), ("preferred_output", MESSAGES), ("non_preferred_output", MESSAGES)])
+    if fmt == "trl":
+        t = S if opts.get("style") == "standard" else MESSAGES
+        return pa.schema([("messages", MESSAGES), ("prompt", t), ("completion", t), ("chosen", t), ("rejected", t),
+                          ("label", pa.bool_()), ("tools", S), ("chat_template_kwargs", S)])
+    if fmt == "hh":
+        return pa.schema([("chosen", S), ("rejected", S)])
+    if fmt == "qa":
+        return pa.schema([(c, S) for c in dict.fromkeys(qa.fields(opts).values())])
+    raise InputError(f"no Parquet schema for format {fmt!r}")
+
+
+def _json_str(v: Any) -> Any:
+    return v if v is None or isinstance(v, str) else orjson.dumps(v).decode()
+
+
+def _arrow_messages(msgs: Any) -> Any:
+    if not isinstance(msgs, list) or not any(isinstance(m, dict) and m.get("tool_calls") for m in msgs):
+        return msgs
+    out = []
+    for m in msgs:
+        if m.get("tool_calls"):
+            m = {**m, "tool_calls": [{**c, "function": {**c["function"], "arguments": _json_str(c["function"]["arguments"])}}
+                                     for c in m["tool_calls"]]}
+        out.append(m)
+    return out
+
+
+def arrow_row(row: dict) -> dict:
+    """Make one writer row fit the fixed Parquet schema (JSON-encode the free-form parts)."""
+    out = {}
+    for k, v in row.items():
+        if k in ("tools", "meta", "chat_template_kwargs"):
+            v = _json_str(v)
+        elif k == "input" and isinstance(v, dict):
+            v = {**v, "messages": _arrow_messages(v.get("messages")), "tools": _json_str(v.get("tools"))}
+        elif isinstance(v, list):
+            v = _arrow_messages(v)
+        out[k] = v
+    return out

@@ -1,0 +1,319 @@
+"""Streaming readers and writers for JSONL, JSON arrays and Parquet, each optionally gzipped,
+and the rejects writer.
+
+Readers yield ``(position, row_or_error)``: a bad row (malformed JSON, invalid UTF-8, a
+record over the size limit, a non-object) becomes a RecordError at its line, never an
+exception, so the caller can put it in the rejects file and go on. Memory stays flat:
+JSONL is read line by line with a size cap, JSON arrays with an incremental parser,
+Parquet by row batches.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import orjson
+
+from .errors import InputError, RecordError
+
+DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
+GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
+
+Row = dict[str, Any]
+
+
+def split_name(path: str | Path) -> tuple[str, bool]:
+    """(container, gzipped) from a file name: container is jsonl, json or parquet."""
+    name = str(path).lower()
+    gz = name.endswith(".gz")
+    if gz:
+        name = name[:-3]
+    if name.endswith(".parquet"):
+        return "parquet", gz
+    if name.endswith(".json"):
+        return "json", gz
+    return "jsonl", gz
+
+
+def sniff(path: Path) -> tuple[str, bool]:
+    """Container and compression from the bytes (the name only breaks ties)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    gz = head[:2] == GZIP_MAGIC
+    if gz:
+        with gzip.open(path, "rb") as g:
+            try:
+                head = g.read(4096)
+            except (OSError, EOFError) as e:
+                raise InputError(f"{path}: not a readable gzip file ({e})") from None
+    if head[:4] == PARQUET_MAGIC:
+        return "parquet", gz
+    first = head.lstrip()[:1]
+    if first == b"[":
+        return "json", gz
+    if first == b"{":
+        return "jsonl", gz
+    return split_name(path)[0], gz
+
+
+class RowSource:
+    """Rows of one input file, with a byte-level progress reading for progress bars."""
+
+    def __init__(self, path: str | Path, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(f"{self.path}: no such file")
+        if self.path.is_dir():
+            raise InputError(f"{self.path}: is a directory, not a data file")
+        self.size = self.path.stat().st_size
+        if self.size == 0:
+            raise InputError(f"{self.path}: empty file (no records)")
+        self.container, self.gz = sniff(self.path)
+        self.max_record_bytes = max_record_bytes
+        self.position_label = {"jsonl": "line", "json": "item", "parquet": "row"}[self.container]
+        self._raw: IO[bytes] | None = None
+        self._rows_done = 0
+        self._rows_total = 0
+
+    def fraction(self) -> float:
+        """How far through the file the reader is, 0..1 (compressed bytes for gz, rows for Parquet)."""
+        if self.container == "parquet":
+            return self._rows_done / self._rows_total if self._rows_total else 0.0
+        try:
+            return self._raw.tell() / self.size if self._raw is not None else 0.0
+        except (ValueError, OSError):
+            return 1.0
+
+    def __iter__(self) -> Iterator[tuple[int, Row | RecordError]]:
+        if self.container == "parquet":
+            yield from self._parquet()
+            return
+        with open(self.path, "rb") as raw:
+            self._raw = raw
+            f: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if self.gz else raw
+            try:
+                if self.container == "json":
+                    yield from self._json_array(f)
+                else:
+                    yield from self._jsonl(f)
+            except (OSError, EOFError) as e:  # truncated or corrupt gzip stream
+                yield -1, RecordError("corrupt_file", f"read failed: {e}")
+
+    def _jsonl(self, f: IO[bytes]) -> Iterator[tuple[int, Row | RecordError]]:
+        limit = self.max_record_bytes
+        lineno = 0
+        readline = f.readline
+        loads = orjson.loads
+        while True:
+            line = readline(limit + 1)
+            if not line:
+                return
+            lineno += 1
+            if len(line) > limit:
+                size = len(line)
+                while not line.endswith(b"\n"):  # skip the rest of the oversized line, keeping nothing
+                    line = readline(1 << 20)
+                    if not line:
+                        break
+                    size += len(line)
+                yield lineno, RecordError("record_too_large", f"{size:,} bytes, over the limit of {limit:,} (--max-record-bytes)")
+                continue
+            try:
+                row = loads(line)
+            except orjson.JSONDecodeError as e:
+                if not line.strip():
+                    continue  # blank line: not a record
+                yield lineno, decode_error(line, e)
+                continue
+            if type(row) is not dict:
+                yield lineno, RecordError("not_an_object", f"a record must be a JSON object, got {type(row).__name__}")
+                continue
+            yield lineno, row
+
+    def _json_array(self, f: IO[bytes]) -> Iterator[tuple[int, Row | RecordError]]:
+        import ijson
+
+        n = 0
+        try:
+            for n, row in enumerate(ijson.items(f, "item", use_float=True), 1):
+                if type(row) is not dict:
+                    yield n, RecordError("not_an_object", f"a record must be a JSON object, got {type(row).__name__}")
+                else:
+                    yield n, row
+        except ijson.JSONError as e:
+            reason = "invalid_utf8" if "utf-8" in str(e).lower() or "utf8" in str(e).lower() else "malformed_json"
+            yield n + 1, RecordError(reason, f"JSON array unreadable from item {n + 1} on: {str(e).splitlines()[0][:200]}")
+        except UnicodeDecodeError as e:
+            yield n + 1, RecordError("invalid_utf8", f"JSON array unreadable from item {n + 1} on: {e}")
+
+    def _parquet(self) -> Iterator[tuple[int, Row | RecordError]]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with _plain_copy(self.path, self.gz) as path:
+            try:
+                pf = pq.ParquetFile(path)
+            except (pa.ArrowInvalid, OSError) as e:
+                raise InputError(f"{self.path}: not a readable Parquet file ({e})") from None
+            self._rows_total = pf.metadata.num_rows
+            n = 0
+            for batch in pf.iter_batches(batch_size=8192):
+                for row in batch.to_pylist():
+                    n += 1
+                    self._rows_done = n
+                    yield n, {k: v for k, v in row.items() if v is not None}
+
+
+@contextmanager
+def _plain_copy(path: Path, gz: bool) -> Iterator[Path]:
+    """Parquet needs random access: a gzipped Parquet file is inflated to a temp file first."""
+    if not gz:
+        yield path
+        return
+    with tempfile.NamedTemporaryFile(suffix=".parquet", delete=False) as tmp:
+        with gzip.open(path, "rb") as src:
+            shutil.copyfileobj(src, tmp, 1 << 20)
+    try:
+        yield Path(tmp.name)
+    finally:
+        os.unlink(tmp.name)
+
+
+def decode_error(line: bytes, e: Exception) -> RecordError:
+    """Tell invalid UTF-8 apart from malformed JSON, with the byte offset of the bad UTF-8."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as u:
+        return RecordError("invalid_utf8", f"invalid UTF-8 at byte {u.start} of the line")
+    return RecordError("malformed_json", str(e).splitlines()[0][:200])
+
+
+# --- writers --------------------------------------------------------------------------------
+
+class RowWriter:
+    """Writes rows to JSONL, a JSON array or Parquet (by file name), gzipped when it ends in .gz.
+
+    Writes go to a temporary name and are renamed into place on close, so a crashed run never
+    leaves a truncated file that looks complete.
+    """
+
+    def __init__(self, path: str | Path, fmt: str = "ptdata", opts: dict | None = None, batch_rows: int = 4096) -> None:
+        self.path = Path(path)
+        self.container, self.gz = split_name(self.path)
+        self.fmt, self.opts = fmt, opts or {}
+        self.count = 0
+        self._buf: list[Any] = []
+        self._batch = batch_rows
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.partial")
+        raw = open(self._tmp, "wb")
+        self._raw = raw
+        self._f: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) if self.gz else raw
+        self._pq = None
+        if self.container == "json":
+            self._f.write(b"[")
+
+    def write(self, row: Row) -> None:
+        self._buf.append(row)
+        if len(self._buf) >= self._batch:
+            self._flush()
+
+    def write_many(self, rows: list[Row]) -> None:
+        self._buf.extend(rows)
+        if len(self._buf) >= self._batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        rows, self._buf = self._buf, []
+        if self.container == "parquet":
+            self._write_parquet(rows)
+        elif self.container == "json":
+            sep = b"\n" if self.count == 0 else b",\n"
+            self._f.write(sep + b",\n".join(orjson.dumps(r) for r in rows))
+        else:
+            dumps = orjson.dumps
+            self._f.write(b"\n".join([dumps(r) for r in rows]) + b"\n")
+        self.count += len(rows)
+
+    def _write_parquet(self, rows: list[Row]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from .formats import arrow_row, parquet_schema
+
+        schema = parquet_schema(self.fmt, self.opts)
+        try:
+            table = pa.Table.from_pylist([arrow_row(r) for r in rows], schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise InputError(f"{self.path}: rows do not fit the {self.fmt} Parquet schema ({e})") from None
+        if self._pq is None:
+            self._pq = pq.ParquetWriter(self._f, schema, compression="zstd")
+        self._pq.write_table(table)
+
+    def close(self) -> None:
+        self._flush()
+        if self.container == "parquet":
+            if self._pq is None:  # no rows: still a valid, empty Parquet file
+                import pyarrow.parquet as pq
+
+                from .formats import parquet_schema
+
+                schema = parquet_schema(self.fmt, self.opts)
+                self._pq = pq.ParquetWriter(self._f, schema, compression="zstd")
+            self._pq.close()
+        elif self.container == "json":
+            self._f.write(b"\n]\n")
+        if self._f is not self._raw:
+            self._f.close()
+        self._raw.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            if self._f is not self._raw:
+                self._f.close()
+            self._raw.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "RowWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def rejects_path_for(out: str | Path) -> Path:
+    """`data/out.jsonl(.gz)|.json|.parquet` -> `data/out.rejects.jsonl`."""
+    p = Path(out)
+    name = p.name
+    for suffix in (".gz", ".jsonl", ".json", ".parquet"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return p.with_name(f"{name}.rejects.jsonl")
+
+
+PREVIEW_CHARS = 2000
+
+
+def reject_row(source: str, position: int, position_label: str, op: str, err: RecordError, record: Any = None) -> Row:
+    """One machine-readable reject: where it came from, which op dropped it and why, and the data."""
+    row: Row = {"source": source, position_label: position, "op": op, "reason": err.reason, "detail": err.detail}
+    if record is not None:
+        size = len(orjson.dumps(record)) if not isinstance(record, (bytes, str)) else len(record)
+        if size <= DEFAULT_MAX_RECORD_BYTES:
+            row["record"] = record
+        else:
+            row["record_preview"] = str(record)[:PREVIEW_CHARS]
+    return row

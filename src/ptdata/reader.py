@@ -1,0 +1,133 @@
+"""Records from any supported file: container, format detection, parsing, validation.
+
+`read_records` yields ``(Record, None)`` for a usable record or ``(None, reject_row)`` for
+everything else, so every input row ends up counted exactly once. A file whose format
+cannot be told, or that is missing or empty, raises InputError (one line, no traceback).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .errors import InputError, RecordError
+from .formats import FORMATS, apply_rename, dataset_info_options, get_format, guess_format
+from .io import DEFAULT_MAX_RECORD_BYTES, Row, RowSource, reject_row
+from .records import Record
+from .validation import ValidationConfig, validate
+
+DETECT_SAMPLE = 200
+
+
+@dataclass
+class ReadOptions:
+    fmt: str | None = None  # None: detect from the data (or a dataset_info.json beside the file)
+    opts: dict = field(default_factory=dict)  # format options: fields, tags, rename, ...
+    dataset_info: str | None = None
+    dataset: str | None = None
+    validate: bool = True
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+
+
+def resolve_format(path: Path, ro: ReadOptions) -> tuple[str | None, dict]:
+    """Explicit --from, else a dataset_info.json (given, or beside the file and naming it), else None."""
+    opts = dict(ro.opts)
+    info = ro.dataset_info
+    if info is None and ro.fmt is None:
+        beside = path.parent / "dataset_info.json"
+        if beside.exists():
+            try:
+                fmt, extra = dataset_info_options(beside, None, path)
+                return fmt, {**extra, **opts}
+            except InputError:
+                pass  # the file is not described there: fall back to detection
+    if info is not None:
+        fmt, extra = dataset_info_options(info, ro.dataset, path)
+        if ro.fmt and ro.fmt != fmt:
+            raise InputError(f"--from {ro.fmt} disagrees with {info} (formatting {fmt})")
+        return fmt, {**extra, **opts}
+    if ro.fmt is not None:
+        get_format(ro.fmt)
+    return ro.fmt, opts
+
+
+class RecordReader:
+    """Iterates one file's records and rejects; `fmt` is known after the first record."""
+
+    def __init__(self, path: str | Path, ro: ReadOptions | None = None) -> None:
+        self.ro = ro or ReadOptions()
+        self.source = RowSource(path, self.ro.max_record_bytes)
+        self.path = self.source.path
+        self.fmt, self.opts = resolve_format(self.path, self.ro)
+        self.explicit = self.fmt is not None
+        self.label = self.source.position_label
+
+    def fraction(self) -> float:
+        return self.source.fraction()
+
+    def _reject(self, pos: int, op: str, err: RecordError, record=None) -> Row:
+        return reject_row(str(self.path), pos, self.label, op, err, record)
+
+    def __iter__(self) -> Iterator[tuple[Record | None, Row | None]]:
+        rows = iter(self.source)
+        head: list[tuple[int, Row | RecordError]] = []
+        if self.fmt is None:
+            for item in rows:
+                head.append(item)
+                if sum(1 for _, r in head if isinstance(r, dict)) >= DETECT_SAMPLE:
+                    break
+            self.fmt = self._detect(head)
+        fmt = FORMATS[self.fmt]
+        detect, read, opts = fmt.detect, fmt.read, self.opts
+        rename = opts.get("rename")
+        check = self.ro.validate
+        cfg = self.ro.validation
+        for source in (head, rows):
+            for pos, row in source:
+                if isinstance(row, RecordError):
+                    yield None, self._reject(pos, "read", row)
+                    continue
+                if rename:
+                    row = apply_rename(row, rename)
+                if not self.explicit and not detect(row):
+                    yield None, self._reject(pos, "detect", self._mismatch(row), row)
+                    continue
+                try:
+                    rec = read(row, opts)
+                except RecordError as e:
+                    yield None, self._reject(pos, "parse", e, row)
+                    continue
+                if check:
+                    try:
+                        validate(rec, cfg)
+                    except RecordError as e:
+                        yield None, self._reject(pos, "validate", e, row)
+                        continue
+                rec.meta.setdefault("source", f"{self.path.name}:{pos}")
+                yield rec, None
+
+    def _detect(self, head: list[tuple[int, Row | RecordError]]) -> str:
+        votes = Counter(guess_format(apply_rename(r, self.opts.get("rename") or {})) for _, r in head if isinstance(r, dict))
+        known = [(n, c) for n, c in votes.most_common() if n is not None]
+        if not known:
+            if not votes:
+                first_err = next((r for _, r in head if isinstance(r, RecordError)), None)
+                if first_err is None:
+                    raise InputError(f"{self.path}: no records")
+                return "ptdata"  # nothing parseable: every row is a read reject whatever the format
+            keys = next(sorted(r)[:8] for _, r in head if isinstance(r, dict))
+            raise InputError(f"{self.path}: cannot tell the format (first record has keys {keys}); pass --from")
+        self.detected_from = sum(votes.values())
+        return known[0][0]
+
+    def _mismatch(self, row: Row) -> RecordError:
+        other = guess_format(row)
+        if other is None:
+            return RecordError("unknown_format", f"keys {sorted(row)[:8]} match no known format (file is {self.fmt})")
+        return RecordError("format_mismatch", f"row looks like {other}, but the file was detected as {self.fmt}")
+
+
+def read_records(path: str | Path, ro: ReadOptions | None = None) -> Iterator[tuple[Record | None, Row | None]]:
+    yield from RecordReader(path, ro)

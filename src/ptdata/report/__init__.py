@@ -1,0 +1,1 @@
+"""Statistics over record streams, and (later) the HTML report."""
