@@ -61,7 +61,8 @@ class _Bar:
     def __init__(self, label: str, quiet: bool) -> None:
         self.enabled = not quiet and err.is_terminal
         self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                          TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err, transient=True)
+                          TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err, transient=True,
+                          auto_refresh=False)  # no refresh thread: convert forks worker processes
         self.task = self.p.add_task(label, total=1.0, info="")
 
     def __enter__(self):
@@ -78,6 +79,7 @@ class _Bar:
             if counts is not None:
                 kept, rejected = counts.kept, counts.rejected
             self.p.update(self.task, completed=fraction, info=f"kept {kept:,} rejected {rejected:,}")
+            self.p.refresh()
 
 
 def _summary(counts_in: int, kept: int, rejected: int, reasons: dict, flags: dict, rejects: Path | None) -> None:
@@ -115,6 +117,7 @@ def convert_cmd(
     dataset: DatasetOpt = None,
     rejects: Annotated[Optional[Path], typer.Option(help="Rejects file (default: OUT stem + .rejects.jsonl).")] = None,
     write_dataset_info: Annotated[bool, typer.Option("--write-dataset-info", help="Add an entry for OUT to dataset_info.json beside it.")] = False,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes for large plain-JSONL inputs (default: all cores).")] = None,
     max_turn_chars: MaxTurnOpt = 100_000,
     strict: StrictOpt = False,
     no_language_check: NoLangOpt = False,
@@ -130,7 +133,7 @@ def convert_cmd(
         write_opts["fields"] = ro.opts["fields"]
     rejects = rejects or rejects_path_for(dst)
     with _Bar(f"convert {src.name}", quiet) as bar:
-        counts = convert(src, dst, to, ro, write_opts, rejects, bar, write_dataset_info)
+        counts = convert(src, dst, to, ro, write_opts, rejects, bar, write_dataset_info, workers)
     _summary(counts.records_in, counts.kept, counts.rejected, counts.reasons, counts.flags, rejects)
     if counts.rows_out != counts.kept:
         err.print(f"  wrote {counts.rows_out:,} rows to {dst}", highlight=False)

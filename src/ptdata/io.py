@@ -65,7 +65,10 @@ def sniff(path: Path) -> tuple[str, bool]:
 class RowSource:
     """Rows of one input file, with a byte-level progress reading for progress bars."""
 
-    def __init__(self, path: str | Path, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+    def __init__(self, path: str | Path, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                 byte_range: tuple[int, int] | None = None, first_line: int = 1) -> None:
+        """`byte_range` (start, end), line-aligned, with `first_line` its line number: one
+        worker's share of a plain JSONL file (see `split_lines`)."""
         self.path = Path(path)
         if not self.path.exists():
             raise InputError(f"{self.path}: no such file")
@@ -80,6 +83,10 @@ class RowSource:
         self._raw: IO[bytes] | None = None
         self._rows_done = 0
         self._rows_total = 0
+        self.byte_range = byte_range
+        self.first_line = first_line
+        if byte_range is not None and (self.container != "jsonl" or self.gz):
+            raise ValueError("byte ranges are only for plain JSONL files")
 
     def fraction(self) -> float:
         """How far through the file the reader is, 0..1 (compressed bytes for gz, rows for Parquet)."""
@@ -96,6 +103,8 @@ class RowSource:
             return
         with open(self.path, "rb") as raw:
             self._raw = raw
+            if self.byte_range is not None:
+                raw.seek(self.byte_range[0])
             f: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if self.gz else raw
             try:
                 if self.container == "json":
@@ -107,13 +116,15 @@ class RowSource:
 
     def _jsonl(self, f: IO[bytes]) -> Iterator[tuple[int, Row | RecordError]]:
         limit = self.max_record_bytes
-        lineno = 0
+        lineno = self.first_line - 1
+        remaining = self.byte_range[1] - self.byte_range[0] if self.byte_range else -1
         readline = f.readline
         loads = orjson.loads
-        while True:
+        while remaining:
             line = readline(limit + 1)
             if not line:
                 return
+            remaining -= len(line)
             lineno += 1
             if len(line) > limit:
                 size = len(line)
@@ -122,6 +133,7 @@ class RowSource:
                     if not line:
                         break
                     size += len(line)
+                    remaining -= len(line)
                 yield lineno, RecordError("record_too_large", f"{size:,} bytes, over the limit of {limit:,} (--max-record-bytes)")
                 continue
             try:
@@ -168,6 +180,54 @@ class RowSource:
                     n += 1
                     self._rows_done = n
                     yield n, {k: v for k, v in row.items() if v is not None}
+
+
+def split_ranges(path: str | Path, parts: int) -> list[tuple[int, int]]:
+    """Cut a plain JSONL file into about `parts` line-aligned byte ranges [(start, end)]."""
+    size = Path(path).stat().st_size
+    cuts = [0]
+    with open(path, "rb") as f:
+        for k in range(1, parts):
+            t = size * k // parts
+            if t <= cuts[-1]:
+                continue
+            f.seek(t)
+            f.readline()
+            pos = f.tell()
+            if cuts[-1] < pos < size:
+                cuts.append(pos)
+    cuts.append(size)
+    return list(zip(cuts, cuts[1:]))
+
+
+def count_newlines(path: str | Path, byte_range: tuple[int, int], block: int = 8 << 20) -> int:
+    """Newlines in a byte range (C speed), so each range knows the number of its first line."""
+    start, end = byte_range
+    n = 0
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = end - start
+        while left:
+            chunk = f.read(min(block, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            n += chunk.count(b"\n")
+    return n
+
+
+def split_lines(path: str | Path, parts: int) -> list[tuple[int, int, int]]:
+    """Line-aligned ranges with their first line numbers: [(start, end, first_line)]."""
+    ranges = split_ranges(path, parts)
+    return with_first_lines(ranges, [count_newlines(path, r) for r in ranges])
+
+
+def with_first_lines(ranges: list[tuple[int, int]], newlines: list[int]) -> list[tuple[int, int, int]]:
+    out, line = [], 1
+    for (a, b), n in zip(ranges, newlines):
+        out.append((a, b, line))
+        line += n
+    return out
 
 
 @contextmanager

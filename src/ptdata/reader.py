@@ -56,13 +56,28 @@ def resolve_format(path: Path, ro: ReadOptions) -> tuple[str | None, dict]:
 class RecordReader:
     """Iterates one file's records and rejects; `fmt` is known after the first record."""
 
-    def __init__(self, path: str | Path, ro: ReadOptions | None = None) -> None:
+    def __init__(self, path: str | Path, ro: ReadOptions | None = None, byte_range: tuple[int, int] | None = None,
+                 first_line: int = 1, detected: str | None = None) -> None:
+        """`detected`: a format already detected on this file by a parent process (shape checks stay on)."""
         self.ro = ro or ReadOptions()
-        self.source = RowSource(path, self.ro.max_record_bytes)
+        self.source = RowSource(path, self.ro.max_record_bytes, byte_range, first_line)
         self.path = self.source.path
         self.fmt, self.opts = resolve_format(self.path, self.ro)
         self.explicit = self.fmt is not None
+        if detected is not None and not self.explicit:
+            self.fmt = detected
         self.label = self.source.position_label
+
+    def detect(self) -> str:
+        """The file's format: given, or the majority shape of its first rows (a short separate pass)."""
+        if self.fmt is None:
+            head = []
+            for item in RowSource(self.path, self.ro.max_record_bytes):
+                head.append(item)
+                if sum(1 for _, r in head if isinstance(r, dict)) >= DETECT_SAMPLE:
+                    break
+            self.fmt = self._detect(head)
+        return self.fmt
 
     def fraction(self) -> float:
         return self.source.fraction()
@@ -71,42 +86,34 @@ class RecordReader:
         return reject_row(str(self.path), pos, self.label, op, err, record)
 
     def __iter__(self) -> Iterator[tuple[Record | None, Row | None]]:
-        rows = iter(self.source)
-        head: list[tuple[int, Row | RecordError]] = []
-        if self.fmt is None:
-            for item in rows:
-                head.append(item)
-                if sum(1 for _, r in head if isinstance(r, dict)) >= DETECT_SAMPLE:
-                    break
-            self.fmt = self._detect(head)
-        fmt = FORMATS[self.fmt]
+        fmt = FORMATS[self.detect()]
         detect, read, opts = fmt.detect, fmt.read, self.opts
         rename = opts.get("rename")
         check = self.ro.validate
         cfg = self.ro.validation
-        for source in (head, rows):
-            for pos, row in source:
-                if isinstance(row, RecordError):
-                    yield None, self._reject(pos, "read", row)
-                    continue
-                if rename:
-                    row = apply_rename(row, rename)
-                if not self.explicit and not detect(row):
-                    yield None, self._reject(pos, "detect", self._mismatch(row), row)
-                    continue
+        name = self.path.name
+        for pos, row in self.source:
+            if isinstance(row, RecordError):
+                yield None, self._reject(pos, "read", row)
+                continue
+            if rename:
+                row = apply_rename(row, rename)
+            if not self.explicit and not detect(row):
+                yield None, self._reject(pos, "detect", self._mismatch(row), row)
+                continue
+            try:
+                rec = read(row, opts)
+            except RecordError as e:
+                yield None, self._reject(pos, "parse", e, row)
+                continue
+            if check:
                 try:
-                    rec = read(row, opts)
+                    validate(rec, cfg)
                 except RecordError as e:
-                    yield None, self._reject(pos, "parse", e, row)
+                    yield None, self._reject(pos, "validate", e, row)
                     continue
-                if check:
-                    try:
-                        validate(rec, cfg)
-                    except RecordError as e:
-                        yield None, self._reject(pos, "validate", e, row)
-                        continue
-                rec.meta.setdefault("source", f"{self.path.name}:{pos}")
-                yield rec, None
+            rec.meta.setdefault("source", f"{name}:{pos}")
+            yield rec, None
 
     def _detect(self, head: list[tuple[int, Row | RecordError]]) -> str:
         votes = Counter(guess_format(apply_rename(r, self.opts.get("rename") or {})) for _, r in head if isinstance(r, dict))

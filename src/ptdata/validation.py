@@ -89,41 +89,64 @@ def _describe(m: Message) -> str:
     return f"{'an' if m['role'] == 'assistant' else 'a'} {m['role']} turn"
 
 
+# Which role may follow which state; "call" is an assistant turn with open tool calls.
+_NEXT = {
+    None: ("system", "user"),
+    "system": ("user",),
+    "user": ("assistant",),
+    "assistant": ("user",),
+    "call": ("tool",),
+    "tool": ("assistant", "tool"),
+}
+
+
 def check_turns(msgs: list[Message], cfg: ValidationConfig, where: str) -> None:
     """Legal role order, tool turns only after a tool call, no empty, over-long or repeated turns."""
-    pending_calls = 0
-    prev_role = None
+    max_chars = cfg.max_turn_chars
+    state = None
+    pending = 0
     prev_text = None
     for i, m in enumerate(msgs):
         role, content = m["role"], m["content"]
-        at = f"{where}[{i}]"
-        if role == "system":
-            if i != 0:
-                raise RecordError("system_not_first", f"{at} is a system turn after the start")
-        elif prev_role in (None, "system"):
-            if role != "user":
-                raise RecordError("first_turn_not_user", f"{at} is {_describe(m)}; a conversation starts with the user")
-        elif role == "tool":
-            if pending_calls <= 0:
-                raise RecordError("tool_without_call", f"{at} is a tool result with no open assistant tool call")
-            pending_calls -= 1
-        else:
-            if pending_calls > 0:
-                raise RecordError("missing_tool_result", f"{at} is {_describe(m)} but {pending_calls} tool call(s) have no result")
-            if role == prev_role or (role == "user" and prev_role not in ("assistant",)) or (role == "assistant" and prev_role not in ("user", "tool")):
-                raise RecordError("roles_out_of_order", f"{at} is {_describe(m)} right after {_describe(msgs[i - 1])}")
+        if role not in _NEXT[state] or (role == "tool" and pending <= 0) or (role == "assistant" and state == "tool" and pending > 0):
+            _order_error(msgs, i, state, pending, where)
         if role == "assistant" and m.get("tool_calls"):
-            pending_calls = len(m["tool_calls"])
-        elif not content.strip():
-            raise RecordError("empty_turn", f"{at} ({role}) is empty")
-        if len(content) > cfg.max_turn_chars:
-            raise RecordError("turn_too_long", f"{at} has {len(content):,} characters, over {cfg.max_turn_chars:,}")
-        text = normalize_text(content) if content and role != "tool" else None  # echoing a tool result is fine
+            pending = len(m["tool_calls"])
+            state = "call"
+        else:
+            if not content or content.isspace():
+                raise RecordError("empty_turn", f"{where}[{i}] ({role}) is empty")
+            if role == "tool":
+                pending -= 1
+            state = role
+        if len(content) > max_chars:
+            raise RecordError("turn_too_long", f"{where}[{i}] has {len(content):,} characters, over {max_chars:,}")
+        if role == "tool":
+            prev_text = None  # echoing a tool result is fine
+            continue
+        text = content.strip()
+        if not text.isascii():
+            text = normalize_text(text)
         if text and text == prev_text:
-            raise RecordError("repeated_turn", f"{at} repeats the previous turn word for word")
-        prev_role, prev_text = role, text
-    if pending_calls > 0 and msgs[-1]["role"] == "tool":
-        raise RecordError("missing_tool_result", f"{where} ends with {pending_calls} tool call(s) unanswered")
+            raise RecordError("repeated_turn", f"{where}[{i}] repeats the previous turn word for word")
+        prev_text = text
+    if pending > 0 and state == "tool":
+        raise RecordError("missing_tool_result", f"{where} ends with {pending} tool call(s) unanswered")
+
+
+def _order_error(msgs: list[Message], i: int, state: str | None, pending: int, where: str) -> None:
+    """The specific reason a turn is out of place (only computed on failure)."""
+    m = msgs[i]
+    role, at = m["role"], f"{where}[{i}]"
+    if role == "system":
+        raise RecordError("system_not_first", f"{at} is a system turn after the start")
+    if state in (None, "system"):
+        raise RecordError("first_turn_not_user", f"{at} is {_describe(m)}; a conversation starts with the user")
+    if role == "tool":
+        raise RecordError("tool_without_call", f"{at} is a tool result with no open assistant tool call")
+    if pending > 0:
+        raise RecordError("missing_tool_result", f"{at} is {_describe(m)} but {pending} tool call(s) have no result")
+    raise RecordError("roles_out_of_order", f"{at} is {_describe(m)} right after {_describe(msgs[i - 1])}")
 
 
 # --- flags ----------------------------------------------------------------------------------
@@ -192,7 +215,7 @@ def looks_truncated(text: str) -> bool:
 def _flags(rec: Record, finals: list[Message], cfg: ValidationConfig) -> list[str]:
     flags = []
     turns = rec.messages + (rec.chosen or []) + (rec.rejected or []) if rec.kind == "preference" else rec.messages
-    if cfg.language:
+    if cfg.language and not all(m["content"].isascii() for m in turns):  # all-ASCII text is all one script
         first = None
         for m in turns:
             if m["role"] == "user" or m["role"] == "assistant":

@@ -37,6 +37,11 @@ def _prompt(row: dict) -> list[dict]:
 
 
 def read(row: dict, opts: dict) -> Record:
+    if len(row) == 3:  # fast path for the common plain row (instruction, input, output)
+        ins, inp, out = row.get("instruction"), row.get("input"), row.get("output")
+        if type(ins) is str and type(inp) is str and type(out) is str:
+            user = {"role": "user", "content": f"{ins}\n{inp}" if inp else ins}
+            return Record("sft", [user, {"role": "assistant", "content": out}])
     msgs = _prompt(row)
     if "chosen" in row or "rejected" in row:
         chosen, rejected = req_str(row, "chosen"), req_str(row, "rejected")

@@ -1,0 +1,53 @@
+"""Parallel conversion gives byte-identical output, rejects and line numbers to a serial run."""
+from __future__ import annotations
+
+import gzip
+
+import orjson
+import pytest
+
+from ptdata import convert
+from ptdata.io import split_lines
+
+from .conftest import shared
+
+
+@pytest.fixture(scope="module")
+def alpaca_with_defects(tmp_path_factory):
+    path = tmp_path_factory.mktemp("par") / "alpaca.jsonl"
+    with gzip.open(shared("alpaca_en_52k.jsonl.gz"), "rb") as f, open(path, "wb") as out:
+        for i, line in enumerate(f):
+            out.write(line)
+            if i % 9001 == 17:
+                out.write(b'{"instruction": "broken\n')
+            if i % 12007 == 5:
+                out.write(b'{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}\n')
+    return path
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "jsonl.gz"])
+def test_parallel_equals_serial(tmp_path, alpaca_with_defects, ext):
+    serial = convert(alpaca_with_defects, tmp_path / f"s.{ext}", "ptdata", workers=1)
+    par = convert(alpaca_with_defects, tmp_path / f"p.{ext}", "ptdata", workers=2)
+    assert serial.as_dict() == par.as_dict()
+    assert par.records_in == 52_002 + 6 + 5 == par.kept + par.rejected
+    assert par.reasons["malformed_json"] == 6 and par.reasons["format_mismatch"] == 5
+    read = (lambda p: gzip.open(p).read()) if ext.endswith("gz") else (lambda p: p.read_bytes())
+    assert read(tmp_path / f"s.{ext}") == read(tmp_path / f"p.{ext}")
+    assert (tmp_path / "s.rejects.jsonl").read_bytes() == (tmp_path / "p.rejects.jsonl").read_bytes()
+    lines = alpaca_with_defects.read_bytes().split(b"\n")
+    for rej in map(orjson.loads, (tmp_path / "p.rejects.jsonl").read_bytes().splitlines()):
+        if rej["reason"] == "malformed_json":
+            assert lines[rej["line"] - 1] == b'{"instruction": "broken'
+
+
+def test_split_lines_covers_the_file_exactly(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(b"".join(b'{"a": %d}\n' % i for i in range(10_000)))
+    ranges = split_lines(p, 7)
+    assert ranges[0][:1] == (0,) and ranges[-1][1] == p.stat().st_size
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    data = p.read_bytes()
+    for start, end, first_line in ranges:
+        assert data[:start].count(b"\n") + 1 == first_line
+        assert start == 0 or data[start - 1:start] == b"\n"
