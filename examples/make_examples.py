@@ -219,6 +219,44 @@ def qa_rows() -> list[dict]:
     return rows
 
 
+BENCHMARK = [
+    ("A baker makes 24 muffins each hour for 7 hours and then sells all but 15 of them. How many muffins does the baker sell?", "24*7-15 = 153\n#### 153"),
+    ("Tom reads 12 pages on Monday and twice as many pages on Tuesday. How many pages did he read on the two days together?", "12+24 = 36\n#### 36"),
+    ("一个农场有 35 只鸡和 18 只鸭，卖掉了 9 只鸡以后，农场里一共还剩下多少只家禽？请写出计算过程并给出最后的答案。", "35-9+18 = 44\n#### 44"),
+    ("A train travels 60 miles per hour for 3 hours and then 40 miles per hour for 2 hours. What total distance does it cover?", "180+80 = 260\n#### 260"),
+]
+FATES: dict[str, str] = {}
+WATER = ("The sun warms the water in seas, lakes and rivers, and some of it turns into an invisible gas called water vapour. "
+         "The vapour rises, cools high in the sky and condenses into tiny droplets that gather as clouds. When the droplets "
+         "grow heavy they fall back as rain, snow or hail. The water then soaks into the ground or runs along streams and "
+         "rivers until it reaches the sea again, where the whole journey starts over.")  # "file:line" -> expected reason ("kept" or "kept:<note>")
+
+
+def pii_junk_rows() -> list[dict]:
+    """Curation targets, one per line; FATES says what the recipe must do with each."""
+    rows: list[tuple[dict, str]] = [
+        ({"instruction": "How can I reach the support team?", "input": "", "output": "Write to support.desk@example.org or call +1 (415) 555-0134 during office hours."}, "kept:pii"),
+        ({"instruction": "我的联系方式是什么？", "input": "", "output": "你的手机号是13812345678，邮箱是li.lei@example.cn，身份证号110101199003074477。"}, "kept:pii"),
+        ({"instruction": "Which card did I use last time?", "input": "", "output": "You paid with the card 4111 1111 1111 1111 from the server at 192.168.10.24."}, "kept:pii"),
+        ({"instruction": "Show me how to call the API.", "input": "", "output": "Send the header Authorization: Bearer sk-proj-9fT2xQ7LmN4pR8sV1wY6zA3bC5dE0gH and the request body as JSON."}, "kept:pii"),
+        ({"instruction": "What is the meaning of life?", "input": "", "output": "As an AI language model, I do not have personal opinions about the meaning of life."}, "refusal"),
+        ({"instruction": "你对这件事有什么看法？", "input": "", "output": "作为一个人工智能语言模型，我没有个人观点，无法回答这个问题。"}, "refusal"),
+        ({"instruction": "Write a short poem about rain.", "input": "", "output": "Rain falls down. " * 30}, "repetitive"),
+        ({"instruction": "写一段关于春天的话。", "input": "", "output": "春天来了，花开了。" * 25}, "repetitive"),
+        ({"instruction": "Summarize the article.", "input": "", "output": "The article explains thatâ€™s why the cafÃ© was closed, and itâ€™s not clear when it will reopen."}, "garbled_text"),
+        ({"instruction": "Explique la photosynthèse en termes simples, s'il vous plaît.", "input": "", "output": "La photosynthèse permet aux plantes de transformer la lumière, l'eau et le dioxyde de carbone en sucre et en oxygène."}, "wrong_language"),
+        ({"instruction": "Solve this word problem: " + BENCHMARK[0][0], "input": "", "output": "The baker sells 153 muffins."}, "contaminated"),
+        ({"instruction": BENCHMARK[2][0].replace("35", "36"), "input": "", "output": "答案是 45 只。"}, "contaminated"),
+        ({"instruction": "Explain the water cycle in simple terms, for a ten year old child who loves the sea.", "input": "", "output": WATER}, "kept"),
+        ({"instruction": "Explain the water cycle in simple terms, for a ten year old child who loves the sea!", "input": "", "output": WATER.replace(".", "!")}, "exact_duplicate"),
+        ({"instruction": "Explain the water cycle in simple terms, for a ten year old child who loves the sea.", "input": "",
+          "output": WATER.replace("warms the water", "heats the water")}, "near_duplicate"),
+    ]
+    for i, (_, fate) in enumerate(rows, 1):
+        FATES[f"pii_and_junk.jsonl:{i}"] = fate
+    return [r for r, _ in rows]
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     alpaca = alpaca_rows()
@@ -249,7 +287,14 @@ def main() -> None:
     with open(OUT / "gsm_style.jsonl", "w", encoding="utf-8") as f:
         for row in qa_rows():
             f.write(json.dumps(row) + "\n")
+    with open(OUT / "pii_and_junk.jsonl", "w", encoding="utf-8") as f:
+        for row in pii_junk_rows():
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with open(OUT / "benchmark_test.jsonl", "w", encoding="utf-8") as f:
+        for q, a in BENCHMARK:
+            f.write(json.dumps({"question": q, "answer": a}, ensure_ascii=False) + "\n")
     (OUT / "PLANTED.json").write_text(json.dumps(dict(sorted(PLANTED.items())), indent=1) + "\n")
+    (OUT / "FATES.json").write_text(json.dumps(FATES, indent=1, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -51,3 +51,25 @@ def test_split_lines_covers_the_file_exactly(tmp_path):
     for start, end, first_line in ranges:
         assert data[:start].count(b"\n") + 1 == first_line
         assert start == 0 or data[start - 1:start] == b"\n"
+
+
+def _peak_rss_mb(src, dst) -> float:
+    import subprocess
+    import sys
+
+    code = ("import resource, sys; from ptdata import convert; "
+            "convert(sys.argv[1], sys.argv[2], 'openai', workers=1); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    r = subprocess.run([sys.executable, "-c", code, str(src), str(dst)], capture_output=True, text=True, check=True)
+    return float(r.stdout.strip())
+
+
+def test_memory_stays_flat_with_input_size(tmp_path):
+    """Streaming: 4x the records must not need more memory (a generous 25 MB allowance for noise)."""
+    data = gzip.open(shared("alpaca_en_52k.jsonl.gz"), "rb").read()
+    x1, x4 = tmp_path / "x1.jsonl", tmp_path / "x4.jsonl"
+    x1.write_bytes(data)
+    x4.write_bytes(data * 4)
+    rss1 = _peak_rss_mb(x1, tmp_path / "o1.jsonl")
+    rss4 = _peak_rss_mb(x4, tmp_path / "o4.jsonl")
+    assert rss4 < rss1 + 25, (rss1, rss4)

@@ -235,6 +235,64 @@ def _print_stats(d: dict) -> None:
     out.print(t)
 
 
+@app.command("run")
+def run_cmd(
+    recipe_path: Annotated[Path, typer.Argument(help="Recipe YAML.")],
+    executor: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (executor=ray).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a curation recipe: kept records, rejects with reasons, stats.json and report.html. Resumes if interrupted."""
+    from .pipeline import load_recipe, run
+
+    recipe = load_recipe(recipe_path)
+    if executor != "local":
+        raise InputError(f"executor {executor!r} is not available yet (local only)")
+    show = not quiet and err.is_terminal
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} shards"),
+                    TimeElapsedColumn(), console=err, auto_refresh=False)
+    tasks: dict[str, int] = {}
+
+    def progress(label: str, done: int, total: int) -> None:
+        if not show:
+            return
+        if label not in tasks:
+            tasks[label] = prog.add_task(label, total=total)
+        prog.update(tasks[label], completed=done)
+        prog.refresh()
+
+    if show:
+        prog.start()
+    try:
+        result = run(recipe, workers=workers, progress=progress)
+    finally:
+        if show:
+            prog.stop()
+    st = result.stats
+    _summary(st["records_in"], st["kept"], st["rejected"], {}, {}, result.rejects_path)
+    for o in st["ops"]:
+        dropped = ", ".join(f"{k} {v:,}" for k, v in sorted(o["dropped"].items(), key=lambda x: -x[1]))
+        secs = "" if o["seconds"] is None else f" ({o['seconds']:.1f}s)"
+        err.print(f"  {o['op']:<18} {o['in']:>9,} -> {o['kept']:>9,}{secs}" + (f"  dropped: {dropped}" if dropped else ""), highlight=False)
+    if result.resumed_shards:
+        err.print(f"  resumed: {result.resumed_shards} shard(s) reused from an interrupted run", highlight=False)
+    err.print(f"kept: {result.kept_path}\nrejects: {result.rejects_path}\nstats: {result.stats_path}"
+              + (f"\nreport: {result.report_path}" if result.report_path else ""), highlight=False)
+
+
+@app.command("ops")
+def ops_cmd() -> None:
+    """List every curation op with its parameters and defaults."""
+    from .ops import OPS
+
+    for name, cls in OPS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        out.print(f"[bold]{name}[/bold] ({cls.kind}) {doc}", highlight=False)
+        for pname, default, help_ in cls.describe():
+            out.print(f"    {pname} = {default}  [dim]{help_}[/dim]", highlight=False)
+
+
 @app.command("formats")
 def formats_cmd() -> None:
     """List the formats ptdata reads and writes."""

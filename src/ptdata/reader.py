@@ -57,11 +57,13 @@ class RecordReader:
     """Iterates one file's records and rejects; `fmt` is known after the first record."""
 
     def __init__(self, path: str | Path, ro: ReadOptions | None = None, byte_range: tuple[int, int] | None = None,
-                 first_line: int = 1, detected: str | None = None) -> None:
-        """`detected`: a format already detected on this file by a parent process (shape checks stay on)."""
+                 first_line: int = 1, detected: str | None = None, alias: str | Path | None = None) -> None:
+        """`detected`: a format already detected on this file by a parent process (shape checks stay on).
+        `alias`: the name to report in rejects and `meta.source` (e.g. the .gz a temporary copy came from)."""
         self.ro = ro or ReadOptions()
         self.source = RowSource(path, self.ro.max_record_bytes, byte_range, first_line)
         self.path = self.source.path
+        self.alias = Path(alias) if alias else self.path
         self.fmt, self.opts = resolve_format(self.path, self.ro)
         self.explicit = self.fmt is not None
         if detected is not None and not self.explicit:
@@ -83,7 +85,7 @@ class RecordReader:
         return self.source.fraction()
 
     def _reject(self, pos: int, op: str, err: RecordError, record=None) -> Row:
-        return reject_row(str(self.path), pos, self.label, op, err, record)
+        return reject_row(str(self.alias), pos, self.label, op, err, record)
 
     def __iter__(self) -> Iterator[tuple[Record | None, Row | None]]:
         fmt = FORMATS[self.detect()]
@@ -91,7 +93,7 @@ class RecordReader:
         rename = opts.get("rename")
         check = self.ro.validate
         cfg = self.ro.validation
-        name = self.path.name
+        name = self.alias.name
         for pos, row in self.source:
             if isinstance(row, RecordError):
                 yield None, self._reject(pos, "read", row)

@@ -84,6 +84,11 @@ class Record:
         )
         return rec
 
+    @classmethod
+    def from_trusted(cls, d: dict[str, Any]) -> "Record":
+        """Rebuild a record ptdata itself wrote (no re-checking; the id is kept)."""
+        return cls(d["kind"], d["messages"], d.get("chosen"), d.get("rejected"), d.get("scores") or {}, d.get("meta") or {}, d.get("id"))
+
     def conversations(self) -> Iterable[list[Message]]:
         """Each full conversation this record holds (one for sft/prompt, two for a pair)."""
         if self.kind == "preference":

@@ -1,0 +1,115 @@
+"""The op contract, datatrove-style: an op keeps or drops each record and says why.
+
+A *map op* works on one batch at a time (stateless across batches, so batches run in
+parallel processes or as Ray `map_batches`). A *global op* needs the whole dataset
+(dedup, selection): a parallel `keys` phase computes compact per-record data, then one
+`decide` phase returns which records to drop and why.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import InputError
+from ..records import Record
+
+OPS: dict[str, type["Op"]] = {}
+
+
+def register(cls: type["Op"]) -> type["Op"]:
+    OPS[cls.name] = cls
+    return cls
+
+
+def get_op(name: str) -> type["Op"]:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise InputError(f"unknown op {name!r}; `ptdata ops` lists them") from None
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Why a record was dropped: a machine-readable reason and a human detail."""
+
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class Op:
+    """Base of all ops. Parameters are dataclass fields; `help` metadata documents them."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "map"
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "Op":
+        known = {f.name: f for f in fields(cls) if f.init}
+        unknown = set(params) - set(known)
+        if unknown:
+            raise InputError(f"op {cls.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}")
+        try:
+            return cls(**params)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"op {cls.name}: {e}") from None
+
+    def params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(param, default, help) rows for `ptdata ops`."""
+        rows = []
+        for f in fields(cls):
+            if not f.init:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
+            rows.append((f.name, repr(default), f.metadata.get("help", "")))
+        return rows
+
+    def setup(self) -> None:
+        """Load what the op needs (models, indexes) once per worker process."""
+
+
+@dataclass
+class MapOp(Op):
+    kind: ClassVar[str] = "map"
+
+    def process(self, batch: list[Record]) -> tuple[list[Record], list[tuple[Record, Drop]]]:
+        """Default: `check` each record; None keeps it."""
+        kept, dropped = [], []
+        for rec in batch:
+            d = self.check(rec)
+            if d is None:
+                kept.append(rec)
+            else:
+                dropped.append((rec, d))
+        return kept, dropped
+
+    def check(self, rec: Record) -> Drop | None:
+        raise NotImplementedError
+
+
+@dataclass
+class GlobalOp(Op):
+    kind: ClassVar[str] = "global"
+
+    def keys(self, batch: list[Record]) -> dict[str, np.ndarray]:
+        """Per-record arrays (same length as the batch), computed in parallel."""
+        raise NotImplementedError
+
+    def decide(self, keys: dict[str, np.ndarray]) -> tuple[np.ndarray, list[Drop], dict]:
+        """Given all keys concatenated in record order: (sorted indices to drop, their Drops, report data)."""
+        raise NotImplementedError
+
+
+def param(default: Any, help: str) -> Any:
+    """A documented op parameter."""
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})

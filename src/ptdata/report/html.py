@@ -1,0 +1,118 @@
+"""A self-contained HTML report of a run: funnel per op, histograms, languages, dedup clusters,
+decontamination hits. Charts are inline SVG: no JavaScript, no network, opens anywhere."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import orjson
+
+W, BAR_H, GAP = 640, 18, 6
+
+
+def _esc(x: object) -> str:
+    return html.escape(str(x))
+
+
+def hbar_chart(title: str, labels: list[str], values: list[float], note: list[str] | None = None, color: str = "#4C78A8") -> str:
+    """Horizontal bars, one per label, scaled to the largest value."""
+    if not values:
+        return f"<h3>{_esc(title)}</h3><p class='muted'>no data</p>"
+    top = max(values) or 1
+    label_w = min(260, 8 * max(len(l) for l in labels) + 10)
+    h = len(values) * (BAR_H + GAP) + GAP
+    rows = []
+    for i, (lab, v) in enumerate(zip(labels, values)):
+        y = GAP + i * (BAR_H + GAP)
+        w = (W - label_w - 120) * v / top
+        extra = f" {note[i]}" if note else ""
+        rows.append(
+            f"<text x='{label_w - 6}' y='{y + BAR_H - 5}' text-anchor='end'>{_esc(lab)}</text>"
+            f"<rect x='{label_w}' y='{y}' width='{max(w, 0.5):.1f}' height='{BAR_H}' fill='{color}'><title>{_esc(lab)}: {v:,}</title></rect>"
+            f"<text x='{label_w + w + 4:.1f}' y='{y + BAR_H - 5}'>{v:,.0f}{_esc(extra)}</text>")
+    return f"<h3>{_esc(title)}</h3><svg width='{W}' height='{h}' class='chart'>{''.join(rows)}</svg>"
+
+
+def histogram(title: str, bins: list[float], counts: list[int], color: str = "#F58518") -> str:
+    """Vertical bars over bin ranges."""
+    if not counts or not sum(counts):
+        return f"<h3>{_esc(title)}</h3><p class='muted'>no data</p>"
+    top = max(counts)
+    n = len(counts)
+    plot_h, bw = 160, (W - 40) / n
+    bars = []
+    for i, c in enumerate(counts):
+        bh = plot_h * c / top
+        x = 30 + i * bw
+        lo, hi = bins[i], bins[i + 1]
+        label = f"{lo:g}" if isinstance(lo, float) and lo < 1.01 else f"{int(lo):,}"
+        bars.append(f"<rect x='{x:.1f}' y='{10 + plot_h - bh:.1f}' width='{bw - 2:.1f}' height='{bh:.1f}' fill='{color}'>"
+                    f"<title>[{lo:g}, {hi:g}): {c:,}</title></rect>")
+        if n <= 14 or i % 2 == 0:
+            bars.append(f"<text x='{x + bw / 2:.1f}' y='{plot_h + 26}' text-anchor='middle' class='tick'>{_esc(label)}</text>")
+    return f"<h3>{_esc(title)}</h3><svg width='{W}' height='{plot_h + 34}' class='chart'>{''.join(bars)}</svg>"
+
+
+def _funnel_table(ops: list[dict]) -> str:
+    rows = ["<tr><th>op</th><th>in</th><th>kept</th><th>dropped (by reason)</th><th>seconds</th></tr>"]
+    for o in ops:
+        reasons = ", ".join(f"{_esc(k)} {v:,}" for k, v in sorted(o["dropped"].items(), key=lambda x: -x[1])) or "–"
+        secs = "" if o.get("seconds") is None else f"{o['seconds']:.2f}"
+        rows.append(f"<tr><td>{_esc(o['op'])}</td><td>{o['in']:,}</td><td>{o['kept']:,}</td><td>{reasons}</td><td>{secs}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def render(stats: dict) -> str:
+    ops = stats["ops"]
+    parts = [
+        f"<h1>ptdata run: {_esc(stats['recipe'])}</h1>",
+        f"<p class='big'>{stats['records_in']:,} records in → <b>{stats['kept']:,} kept</b> · {stats['rejected']:,} rejected "
+        f"({stats['rejected'] / max(1, stats['records_in']):.1%}), every one with a reason in <code>rejects.jsonl</code></p>",
+        "<h2>Funnel</h2>",
+        hbar_chart("records kept after each op", [o["op"] for o in ops], [o["kept"] for o in ops],
+                   [f"(-{o['in'] - o['kept']:,})" if o["in"] - o["kept"] else "" for o in ops]),
+        _funnel_table(ops),
+    ]
+    h = stats.get("histograms", {})
+    parts.append("<h2>Kept records</h2>")
+    if "length" in h:
+        parts.append(histogram("response length (characters)", h["bins_length"], h["length"]))
+    for key in sorted(k for k in h if k.startswith("score:")):
+        parts.append(histogram(f"score {key[6:]}", h[key]["bins"], h[key]["counts"], "#54A24B"))
+    langs = stats.get("kept_languages", {})
+    parts.append(hbar_chart("language mix", list(langs)[:20], list(langs.values())[:20], color="#B279A2"))
+    kinds = stats.get("kept_kinds", {})
+    if kinds:
+        parts.append(hbar_chart("kinds", list(kinds), list(kinds.values()), color="#72B7B2"))
+    dedup = [(o["op"], o["report"]) for o in ops if "report" in o]
+    if dedup:
+        parts.append("<h2>Global steps</h2>")
+    for name, rep in dedup:
+        sizes = rep.get("cluster_sizes") or rep.get("group_sizes")
+        summary = ", ".join(f"{k}: {v:,}" if isinstance(v, int) else f"{k}: {v}" for k, v in rep.items() if not isinstance(v, dict))
+        parts.append(f"<h3>{_esc(name)}</h3><p>{_esc(summary)}</p>")
+        if sizes:
+            ks = sorted(sizes, key=int)
+            parts.append(hbar_chart(f"{name}: clusters by size (records per cluster)", [f"size {k}" for k in ks], [sizes[k] for k in ks], color="#E45756"))
+    cont = stats.get("contamination", {})
+    parts.append("<h2>Decontamination</h2>")
+    if cont:
+        rows = "".join(f"<tr><td>{_esc(item)}</td><td>{len(ids)}</td><td><code>{_esc(', '.join(i[:12] for i in ids[:5]))}</code></td></tr>"
+                       for item, ids in cont.items())
+        parts.append(f"<p>{len(cont)} benchmark items matched by {sum(len(v) for v in cont.values())} records.</p>"
+                     f"<table><tr><th>benchmark item</th><th>records</th><th>record ids</th></tr>{rows}</table>")
+    else:
+        parts.append("<p class='muted'>no benchmark overlap found (or no decontaminate op).</p>")
+    style = ("body{font:14px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}"
+             "th{background:#f4f4f4}.chart text{font-size:11px}.tick{fill:#555}.muted{color:#888}.big{font-size:17px}code{font-size:12px}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>ptdata report: {_esc(stats['recipe'])}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}"
+            f"<details><summary>stats.json</summary><pre>{_esc(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode())}</pre></details>"
+            "</body></html>")
+
+
+def write_report(stats: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(stats), encoding="utf-8")
+    return path

@@ -1,0 +1,102 @@
+"""Text helpers shared by ops: normalization for matching, words vs CJK characters, shingles.
+
+Matching-oriented normalization (lowercase, punctuation dropped, whitespace collapsed) is
+what dedup and decontamination compare; it is deliberately stronger than the record id's.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from .records import Record
+
+_PUNCT = re.compile(r"[^\w\s]|_", re.UNICODE)
+_SPACE = re.compile(r"\s+")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
+# ASCII fast path: letters and digits lowercased, everything else becomes a space (C speed).
+_ASCII_MATCH = bytes((c if chr(c).isalnum() else 32) for c in range(128)).lower() + bytes(range(128, 256))
+
+
+def normalize_for_match(text: str) -> str:
+    """Lowercase, NFKC, punctuation to spaces, whitespace collapsed."""
+    if text.isascii():
+        return " ".join(text.encode().translate(_ASCII_MATCH).decode().split())
+    text = unicodedata.normalize("NFKC", text)
+    return _SPACE.sub(" ", _PUNCT.sub(" ", text.lower())).strip()
+
+
+def match_words(text: str) -> list[str]:
+    """normalize_for_match(text).split(), without building the joined string for ASCII text."""
+    if text.isascii():
+        return text.encode().translate(_ASCII_MATCH).decode().split()
+    return normalize_for_match(text).split()
+
+
+def cjk_count(text: str) -> int:
+    return 0 if text.isascii() else len(_CJK.findall(text))
+
+
+def is_cjk(text: str, share: float = 0.3) -> bool:
+    """True when CJK characters are a large part of the letters: shingle by character, not word."""
+    if text.isascii():
+        return False
+    n = cjk_count(text)
+    return n > 0 and n >= share * max(1, sum(1 for c in text if c.isalpha()))
+
+
+def tokens(text: str) -> list[str]:
+    """Match units: words for space-delimited text, single characters for CJK text."""
+    norm = normalize_for_match(text)
+    if is_cjk(norm):
+        return [c for c in norm if not c.isspace()]
+    return norm.split()
+
+
+def ngrams(units: list[str] | str, n: int, joiner: str = " ") -> list[str]:
+    """Overlapping n-grams; a text shorter than n yields itself as one gram."""
+    if len(units) < n:
+        return [joiner.join(units)] if units else []
+    return list(map(joiner.join, zip(*[units[i:] for i in range(n)])))
+
+
+def shingles(text: str, word_n: int = 5, char_n: int = 5) -> list[str]:
+    """Word n-gram shingles, or character n-gram shingles for CJK text."""
+    if text.isascii():
+        return ngrams(match_words(text), word_n)
+    norm = normalize_for_match(text)
+    if is_cjk(norm):
+        return ngrams(norm.replace(" ", ""), char_n, "")
+    return ngrams(norm.split(), word_n)
+
+
+def record_text(rec: Record, field: str = "all") -> str:
+    """The text an op looks at: all turns, the prompt turns, or the response(s)."""
+    if field == "prompt":
+        msgs = [m for m in rec.messages if m["role"] in ("user", "system")] if rec.kind != "sft" else \
+            [m for m in rec.messages[:-1] if m["role"] in ("user", "system")]
+    elif field == "response":
+        msgs = response_turns(rec)
+    else:
+        msgs = rec.messages + (rec.chosen or []) + (rec.rejected or [])
+    return "\n".join(m["content"] for m in msgs if m["content"])
+
+
+def prompt_text(rec: Record) -> str:
+    """The user turns before the (last) answer."""
+    msgs = rec.messages[:-1] if rec.kind == "sft" else rec.messages
+    return "\n".join(m["content"] for m in msgs if m["role"] == "user")
+
+
+def response_turns(rec: Record) -> list[dict]:
+    """The turns a model is trained to produce: the last assistant turn, or the chosen side."""
+    if rec.kind == "sft":
+        return [rec.messages[-1]]
+    if rec.kind == "preference":
+        return [m for m in (rec.chosen or rec.rejected or []) if m["role"] == "assistant"]
+    return []
+
+
+def response_text(rec: Record) -> str:
+    return "\n".join(m["content"] for m in response_turns(rec))
