@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install everything into .venv and run the main job on examples/ (results in out/).
+# Install everything into .venv and run the main job: the curation recipe on examples/
+# (kept records, rejects with reasons, stats.json and report.html in out/curated/).
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/install.sh
-PATH="$PWD/.venv/bin:$PATH" bash examples/main_job.sh out
+.venv/bin/ptdata run examples/curate.yaml

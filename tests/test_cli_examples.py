@@ -13,9 +13,9 @@ import orjson
 from .conftest import EXAMPLES, ROOT, load_jsonl, run_cli, write_jsonl
 
 
-def test_main_job_finds_every_planted_defect(tmp_path):
+def test_convert_demo_finds_every_planted_validation_defect(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # the installed `ptdata`
-    r = subprocess.run(["bash", str(ROOT / "examples" / "main_job.sh"), str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(["bash", str(ROOT / "examples" / "convert_demo.sh"), str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     out = tmp_path / "out"

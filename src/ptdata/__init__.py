@@ -1,7 +1,15 @@
 """ptdata: turn raw material into post-training data for LLMs (SFT, preference, distillation, flywheel)."""
 from __future__ import annotations
 
+import os
+import sys
+
 __version__ = "0.1.0"
+
+if "numpy" not in sys.modules:
+    # ptdata parallelizes with processes and uses numpy only for sorting and elementwise work:
+    # a BLAS thread pool would only oversubscribe the cores and make forking workers unsafe.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from .convert import RunCounts, convert  # noqa: E402
 from .errors import InputError, RecordError  # noqa: E402

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -16,6 +15,7 @@ import orjson
 
 from .errors import RecordError
 from .formats import dataset_info_entry, get_format
+from .parallel import pool_context
 from .io import RowWriter, count_newlines, reject_row, rejects_path_for, split_name, split_ranges, with_first_lines
 from .reader import ReadOptions, RecordReader
 
@@ -161,9 +161,7 @@ def _convert_parallel(reader: RecordReader, dst: Path, to: str, write_opts: dict
     try:
         ext = "jsonl.gz" if split_name(dst)[1] else "jsonl"
         counts = RunCounts()
-        # fork: workers inherit the imported modules; no threads run in this process at this point
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(n_workers) as pool:
+        with pool_context().Pool(n_workers) as pool:
             newlines = pool.starmap(count_newlines, [(str(reader.path), r) for r in byte_ranges])
             ranges = with_first_lines(byte_ranges, newlines)
             jobs = [(str(reader.path), reader.ro, reader.fmt, (a, b), line, str(tmp / f"{i:05d}.{ext}"), to, write_opts,

@@ -103,9 +103,24 @@ class GlobalOp(Op):
         """Per-record arrays (same length as the batch), computed in parallel."""
         raise NotImplementedError
 
-    def decide(self, keys: dict[str, np.ndarray]) -> tuple[np.ndarray, list[Drop], dict]:
-        """Given all keys concatenated in record order: (sorted indices to drop, their Drops, report data)."""
+    def decide(self, keys: dict[str, np.ndarray]) -> "Decision":
+        """Given all keys concatenated in record order, which records to drop and why."""
         raise NotImplementedError
+
+
+@dataclass
+class Decision:
+    """A global op's verdict: sorted positions to drop, a reason (one for all, or one each),
+    a detail per drop, and figures for the report. Arrays and strings, not objects: a
+    dedup over millions of records drops hundreds of thousands."""
+
+    drop: np.ndarray
+    reason: str | list[str]
+    detail: list[str]
+    report: dict
+
+    def reasons(self) -> list[str]:
+        return [self.reason] * len(self.drop) if isinstance(self.reason, str) else self.reason
 
 
 def param(default: Any, help: str) -> Any:

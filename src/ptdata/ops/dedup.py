@@ -14,17 +14,29 @@ import xxhash
 
 from ..records import Record
 from ..text import normalize_for_match, record_text, shingles
-from .base import Drop, GlobalOp, param, register
+from .base import Decision, GlobalOp, param, register
+
+
+_LOW64 = (1 << 64) - 1
 
 
 def _id_keys(batch: list[Record]) -> dict[str, np.ndarray]:
-    ids = [r.id for r in batch]
-    return {"id_hi": np.array([int(i[:16], 16) for i in ids], dtype=np.uint64),
-            "id_lo": np.array([int(i[16:], 16) for i in ids], dtype=np.uint64)}
+    """Record ids as two uint64 columns, so a decision can name the record it kept."""
+    ids = [int(r.id, 16) for r in batch]
+    return {"id_hi": np.array([i >> 64 for i in ids], dtype=np.uint64),
+            "id_lo": np.array([i & _LOW64 for i in ids], dtype=np.uint64)}
 
 
 def _id_at(keys: dict[str, np.ndarray], i: int) -> str:
     return f"{int(keys['id_hi'][i]):016x}{int(keys['id_lo'][i]):016x}"
+
+
+def ids_hex(keys: dict[str, np.ndarray], idx: np.ndarray) -> list[str]:
+    """Hex ids of many records at once (one C-level hex conversion, then slicing)."""
+    both = np.empty((len(idx), 2), dtype=">u8")
+    both[:, 0], both[:, 1] = keys["id_hi"][idx], keys["id_lo"][idx]
+    h = both.tobytes().hex()
+    return [h[i:i + 32] for i in range(0, len(h), 32)]
 
 
 def _score_keys(batch: list[Record], score: str) -> np.ndarray:
@@ -39,13 +51,10 @@ def keepers(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
     g_sorted = groups[order]
     first = np.ones(n, dtype=bool)
     first[1:] = g_sorted[1:] != g_sorted[:-1]
-    keeper_of_group = {}
-    heads = order[first]
+    heads = order[first]  # the keeper of each group, in group order
     keeper = np.empty(n, dtype=np.int64)
-    # map each group to its head (vectorized via the sorted run starts)
     run_id = np.cumsum(first) - 1
     keeper[order] = heads[run_id]
-    del keeper_of_group
     return keeper
 
 
@@ -68,10 +77,10 @@ class ExactDedup(GlobalOp):
         scores = keys["score"] if self.keep == "best" else np.full(len(groups), np.nan)
         keeper = keepers(groups.astype(np.int64), scores)
         drop = np.nonzero(keeper != np.arange(len(keeper)))[0]
-        drops = [Drop("exact_duplicate", f"same text as {_id_at(keys, keeper[i])}") for i in drop]
+        detail = ["same text as " + h for h in ids_hex(keys, keeper[drop])]
         sizes = np.bincount(groups)
-        return drop, drops, {"groups_with_duplicates": int((sizes > 1).sum()), "duplicates": int(len(drop)),
-                             "group_sizes": _size_hist(sizes)}
+        return Decision(drop, "exact_duplicate", detail, {"groups_with_duplicates": int((sizes > 1).sum()),
+                                                          "duplicates": int(len(drop)), "group_sizes": _size_hist(sizes)})
 
 
 def _size_hist(sizes: np.ndarray) -> dict[str, int]:
@@ -124,6 +133,26 @@ def estimated_jaccard(sig: np.ndarray, pairs: np.ndarray, chunk: int = 200_000) 
     return out
 
 
+def shingle_hashes(sets: list[list[str]]) -> dict[str, np.ndarray]:
+    """Each record's sorted, unique 32-bit shingle hashes, flattened, with per-record counts."""
+    h = xxhash.xxh32_intdigest
+    parts = [np.unique(np.fromiter((h(x.encode()) for x in s), dtype=np.uint32, count=len(s))) for s in sets]
+    return {"sh": np.concatenate(parts) if parts else np.empty(0, np.uint32),
+            "sh_n": np.array([len(p) for p in parts], dtype=np.int64)}
+
+
+def exact_jaccard(sh: np.ndarray, sh_n: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of the shingle-hash sets of each pair."""
+    ends = np.cumsum(sh_n)
+    starts = ends - sh_n
+    out = np.empty(len(pairs), dtype=np.float32)
+    for k, (a, b) in enumerate(pairs.tolist()):
+        x, y = sh[starts[a]:ends[a]], sh[starts[b]:ends[b]]
+        inter = len(np.intersect1d(x, y, assume_unique=True))
+        out[k] = inter / (len(x) + len(y) - inter) if len(x) + len(y) else 1.0
+    return out
+
+
 def components(n: int, edges: np.ndarray) -> np.ndarray:
     """Connected-component label (smallest member index) per node; vectorized label propagation."""
     labels = np.arange(n, dtype=np.int64)
@@ -157,27 +186,39 @@ class NearDedup(GlobalOp):
     keep: str = param("best", "best (highest `score`, then earliest) or first")
     score: str = param("quality", "score used by keep=best")
     seed: int = param(42, "MinHash seed")
+    verify: str = param("exact", "exact: candidates are confirmed by exact Jaccard of their shingle sets; estimate: MinHash estimate only")
+    slack: float = param(0.1, "candidates whose MinHash estimate is at least threshold - slack get the exact check")
 
     def __post_init__(self) -> None:
         if self.num_perm % self.bands:
             raise ValueError("num_perm must be a multiple of bands")
+        if self.verify not in ("exact", "estimate"):
+            raise ValueError("verify must be exact or estimate")
 
-    def signatures(self, texts: list[str]) -> np.ndarray:
+    def _sets(self, texts: list[str]) -> list[list[str]]:
+        return [shingles(t, self.word_ngram, self.char_ngram) or [""] for t in texts]
+
+    def signatures(self, texts: list[str], sets: list[list[str]] | None = None) -> np.ndarray:
         import rensa
 
-        sets = [shingles(t, self.word_ngram, self.char_ngram) or [""] for t in texts]
+        sets = sets if sets is not None else self._sets(texts)
         m = rensa.RMinHash.digest_matrix_from_token_sets(sets, self.num_perm, self.seed)
-        return np.array(m.to_rows(), dtype=np.uint32).reshape(len(texts), self.num_perm)
+        return np.array(m.to_rows(), dtype=np.uint32).reshape(len(sets), self.num_perm)
 
     def keys(self, batch: list[Record]) -> dict[str, np.ndarray]:
-        sig = self.signatures([record_text(r, self.field) for r in batch])
-        return {"sig": sig, "score": _score_keys(batch, self.score), **_id_keys(batch)}
+        sets = self._sets([record_text(r, self.field) for r in batch])
+        out = {"sig": self.signatures([], sets), "score": _score_keys(batch, self.score), **_id_keys(batch)}
+        if self.verify == "exact":
+            out.update(shingle_hashes(sets))
+        return out
 
-    def pairs(self, sig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Verified near-duplicate pairs and their estimated Jaccard.
+    def pairs(self, sig: np.ndarray, sh: np.ndarray | None = None, sh_n: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Near-duplicate pairs (i < j) and their similarity.
 
         Identical signatures (exact copies, common in real data) are collapsed first: each copy
         is paired with its first occurrence at J=1, and only distinct signatures are banded.
+        Candidates are then confirmed by exact Jaccard when shingle hashes are given, else by
+        the MinHash estimate.
         """
         n = len(sig)
         whole = _band_hashes(sig, 1)[:, 0]
@@ -189,26 +230,37 @@ class NearDedup(GlobalOp):
         cand = candidate_pairs(_band_hashes(sig[uniq], self.bands))
         cand = uniq[cand] if len(cand) else cand
         est = estimated_jaccard(sig, cand)
-        ok = est >= self.threshold
-        return (np.concatenate([copy_pairs, cand[ok]]), np.concatenate([np.ones(len(copies), dtype=np.float32), est[ok]]))
+        if sh is None:
+            ok = est >= self.threshold
+            sim = est[ok]
+        else:
+            pre = est >= self.threshold - self.slack
+            cand, est = cand[pre], est[pre]
+            sim = exact_jaccard(sh, sh_n, cand)
+            ok = sim >= self.threshold
+            sim = sim[ok]
+        return np.concatenate([copy_pairs, cand[ok]]), np.concatenate([np.ones(len(copies), dtype=np.float32), sim])
 
     def decide(self, keys: dict[str, np.ndarray]):
         sig = keys["sig"]
         n = len(sig)
-        pairs, est = self.pairs(sig)
+        pairs, est = self.pairs(sig, keys.get("sh"), keys.get("sh_n"))
         groups = components(n, pairs)
         scores = keys["score"] if self.keep == "best" else np.full(n, np.nan)
         keeper = keepers(groups, scores)
         drop = np.nonzero(keeper != np.arange(n))[0]
-        # the similarity to the keeper, where the pair was verified directly
-        sim = {}
-        for (i, j), e in zip(pairs.tolist(), est.tolist()):
-            sim[(i, j)] = e
-        drops = []
-        for i in drop.tolist():
-            k = int(keeper[i])
-            e = sim.get((min(i, k), max(i, k)))
-            drops.append(Drop("near_duplicate", f"similar to {_id_at(keys, k)}" + (f" (J~{e:.2f})" if e is not None else " (same cluster)")))
+        # the similarity to the keeper where that pair was verified directly (vectorized lookup)
+        k = keeper[drop]
+        codes = np.minimum(drop, k) * n + np.maximum(drop, k)
+        pair_codes = pairs[:, 0] * n + pairs[:, 1]
+        order = np.argsort(pair_codes)
+        pos = np.searchsorted(pair_codes[order], codes)
+        pos = np.minimum(pos, max(len(order) - 1, 0))
+        found = (pair_codes[order][pos] == codes) if len(order) else np.zeros(len(drop), dtype=bool)
+        sims = est[order][pos] if len(order) else np.zeros(len(drop))
+        hexes = ids_hex(keys, k)
+        detail = [f"similar to {h} (J={s:.2f})" if f else f"similar to {h} (same cluster)"
+                  for h, s, f in zip(hexes, sims.tolist(), found.tolist())]
         sizes = np.bincount(groups)
-        return drop, drops, {"pairs": int(len(pairs)), "clusters": int((sizes > 1).sum()), "duplicates": int(len(drop)),
-                             "cluster_sizes": _size_hist(sizes)}
+        return Decision(drop, "near_duplicate", detail, {"pairs": int(len(pairs)), "clusters": int((sizes > 1).sum()),
+                                                         "duplicates": int(len(drop)), "cluster_sizes": _size_hist(sizes)})

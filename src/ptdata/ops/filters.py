@@ -110,7 +110,7 @@ def repetition_stats(text: str) -> dict[str, float]:
         if grams:
             gram, c = grams.most_common(1)[0]
             # a phrase said twice is ordinary writing; three times or more starts to loop
-            out[f"top_{n}gram_ratio"] = c * sum(len(u) for u in gram) / total if c > 2 else 0.0
+            out[f"top_{n}gram_ratio"] = min(1.0, c * sum(len(u) for u in gram) / total) if c > 2 else 0.0
         else:
             out[f"top_{n}gram_ratio"] = 0.0
     k = 5 * scale
@@ -128,16 +128,20 @@ def repetition_stats(text: str) -> dict[str, float]:
 @register
 @dataclass
 class RepetitionFilter(MapOp):
-    """Drop degenerate, looping text (repeated lines or n-grams), in words or CJK characters."""
+    """Drop degenerate, looping text (repeated lines or n-grams), in words or CJK characters.
+
+    Defaults are calibrated for chat answers, not web pages (Gopher's 0.20/0.18/0.16 drop code and
+    tables): on Alpaca 99.9% of answers stay below 0.48 on every ratio, while a looping answer
+    scores above 0.55."""
 
     name: ClassVar[str] = "repetition_filter"
     field: str = param("response", "response, prompt or all")
     min_units: int = param(20, "texts with fewer words/characters are not judged")
-    max_dup_line_ratio: float = param(0.3, "max share of duplicate lines")
-    max_top_2gram_ratio: float = param(0.2, "max share of text in the most frequent 2-gram")
-    max_top_3gram_ratio: float = param(0.18, "max share of text in the most frequent 3-gram")
-    max_top_4gram_ratio: float = param(0.16, "max share of text in the most frequent 4-gram")
-    max_dup_5gram_ratio: float = param(0.3, "max share of text inside repeated 5-grams")
+    max_dup_line_ratio: float = param(0.5, "max share of duplicate lines")
+    max_top_2gram_ratio: float = param(0.5, "max share of text in the most frequent 2-gram (3+ occurrences)")
+    max_top_3gram_ratio: float = param(0.5, "max share of text in the most frequent 3-gram (3+ occurrences)")
+    max_top_4gram_ratio: float = param(0.5, "max share of text in the most frequent 4-gram (3+ occurrences)")
+    max_dup_5gram_ratio: float = param(0.6, "max share of text inside repeated 5-grams")
 
     def __post_init__(self) -> None:
         _check_field(self.field)
@@ -199,6 +203,19 @@ REFUSAL_PATTERNS = [
 ]
 
 
+_REFUSAL_RX = re.compile("|".join(f"(?:{p})" for p in REFUSAL_PATTERNS), re.I)
+# every pattern contains one of these (lowercased): a substring test rules most texts out at C speed
+REFUSAL_CUES = ("as an ai", "as a language", "as a large", "an ai", "sorry", "cannot", "can't", "unable", "not able",
+                "don't have", "training data", "knowledge cutoff", "openai", "作为", "我是", "抱歉", "对不起", "无法", "不能")
+
+
+def refusal_match(text: str, rx: re.Pattern = _REFUSAL_RX) -> re.Match | None:
+    low = text.lower()
+    if not any(c in low for c in REFUSAL_CUES):
+        return None
+    return rx.search(text)
+
+
 @register
 @dataclass
 class RefusalFilter(MapOp):
@@ -208,11 +225,11 @@ class RefusalFilter(MapOp):
     extra_patterns: list = param([], "additional regular expressions (case-insensitive)")
 
     def __post_init__(self) -> None:
-        self._rx = re.compile("|".join(f"(?:{p})" for p in REFUSAL_PATTERNS + list(self.extra_patterns)), re.I)
+        self._rx = re.compile("|".join(f"(?:{p})" for p in list(self.extra_patterns)), re.I) if self.extra_patterns else None
 
     def check(self, rec: Record) -> Drop | None:
         text = response_text(rec)
-        m = self._rx.search(text)
+        m = refusal_match(text) or (self._rx.search(text) if self._rx else None)
         if m:
             return Drop("refusal", f"response contains {m.group(0)!r}")
         return None

@@ -55,7 +55,7 @@ PATTERNS: list[tuple[str, re.Pattern, Callable[[str], bool] | None]] = [
         r"[A-Za-z0-9_\-./+]{12,}"), None),
     ("EMAIL", re.compile(r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}(?![A-Za-z])"), None),
     ("CN_ID", re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])"), cn_id_valid),
-    ("CREDIT_CARD", re.compile(r"(?<![\d\-])(?:\d[ \-]?){12,18}\d(?![\d\-])"), lambda s: 13 <= len(_digits(s)) <= 19 and luhn_valid(_digits(s))),
+    ("CREDIT_CARD", re.compile(r"(?<![\d\-+])(?:\d[ \-]?){12,18}\d(?![\d\-])"), lambda s: 13 <= len(_digits(s)) <= 19 and luhn_valid(_digits(s))),
     ("PHONE", re.compile(r"(?<![0-9A-Za-z+])(?:\+?86[ \-]?)?1[3-9]\d(?:[ \-]?\d{4}){2}(?!\d)"), None),  # mainland China mobile
     ("PHONE", re.compile(
         r"(?<![0-9A-Za-z+])(?:\+\d{1,3}[ .\-]?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]?\d{2,4}){1,4}|"

@@ -24,8 +24,8 @@ import numpy as np
 
 from ..records import Record
 from ..text import match_words, prompt_text, response_text
-from .base import Drop, GlobalOp, MapOp, param, register
-from .filters import REFUSAL_PATTERNS
+from .base import Decision, Drop, GlobalOp, MapOp, param, register
+from .filters import refusal_match
 
 _NUM_WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
@@ -36,7 +36,6 @@ _STOP = set("""a an the and or but if of to in on at by for with from as is are 
 those i you he she we they me him her us them my your his our their what which who whom whose when where why how not no
 do does did done can could should would will shall may might must have has had than then so such very just also into over
 about after before under more most some any each other all both few many much own same too only s t don now""".split())
-_REFUSAL = re.compile("|".join(f"(?:{p})" for p in REFUSAL_PATTERNS), re.I)
 
 
 def _num(s: str) -> int:
@@ -54,8 +53,16 @@ def _num(s: str) -> int:
     return -1
 
 
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _han(text: str) -> int:
+    return 0 if text.isascii() else len(_HAN.findall(text))
+
+
 def _words(text: str) -> int:
-    cjk = sum(1 for c in text if "\u4e00" <= c <= "\u9fff")
+    """Words, counting each Chinese character as one."""
+    cjk = _han(text)
     return len(match_words(text)) if not cjk else cjk + len(re.findall(r"[A-Za-z]+", text))
 
 
@@ -137,15 +144,25 @@ def _list_count(text: str) -> int:
     return len(parts)
 
 
+# A constraint pattern can only match when one of its cue words occurs (lowercased).
+_CUES = [("word",), ("word",), ("word",), ("word",), ("sentence",), ("bullet", "list", "name", "give", "provide", "generate", "suggest"),
+         ("paragraph",), ("json",), ("in ", "用", "使用"), ("lower",), ("upper", "capital", "caps"), ("end", "finish"), ("start", "begin"),
+         ("include", "use", "mention"), ("comma",), ("不超过", "少于", "不多于"), ("列出", "列举", "给出", "提供", "写出"), ("一句话",)]
+assert len(_CUES) == len(CONSTRAINTS)
+
+
 def constraints(instruction: str) -> list[tuple[re.Match, Callable]]:
+    """The verifiable constraints an instruction states (IFEval-style), each with its checker."""
+    low = instruction.lower()
     found = []
-    for rx, ok in CONSTRAINTS:
-        found.extend((m, ok) for m in rx.finditer(instruction))
+    for (rx, ok), cues in zip(CONSTRAINTS, _CUES):
+        if any(c in low for c in cues):
+            found.extend((m, ok) for m in rx.finditer(instruction))
     return found
 
 
-def ifollow_score(instruction: str, response: str) -> float | None:
-    cs = constraints(instruction)
+def ifollow_score(instruction: str, response: str, cs: list | None = None) -> float | None:
+    cs = constraints(instruction) if cs is None else cs
     if not cs:
         return None
     return sum(1 for m, ok in cs if _safe(ok, m, response)) / len(cs)
@@ -167,7 +184,7 @@ _REASONING = re.compile(r"\b(why|explain|compare|contrast|analy[sz]e|evaluate|ju
 def accuracy_score(rec: Record, question: str, answer: str) -> float:
     if not answer.strip():
         return 0.0
-    if _REFUSAL.search(answer):
+    if refusal_match(answer):
         return 0.1
     score = 1.0
     ref = rec.meta.get("reference")
@@ -188,11 +205,11 @@ def accuracy_score(rec: Record, question: str, answer: str) -> float:
     return max(0.0, min(1.0, score))
 
 
-def complexity_score(question: str) -> float:
+def complexity_score(question: str, n_constraints: int | None = None) -> float:
     n = _words(question)
     length = min(1.0, math.log1p(n) / math.log1p(120))
     asks = min(1.0, len(_REASONING.findall(question)) / 2)
-    cons = min(1.0, len(constraints(question)) / 3)
+    cons = min(1.0, (len(constraints(question)) if n_constraints is None else n_constraints) / 3)
     parts = min(1.0, (question.count("?") + question.count("？") + len(re.findall(r"(?m)^\s*\d+[.)]", question)) - 1) / 3) if n else 0
     return round(0.45 * length + 0.25 * asks + 0.2 * cons + 0.1 * max(0.0, parts), 4)
 
@@ -201,7 +218,7 @@ def density_score(answer: str) -> float:
     if not answer.strip():
         return 0.0
     words = match_words(answer)
-    cjk = sum(1 for c in answer if "\u4e00" <= c <= "\u9fff")
+    cjk = _han(answer)
     if cjk > len(words):  # Chinese: character variety and compressibility
         chars = [c for c in answer if not c.isspace()]
         variety = len(set(chars)) / len(chars)
@@ -227,12 +244,13 @@ class QualityScores(MapOp):
 
     def check(self, rec: Record) -> Drop | None:
         q, a = prompt_text(rec), response_text(rec)
+        cs = constraints(q)
         s = rec.scores
         s["quality.accuracy"] = round(accuracy_score(rec, q, a), 4)
-        s["quality.complexity"] = complexity_score(q)
+        s["quality.complexity"] = complexity_score(q, len(cs))
         s["quality.density"] = density_score(a)
         parts = [s["quality.accuracy"], s["quality.complexity"], s["quality.density"]]
-        f = ifollow_score(q, a)
+        f = ifollow_score(q, a, cs)
         if f is not None:
             s["quality.ifollow"] = round(f, 4)
             parts.append(f)
@@ -317,11 +335,13 @@ class Select(GlobalOp):
         keep[kept] = True
         drop = np.nonzero(~keep)[0]
         cutoff = float(scores[kept[-1]]) if kept else float("nan")
-        drops = []
+        reasons, details = [], []
         for i in drop.tolist():
             if i in too_close:
                 j, sim = too_close[i]
-                drops.append(Drop("too_similar", f"J~{sim:.2f} to selected {_id_at(keys, j)}"))
+                reasons.append("too_similar")
+                details.append(f"J~{sim:.2f} to selected {_id_at(keys, j)}")
             else:
-                drops.append(Drop("not_selected", f"{self.score} {scores[i]:.3f} below the selection cutoff {cutoff:.3f}"))
-        return drop, drops, {"selected": len(kept), "too_similar": len(too_close), "cutoff": cutoff}
+                reasons.append("not_selected")
+                details.append(f"{self.score} {scores[i]:.3f} below the selection cutoff {cutoff:.3f}")
+        return Decision(drop, reasons, details, {"selected": len(kept), "too_similar": len(too_close), "cutoff": cutoff})

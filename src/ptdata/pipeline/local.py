@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import gzip
-import multiprocessing
 import os
 import shutil
 import time
@@ -35,12 +34,11 @@ from ..errors import InputError
 from ..formats import get_format
 from ..io import RowWriter, reject_row, split_name, split_ranges, count_newlines, with_first_lines
 from ..ops.base import Drop, GlobalOp, MapOp, Op
+from ..parallel import pool_context
 from ..reader import RecordReader
 from ..records import Record
 from ..text import response_text
 from .recipe import Recipe
-
-SHARD_BYTES = 4 << 20  # input shard size for plain JSONL: small enough to balance, large enough to amortize
 
 Progress = Callable[[str, int, int], None]  # (stage label, done, total)
 
@@ -101,7 +99,15 @@ def plan_segments(ops: list[Op]) -> list[Segment]:
 
 # --- worker side -----------------------------------------------------------------------------
 
-_CTX: dict[str, Any] = {}  # set in the parent before forking: recipe, segments, read options
+_CTX: dict[str, Any] = {}  # worker state: recipe, segments, shards, work dir, formats, decisions
+
+
+def _init_worker(state: dict[str, Any]) -> None:
+    """Pool initializer: receives the run state (inherited under fork, pickled under forkserver)."""
+    _CTX.clear()
+    _CTX.update(state)
+    for op in state["recipe"].ops:
+        op.setup()  # no-op when already built in the parent and inherited
 
 
 def _source_records(seg: Segment, shard_no: int, work: Path, shards: list[Shard]) -> Iterator[tuple[Record | None, dict | None]]:
@@ -120,108 +126,172 @@ def _source_records(seg: Segment, shard_no: int, work: Path, shards: list[Shard]
             yield Record.from_trusted(orjson.loads(line)), None
 
 
-def _process_shard(args: tuple[int, int, int]) -> dict:
-    """Worker: segment `si`, shard `shard_no`; `offset` = global index of this shard's first record
-    in the previous global op's numbering. Returns the shard's stats (also written to disk)."""
-    si, shard_no, offset = args
+def _shard_drops(work: Path, si: int, offset: int, n: int) -> dict[int, tuple[str, str]]:
+    """The previous global op's drops inside [offset, offset + n), by local position.
+
+    Decisions live on disk as sorted arrays; each worker maps only its own slice."""
+    d = work / f"seg{si}"
+    meta = orjson.loads((d / "decision.json").read_bytes())
+    drop = np.load(d / "decision_drop.npy", mmap_mode="r")
+    lo, hi = np.searchsorted(drop, [offset, offset + n])
+    if hi <= lo:
+        return {}
+    codes = np.load(d / "decision_reason.npy", mmap_mode="r")[lo:hi]
+    details = np.load(d / "decision_detail.npy", mmap_mode="r")[lo:hi]
+    reasons = meta["reasons"]
+    return {int(i) - offset: (reasons[c], t.decode()) for i, c, t in zip(drop[lo:hi].tolist(), codes.tolist(), details.tolist())}
+
+
+def _process_shard(args: tuple[int, int, int, int]) -> dict:
+    """Worker: segment `si`, shard `shard_no`. `offset`, `n`: where this shard's records sit in the
+    previous global op's numbering. Writes kept records, rejects, keys and stats; returns the stats."""
+    si, shard_no, offset, n = args
     gc.disable()
     work: Path = _CTX["work"]
-    seg: Segment = _CTX["segments"][si]
-    shards: list[Shard] = _CTX["shards"]
+    segments: list[Segment] = _CTX["segments"]
+    seg = segments[si]
     out_dir = work / f"seg{si}"
-    drop_map: dict[int, Drop] = {}
-    prev_global = _CTX["segments"][si - 1].global_op if si > 0 else None
-    if prev_global is not None:
-        drop_map = _CTX["decisions"][si - 1]
-    stats = {"shard": shard_no, "in": 0, "kept": 0, "ops": {}, "read_rejects": Counter(), "hist": {}, "langs": Counter(),
-             "contamination": {}, "flags": Counter(), "kinds": Counter()}
-    op_stats = {type(op).name: {"in": 0, "kept": 0, "dropped": Counter(), "seconds": 0.0} for op in seg.map_ops}
+    prev_global = segments[si - 1].global_op if si > 0 else None
+    drops = _shard_drops(work, si - 1, offset, n) if prev_global is not None else {}
+    stats = {"shard": shard_no, "in": 0, "kept": 0, "ops": {}, "read_rejects": Counter(), "contamination": {}}
+    op_stats = {op.name: {"in": 0, "kept": 0, "dropped": Counter(), "seconds": 0.0} for op in seg.map_ops}
     if prev_global is not None:
         op_stats = {prev_global.name: {"in": 0, "kept": 0, "dropped": Counter(), "seconds": 0.0}, **op_stats}
-    keys_parts: list[dict[str, np.ndarray]] = []
-    is_last = si == len(_CTX["segments"]) - 1
-    hist = _Hist() if is_last else None
-    batch_size = _CTX["recipe"].batch_size
-    tmp_out = out_dir / f".{shard_no:05d}.jsonl.partial"
-    tmp_rej = out_dir / f".{shard_no:05d}.rejects.jsonl.partial"
-    src_label = "read"
-    with open(tmp_out, "wb") as out, open(tmp_rej, "wb") as rej:
-        batch: list[Record] = []
-        index = offset
-
-        def flush(batch: list[Record]) -> None:
-            for op in seg.map_ops:
-                st = op_stats[op.name]
-                st["in"] += len(batch)
-                t = time.perf_counter()
-                batch, dropped = op.process(batch)
-                st["seconds"] += time.perf_counter() - t
-                st["kept"] += len(batch)
-                for rec, d in dropped:
-                    st["dropped"][d.reason] += 1
-                    rej.write(orjson.dumps(_reject(rec, op.name, d)) + b"\n")
-                    if d.reason == "contaminated":
-                        for item in rec.meta.get("contamination", ()):
-                            stats["contamination"].setdefault(item, []).append(rec.id)
-            if seg.global_op is not None and batch:
-                t = time.perf_counter()
-                keys_parts.append(seg.global_op.keys(batch))
-                stats["keys_seconds"] = stats.get("keys_seconds", 0.0) + time.perf_counter() - t
-            for rec in batch:
-                out.write(orjson.dumps(rec.to_dict()) + b"\n")
-                if hist is not None:
-                    hist.add(rec)
-            stats["kept"] += len(batch)
-
-        for rec, bad in _source_records(seg, shard_no, work, shards):
-            stats["in"] += 1
-            if rec is None:
-                stats["read_rejects"][bad["reason"]] += 1
-                rej.write(orjson.dumps(bad) + b"\n")
-                continue
-            if prev_global is not None:
-                st = op_stats[prev_global.name]
-                st["in"] += 1
-                d = drop_map.get(index)
-                index += 1
-                if d is not None:
-                    st["dropped"][d.reason] += 1
-                    rej.write(orjson.dumps(_reject(rec, prev_global.name, d)) + b"\n")
-                    continue
-                st["kept"] += 1
-            batch.append(rec)
-            if len(batch) >= batch_size:
-                flush(batch)
-                batch = []
-        if batch:
-            flush(batch)
-    if seg.global_op is not None:
-        keys = {k: np.concatenate([p[k] for p in keys_parts]) for k in keys_parts[0]} if keys_parts else {}
-        tmp_keys = out_dir / f".{shard_no:05d}.keys.npz.partial"
-        with open(tmp_keys, "wb") as f:
-            np.savez(f, **keys)
-        os.replace(tmp_keys, out_dir / f"{shard_no:05d}.keys.npz")
-    os.replace(tmp_out, out_dir / f"{shard_no:05d}.jsonl")
-    os.replace(tmp_rej, out_dir / f"{shard_no:05d}.rejects.jsonl")
+    hist = _Hist() if si == len(segments) - 1 else None
+    tmp = {k: out_dir / f".{shard_no:05d}.{k}.partial" for k in ("jsonl", "rejects.jsonl", "stats.json")}
+    with open(tmp["jsonl"], "wb") as out, open(tmp["rejects.jsonl"], "wb") as rej:
+        if prev_global is not None and not seg.map_ops and seg.global_op is None:
+            _apply_bytes(work / f"seg{si - 1}" / f"{shard_no:05d}.jsonl", drops, prev_global.name, out, rej, stats, op_stats, hist)
+        else:
+            keys = _apply_records(seg, shard_no, drops, prev_global, out, rej, stats, op_stats, hist)
+            if seg.global_op is not None:
+                stats["keys"] = {}
+                for name, a in keys.items():  # plain .npy: the decide phase maps them without a copy
+                    part = out_dir / f".{shard_no:05d}.key.{name}.npy.partial"
+                    with open(part, "wb") as f:
+                        np.save(f, a)
+                    os.replace(part, out_dir / f"{shard_no:05d}.key.{name}.npy")
+                    stats["keys"][name] = len(a)
+    os.replace(tmp["jsonl"], out_dir / f"{shard_no:05d}.jsonl")
+    os.replace(tmp["rejects.jsonl"], out_dir / f"{shard_no:05d}.rejects.jsonl")
     stats["ops"] = {k: {**v, "dropped": dict(v["dropped"])} for k, v in op_stats.items()}
     stats["read_rejects"] = dict(stats["read_rejects"])
-    if hist is not None:
-        stats["hist"], stats["langs"], stats["flags"], stats["kinds"] = hist.as_dict(), dict(hist.langs), dict(hist.flags), dict(hist.kinds)
-    else:
-        stats["langs"], stats["flags"], stats["kinds"] = {}, {}, {}
-    tmp_stats = out_dir / f".{shard_no:05d}.stats.json.partial"
-    tmp_stats.write_bytes(orjson.dumps(stats))
-    os.replace(tmp_stats, out_dir / f"{shard_no:05d}.stats.json")  # commit marker: written last
+    stats.update(hist.as_dict() if hist is not None else {"hist": {}, "langs": {}, "flags": {}, "kinds": {}})
+    tmp["stats.json"].write_bytes(orjson.dumps(stats))
+    os.replace(tmp["stats.json"], out_dir / f"{shard_no:05d}.stats.json")  # commit marker: written last
     return stats
 
 
+def _apply_bytes(src: Path, drops: dict, op_name: str, out, rej, stats: dict, op_stats: dict, hist: "_Hist | None") -> None:
+    """Apply a global decision without parsing records: kept lines are copied, reject rows are
+    spliced around the dropped line (id and source read from the line ptdata itself wrote)."""
+    st = op_stats[op_name]
+    with open(src, "rb") as f:
+        for i, line in enumerate(f):
+            stats["in"] += 1
+            st["in"] += 1
+            d = drops.get(i)
+            if d is None:
+                st["kept"] += 1
+                stats["kept"] += 1
+                out.write(line)
+                if hist is not None:
+                    hist.add(orjson.loads(line))
+                continue
+            reason, detail = d
+            st["dropped"][reason] += 1
+            rec_bytes = line.rstrip(b"\n")
+            rej.write(b'{"source":' + _source_of(rec_bytes) + b',"op":' + orjson.dumps(op_name) + b',"reason":' + orjson.dumps(reason)
+                      + b',"detail":' + orjson.dumps(detail) + b',"id":' + rec_bytes[6:40] + b',"record":' + rec_bytes + b"}\n")
+
+
+def _source_of(line: bytes) -> bytes:
+    """meta.source of a ptdata record line (meta is the last key ptdata writes)."""
+    m = line.rfind(b',"meta":{')
+    k = line.find(b'"source":', m) if m >= 0 else -1
+    if k < 0:
+        return b'""'
+    start = k + 9
+    end = line.find(b'"', start + 1)
+    while end > 0 and line[end - 1] == 92:  # an escaped quote inside the value
+        end = line.find(b'"', end + 1)
+    return line[start:end + 1] if end > 0 else b'""'
+
+
+def _apply_records(seg: Segment, shard_no: int, drops: dict, prev_global, out, rej, stats: dict, op_stats: dict,
+                   hist: "_Hist | None") -> dict[str, np.ndarray]:
+    """The general path: records are rebuilt, map ops run batch by batch, global keys computed."""
+    keys_parts: list[dict[str, np.ndarray]] = []
+    batch_size = _CTX["recipe"].batch_size
+
+    def flush(batch: list[Record]) -> None:
+        for op in seg.map_ops:
+            st = op_stats[op.name]
+            st["in"] += len(batch)
+            t = time.perf_counter()
+            batch, dropped = op.process(batch)
+            st["seconds"] += time.perf_counter() - t
+            st["kept"] += len(batch)
+            for rec, d in dropped:
+                st["dropped"][d.reason] += 1
+                rej.write(orjson.dumps(_reject(rec, op.name, d)) + b"\n")
+                if d.reason == "contaminated":
+                    for item in rec.meta.get("contamination", ()):
+                        stats["contamination"].setdefault(item, []).append(rec.id)
+        if seg.global_op is not None and batch:
+            t = time.perf_counter()
+            keys_parts.append(seg.global_op.keys(batch))
+            stats["keys_seconds"] = stats.get("keys_seconds", 0.0) + time.perf_counter() - t
+        dumps = orjson.dumps
+        for rec in batch:
+            d = rec.to_dict()
+            out.write(dumps(d) + b"\n")
+            if hist is not None:
+                hist.add(d)
+        stats["kept"] += len(batch)
+
+    batch: list[Record] = []
+    index = 0
+    work: Path = _CTX["work"]
+    for rec, bad in _source_records(seg, shard_no, work, _CTX["shards"]):
+        stats["in"] += 1
+        if rec is None:
+            stats["read_rejects"][bad["reason"]] += 1
+            rej.write(orjson.dumps(bad) + b"\n")
+            continue
+        if prev_global is not None:
+            st = op_stats[prev_global.name]
+            st["in"] += 1
+            d = drops.get(index)
+            index += 1
+            if d is not None:
+                st["dropped"][d[0]] += 1
+                rej.write(orjson.dumps(_reject(rec, prev_global.name, Drop(*d))) + b"\n")
+                continue
+            st["kept"] += 1
+        batch.append(rec)
+        if len(batch) >= batch_size:
+            flush(batch)
+            batch = []
+    if batch:
+        flush(batch)
+    return {k: np.concatenate([p[k] for p in keys_parts]) for k in keys_parts[0]} if keys_parts else {}
+
+
 def _reject(rec: Record, op: str, d: Drop) -> dict:
-    src = rec.meta.get("source", "")
-    return {"source": src, "op": op, "reason": d.reason, "detail": d.detail, "id": rec.id, "record": rec.to_dict()}
+    return {"source": rec.meta.get("source", ""), "op": op, "reason": d.reason, "detail": d.detail, "id": rec.id, "record": rec.to_dict()}
+
+
+def _response_len(d: dict) -> int:
+    if d["kind"] == "sft":
+        return len(d["messages"][-1]["content"])
+    if d["kind"] == "preference":
+        return sum(len(m["content"]) for m in (d.get("chosen") or d.get("rejected") or []) if m["role"] == "assistant")
+    return len(d["messages"][-1]["content"]) if d["messages"] else 0
 
 
 class _Hist:
-    """Fixed-bin histograms of lengths and scores, summed across shards for the report."""
+    """Fixed-bin histograms of lengths and scores of the kept records, summed across shards for the report."""
 
     LEN_BINS = [0, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 10**9]
     UNIT_BINS = [i / 20 for i in range(21)]
@@ -233,25 +303,24 @@ class _Hist:
         self.flags: Counter = Counter()
         self.kinds: Counter = Counter()
 
-    def add(self, rec: Record) -> None:
-        self.len_resp.append(len(response_text(rec)) if rec.kind != "prompt" else len(rec.messages[-1]["content"]))
-        for k, v in rec.scores.items():
+    def add(self, d: dict) -> None:
+        self.len_resp.append(_response_len(d))
+        for k, v in d["scores"].items():
             if isinstance(v, (int, float)):
                 self.scores.setdefault(k, []).append(float(v))
-        self.langs[rec.meta.get("lang", "?")] += 1
-        self.kinds[rec.kind] += 1
-        for f in rec.meta.get("flags", ()):
+        meta = d["meta"]
+        self.langs[meta.get("lang", "?")] += 1
+        self.kinds[d["kind"]] += 1
+        for f in meta.get("flags", ()):
             self.flags[f] += 1
 
     def as_dict(self) -> dict:
-        out = {"length": np.histogram(self.len_resp, bins=self.LEN_BINS)[0].tolist()}
+        hist = {"length": np.histogram(self.len_resp, bins=self.LEN_BINS)[0].tolist()}
         for k, vals in self.scores.items():
             a = np.asarray(vals)
-            if k.startswith("tokens.") or a.max(initial=0) > 1 or a.min(initial=0) < 0:
-                out[f"score:{k}"] = {"bins": self.LEN_BINS, "counts": np.histogram(a, bins=self.LEN_BINS)[0].tolist()}
-            else:
-                out[f"score:{k}"] = {"bins": self.UNIT_BINS, "counts": np.histogram(a, bins=self.UNIT_BINS)[0].tolist()}
-        return out
+            bins = self.LEN_BINS if k.startswith("tokens.") or a.max(initial=0) > 1 or a.min(initial=0) < 0 else self.UNIT_BINS
+            hist[f"score:{k}"] = {"bins": bins, "counts": np.histogram(a, bins=bins)[0].tolist()}
+        return {"hist": hist, "langs": dict(self.langs), "flags": dict(self.flags), "kinds": dict(self.kinds)}
 
 
 # --- parent side -----------------------------------------------------------------------------
@@ -278,21 +347,13 @@ def _make_shards(recipe: Recipe, files: list[list[Path]], work: Path) -> list[Sh
                         shutil.copyfileobj(g, f, 8 << 20)
                     os.replace(part, plain)
                 src, container, gz = plain, "jsonl", False
-            if container == "jsonl" and not gz and src.stat().st_size > SHARD_BYTES:
-                ranges = split_ranges(src, max(1, src.stat().st_size // SHARD_BYTES))
+            if container == "jsonl" and not gz and src.stat().st_size > recipe.shard_bytes:
+                ranges = split_ranges(src, max(1, src.stat().st_size // recipe.shard_bytes))
                 firsts = with_first_lines(ranges, [count_newlines(src, r) for r in ranges])
                 shards.extend(Shard(str(src), str(path), ii, (a, b), line) for a, b, line in firsts)
             else:
                 shards.append(Shard(str(src), str(path), ii))
     return shards
-
-
-def _load_decision(work: Path, si: int) -> dict[int, Drop] | None:
-    d = work / f"seg{si}" / "decision.json"
-    if not d.exists():
-        return None
-    data = orjson.loads(d.read_bytes())
-    return {int(i): Drop(r, t) for i, r, t in data["drops"]}
 
 
 def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = None) -> RunResult:
@@ -317,31 +378,38 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
     for op in recipe.ops:
         op.setup()  # built once here, inherited by the forked workers
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(shards)))
-    _CTX.update(recipe=recipe, segments=segments, shards=shards, work=work, formats=formats, decisions={})
+    state: dict[str, Any] = dict(recipe=recipe, segments=segments, shards=shards, work=work, formats=formats)
     resumed = 0
     global_reports: dict[str, dict] = {}
     global_seconds: dict[str, float] = {}
     seg_stats: list[list[dict]] = []
-    ctx = multiprocessing.get_context("fork")
     for seg in segments:
         seg_dir = work / f"seg{seg.index}"
         seg_dir.mkdir(exist_ok=True)
         offsets = _offsets(seg_stats[-1]) if seg_stats else [0] * len(shards)
+        sizes = [st["kept"] for st in seg_stats[-1]] if seg_stats else [0] * len(shards)
         todo, done = [], {}
         for i in range(len(shards)):
             sp = seg_dir / f"{i:05d}.stats.json"
             if sp.exists():
                 done[i] = orjson.loads(sp.read_bytes())
             else:
-                todo.append((seg.index, i, offsets[i]))
+                todo.append((seg.index, i, offsets[i], sizes[i]))
         resumed += len(done)
         names = [op.name for op in seg.map_ops] + ([seg.global_op.name] if seg.global_op else [])
         label = f"segment {seg.index + 1}/{len(segments)}: {', '.join(names) or 'apply decisions'}"
         if progress:
             progress(label, len(done), len(shards))
-        if todo:
-            # a fresh pool per segment: forked after the previous global decision is in _CTX
-            with ctx.Pool(min(n_workers, len(todo))) as pool:
+        if todo and n_workers == 1:  # in this process: no pool to start, easy to profile and debug
+            _init_worker(state)
+            for args in todo:
+                st = _process_shard(args)
+                done[st["shard"]] = st
+                if progress:
+                    progress(label, len(done), len(shards))
+        elif todo:
+            # a fresh pool per segment, started with the decisions made so far
+            with pool_context().Pool(min(n_workers, len(todo)), _init_worker, (state,)) as pool:
                 for st in pool.imap_unordered(_process_shard, todo):
                     done[st["shard"]] = st
                     if progress:
@@ -349,12 +417,10 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
         seg_stats.append([done[i] for i in range(len(shards))])
         if seg.global_op is not None:
             t = time.perf_counter()
-            decision = _load_decision(work, seg.index)
-            if decision is None:
-                decision = _decide(seg, work, len(shards))
+            if not (seg_dir / "decision.json").exists():
+                _decide(seg, work, len(shards), seg_stats[-1])
             global_seconds[seg.global_op.name] = time.perf_counter() - t + sum(x.get("keys_seconds", 0.0) for x in seg_stats[-1])
             global_reports[seg.global_op.name] = orjson.loads((seg_dir / "decision.json").read_bytes())["report"]
-            _CTX["decisions"][seg.index] = decision
     return _finish(recipe, segments, seg_stats, global_reports, global_seconds, work, out_dir, resumed)
 
 
@@ -366,23 +432,49 @@ def _offsets(stats: list[dict]) -> list[int]:
     return out
 
 
-def _decide(seg: Segment, work: Path, n_shards: int) -> dict[int, Drop]:
-    parts = []
-    for i in range(n_shards):
-        with np.load(work / f"seg{seg.index}" / f"{i:05d}.keys.npz") as z:
-            if z.files:
-                parts.append({k: z[k] for k in z.files})
-    keys = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+def _gather_keys(seg_dir: Path, n_shards: int, stats: list[dict]) -> dict[str, np.ndarray]:
+    """All shards' keys in record order, each copied once into one preallocated array."""
+    names = next((list(st["keys"]) for st in stats if st.get("keys")), [])
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        parts = [(i, np.load(seg_dir / f"{i:05d}.key.{name}.npy", mmap_mode="r")) for i in range(n_shards)
+                 if stats[i].get("keys", {}).get(name)]
+        total = sum(len(a) for _, a in parts)
+        first = parts[0][1]
+        arr = np.empty((total, *first.shape[1:]), dtype=first.dtype)
+        pos = 0
+        for _, a in parts:
+            arr[pos:pos + len(a)] = a
+            pos += len(a)
+        out[name] = arr
+    return out
+
+
+def _decide(seg: Segment, work: Path, n_shards: int, stats: list[dict]) -> None:
+    """Run the global op's decide on all keys; commit the drops as arrays (decision.json last)."""
+    d = work / f"seg{seg.index}"
+    keys = _gather_keys(d, n_shards, stats)
     if keys:
-        drop, drops, report = seg.global_op.decide(keys)
+        dec = seg.global_op.decide(keys)
     else:
-        drop, drops, report = np.empty(0, dtype=np.int64), [], {}
-    data = {"drops": [[int(i), d.reason, d.detail] for i, d in zip(drop.tolist(), drops)], "report": report}
-    path = work / f"seg{seg.index}" / "decision.json"
-    tmp = path.with_name(".decision.json.partial")
-    tmp.write_bytes(orjson.dumps(data))
-    os.replace(tmp, path)
-    return {int(i): d for i, d in zip(drop.tolist(), drops)}
+        from ..ops.base import Decision
+
+        dec = Decision(np.empty(0, dtype=np.int64), [], [], {})
+    del keys
+    per_drop = dec.reasons()
+    reasons = sorted(set(per_drop))
+    code = {r: i for i, r in enumerate(reasons)}
+    arrays = {"drop": np.asarray(dec.drop, dtype=np.int64),
+              "reason": np.array([code[r] for r in per_drop], dtype=np.int16) if not isinstance(dec.reason, str)
+              else np.zeros(len(dec.drop), dtype=np.int16),
+              "detail": np.array([x.encode() for x in dec.detail], dtype=bytes) if dec.detail else np.empty(0, dtype="S1")}
+    for name, a in arrays.items():
+        with open(d / f".decision_{name}.npy.partial", "wb") as f:
+            np.save(f, a)
+        os.replace(d / f".decision_{name}.npy.partial", d / f"decision_{name}.npy")
+    tmp = d / ".decision.json.partial"
+    tmp.write_bytes(orjson.dumps({"reasons": reasons, "report": dec.report, "dropped": int(len(dec.drop))}))
+    os.replace(tmp, d / "decision.json")
 
 
 def _finish(recipe: Recipe, segments: list[Segment], seg_stats: list[list[dict]], global_reports: dict, global_seconds: dict,

@@ -68,6 +68,7 @@ class Recipe:
     name: str = "recipe"
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     batch_size: int = 2000
+    shard_bytes: int = 4 << 20
     base_dir: Path = field(default_factory=Path.cwd)
 
     def out_dir(self) -> Path:
@@ -83,6 +84,7 @@ class Recipe:
             "output": vars(self.output),
             "validation": vars(self.validation),
             "batch_size": self.batch_size,
+            "shard_bytes": self.shard_bytes,
         }
 
     def fingerprint(self) -> bytes:
@@ -118,7 +120,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise InputError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: a recipe is a mapping with inputs, ops and output")
-    unknown = set(data) - {"name", "inputs", "ops", "output", "validation", "batch_size"}
+    unknown = set(data) - {"name", "inputs", "ops", "output", "validation", "batch_size", "shard_bytes"}
     if unknown:
         raise InputError(f"{path}: unknown recipe keys {sorted(unknown)}")
     inputs = []
@@ -139,4 +141,5 @@ def load_recipe(path: str | Path) -> Recipe:
     if output.format not in FORMATS:
         raise InputError(f"{path}: output format {output.format!r} is unknown")
     return Recipe(inputs=inputs, ops=parse_ops(data.get("ops")), output=output, name=data.get("name", path.stem),
-                  validation=validation, batch_size=int(data.get("batch_size", 2000)))
+                  validation=validation, batch_size=int(data.get("batch_size", 2000)),
+                  shard_bytes=int(data.get("shard_bytes", 4 << 20)))

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The main job on the shipped example data: validate and normalize every file into ptdata
+# Conversion demo on the shipped example data: validate and normalize every file into ptdata
 # records (rejects beside them, with reasons), print statistics, and export trainer formats.
-# Usage: examples/main_job.sh [OUT_DIR]   (default: out/)
+# Usage: examples/convert_demo.sh [OUT_DIR]   (default: out/convert)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:-out}
+OUT=${1:-out/convert}
 D=examples/data
 rm -rf "$OUT" && mkdir -p "$OUT/records" "$OUT/rejects" "$OUT/export"
 for f in alpaca_mixed.jsonl sharegpt_tools.json openai_chat.jsonl.gz hh_pairs.jsonl trl_prefs.parquet; do

@@ -1,0 +1,212 @@
+"""Recipes and the local executor: the README's curation job, resume after kill -9, Python API."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ptdata.ops.dedup import ExactDedup, NearDedup
+from ptdata.ops.filters import LengthFilter
+from ptdata.ops.quality import QualityScores, Select
+from ptdata.pipeline import Input, Output, Recipe, load_recipe, run
+
+from .conftest import EXAMPLES, ROOT, load_jsonl, run_cli, shared
+
+
+@pytest.fixture(scope="module")
+def example_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("curated")
+    recipe = load_recipe(ROOT / "examples" / "curate.yaml")
+    recipe.base_dir = ROOT
+    recipe.output.dir = str(out)
+    return run(recipe)
+
+
+def test_example_recipe_gives_every_planted_row_its_fate(example_run):
+    fates = json.loads((EXAMPLES / "FATES.json").read_text())
+    rejects = {r["source"]: r for r in load_jsonl(example_run.rejects_path)}
+    kept = {r["meta"]["source"]: r for r in load_jsonl(example_run.kept_path)}
+    for src, fate in fates.items():
+        if fate.startswith("kept"):
+            assert src in kept, src
+            if fate == "kept:pii":
+                text = json.dumps(kept[src]["messages"], ensure_ascii=False)
+                assert kept[src]["meta"]["pii"] and "[" in text
+                assert not any(x in text for x in ("@example", "13812345678", "4111 1111", "sk-proj", "192.168", "110101199003074477"))
+        else:
+            assert rejects[src]["reason"] == fate, (src, rejects.get(src))
+
+
+def test_example_recipe_accounts_for_every_record(example_run):
+    st = example_run.stats
+    kept = load_jsonl(example_run.kept_path)
+    rejects = load_jsonl(example_run.rejects_path)
+    assert st["records_in"] == 124 + 60 + 50 + 40 + 40 + 30 + 15
+    assert st["records_in"] == len(kept) + len(rejects) == st["kept"] + st["rejected"]
+    # the funnel chains: each op sees what the previous one kept
+    ops = st["ops"]
+    for a, b in zip(ops, ops[1:]):
+        assert b["in"] == a["kept"], (a["op"], b["op"])
+    assert ops[-1]["kept"] == len(kept)
+    by_reason = Counter(r["reason"] for r in rejects)
+    from_stats = Counter()
+    for o in ops:
+        from_stats.update(o["dropped"])
+    assert by_reason == from_stats
+    # every validation defect planted in the example data is among the rejects / flags
+    planted = json.loads((EXAMPLES / "PLANTED.json").read_text())
+    for reason, n in planted.items():
+        if not reason.startswith("flag:"):
+            assert by_reason[reason] >= n, reason
+    ids = [r["id"] for r in kept]
+    assert len(ids) == len(set(ids))
+
+
+def test_example_report_has_the_plots(example_run):
+    html = example_run.report_path.read_text()
+    assert html.count("<svg") >= 6
+    for section in ("Funnel", "response length", "language mix", "score quality", "near_dedup: clusters by size", "Decontamination"):
+        assert section in html, section
+    assert "benchmark_test.jsonl#1" in html and "benchmark_test.jsonl#3" in html
+    assert "http://" not in html.replace("http://www.w3.org", "") and "<script" not in html
+
+
+def _big_input(tmp: Path) -> Path:
+    """Alpaca plus planted exact copies: a few thousand records per shard at 1 MB shards."""
+    rows = load_jsonl(shared("alpaca_en_52k.jsonl.gz"))[:20000]
+    p = tmp / "in.jsonl"
+    with open(p, "wb") as f:
+        for i, r in enumerate(rows):
+            f.write(orjson.dumps(r) + b"\n")
+            if i % 97 == 0:
+                f.write(orjson.dumps(r) + b"\n")
+            if i % 1013 == 0:
+                f.write(b'{"instruction": "broken\n')
+    return p
+
+
+RESUME_RECIPE = """
+name: resume-test
+inputs: [{{path: {inp}}}]
+shard_bytes: 600000
+batch_size: 500
+ops:
+  - length_filter: {{min_chars: 3}}
+  - quality_scores: {{}}
+  - exact_dedup: {{}}
+  - refusal_filter: {{}}
+  - near_dedup: {{threshold: 0.8}}
+  - select: {{fraction: 0.8}}
+output: {{dir: {out}}}
+"""
+
+
+def _run_cli(recipe: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "from ptdata.cli import main; main()", "run", str(recipe), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _outputs(out: Path) -> tuple[bytes, bytes, dict]:
+    stats = json.loads((out / "stats.json").read_text())
+    for o in stats["ops"]:
+        o.pop("seconds", None)
+    return (out / "kept.jsonl").read_bytes(), (out / "rejects.jsonl").read_bytes(), stats
+
+
+@pytest.mark.parametrize("kill_after", [("seg0", 2), ("seg1", 5), ("seg2", 0), ("seg3", 3)])
+def test_kill_and_resume_gives_identical_output(tmp_path, kill_after):
+    inp = _big_input(tmp_path)
+    ref_dir, res_dir = tmp_path / "ref", tmp_path / "res"
+    (tmp_path / "ref.yaml").write_text(RESUME_RECIPE.format(inp=inp, out=ref_dir))
+    (tmp_path / "res.yaml").write_text(RESUME_RECIPE.format(inp=inp, out=res_dir))
+    p = _run_cli(tmp_path / "ref.yaml")
+    assert p.wait(timeout=600) == 0, p.stderr.read().decode()
+    seg, n = kill_after
+    p = _run_cli(tmp_path / "res.yaml")
+    deadline = time.time() + 300
+    marker = res_dir / ".work" / seg
+    while time.time() < deadline and p.poll() is None:
+        if marker.exists() and len(list(marker.glob("*.stats.json"))) >= n:
+            break
+        time.sleep(0.01)
+    assert p.poll() is None, "the run finished before it could be interrupted"
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not (res_dir / "kept.jsonl").exists()
+    p = _run_cli(tmp_path / "res.yaml")
+    out, errout = p.communicate(timeout=600)
+    assert p.returncode == 0, errout.decode()
+    assert b"resumed:" in errout or seg != "seg0" or n == 0
+    assert _outputs(res_dir) == _outputs(ref_dir)
+    kept = [orjson.loads(l) for l in (res_dir / "kept.jsonl").read_bytes().splitlines()]
+    assert len({r["id"] for r in kept}) == len(kept)
+
+
+def test_recipe_from_python(tmp_path):
+    src = tmp_path / "a.jsonl"
+    src.write_bytes(gzip.open(shared("alpaca_en_52k.jsonl.gz")).read()[:2_000_000])
+    recipe = Recipe(inputs=[Input(str(src))],
+                    ops=[LengthFilter(min_chars=20), QualityScores(), ExactDedup(field="response"), NearDedup(), Select(top_n=500)],
+                    output=Output(dir=str(tmp_path / "out"), file="top.parquet", format="openai"))
+    res = run(recipe, workers=2)
+    assert res.kept == 500 and res.records_in == res.kept + res.rejected
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(res.kept_path)
+    assert t.num_rows == 500 and t.column_names[:1] == ["messages"]
+    rej = load_jsonl(res.rejects_path)
+    assert {r["reason"] for r in rej} >= {"too_short", "exact_duplicate", "not_selected"}
+    # select kept the top scores
+    sel = res.stats["ops"][-1]["report"]
+    assert sel["selected"] == 500
+
+
+def test_ops_command_lists_every_op_with_defaults():
+    r = run_cli("ops")
+    assert r.returncode == 0
+    from ptdata.ops import OPS
+
+    for name, cls in OPS.items():
+        assert name in r.stdout
+        for pname, default, _ in cls.describe():
+            assert f"{pname} = {default}" in r.stdout
+
+
+def test_recipe_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("inputs: [x.jsonl]\nops:\n  - no_such_op: {}\n")
+    r = run_cli("run", bad)
+    assert r.returncode == 1 and "unknown op 'no_such_op'" in r.stderr and "Traceback" not in r.stderr
+    bad.write_text("inputs: [x.jsonl]\nops:\n  - length_filter: {min_charz: 3}\n")
+    r = run_cli("run", bad)
+    assert r.returncode == 1 and "unknown parameter(s) ['min_charz']" in r.stderr
+    bad.write_text("inputs: [nothing/*.jsonl]\nops: []\n")
+    r = run_cli("run", bad)
+    assert r.returncode == 1 and "matches no file" in r.stderr
+    bad.write_text("inputs: [a\n  - : :")
+    r = run_cli("run", bad)
+    assert r.returncode == 1 and "invalid YAML" in r.stderr
+
+
+@pytest.mark.timeout(300)
+def test_run_from_a_process_with_native_threads(tmp_path):
+    """A process that already runs native threads (here rensa's Rayon pool) must not fork-deadlock."""
+    from ptdata.parallel import fork_is_safe, native_threads, pool_context
+
+    NearDedup().signatures([f"text number {i} with a few words in it" for i in range(5000)])
+    assert any(name.startswith("rensa") for name in native_threads())
+    assert not fork_is_safe() and pool_context().get_start_method() == "forkserver"
+    src = tmp_path / "a.jsonl"
+    src.write_bytes(gzip.open(shared("alpaca_en_52k.jsonl.gz")).read()[:3_000_000])
+    recipe = Recipe(inputs=[Input(str(src))], ops=[QualityScores(), NearDedup()], output=Output(dir=str(tmp_path / "o")), shard_bytes=500_000)
+    res = run(recipe, workers=2)
+    assert res.records_in == res.kept + res.rejected > 5000
