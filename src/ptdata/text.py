@@ -10,8 +10,7 @@ import unicodedata
 
 from .records import Record
 
-_PUNCT = re.compile(r"[^\w\s]|_", re.UNICODE)
-_SPACE = re.compile(r"\s+")
+_WORD_RUN = re.compile(r"[^\W_]+")  # letters and digits; punctuation, "_" and spacing separate words
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
@@ -23,15 +22,14 @@ def normalize_for_match(text: str) -> str:
     """Lowercase, NFKC, punctuation to spaces, whitespace collapsed."""
     if text.isascii():
         return " ".join(text.encode().translate(_ASCII_MATCH).decode().split())
-    text = unicodedata.normalize("NFKC", text)
-    return _SPACE.sub(" ", _PUNCT.sub(" ", text.lower())).strip()
+    return " ".join(_WORD_RUN.findall(unicodedata.normalize("NFKC", text).lower()))
 
 
 def match_words(text: str) -> list[str]:
     """normalize_for_match(text).split(), without building the joined string for ASCII text."""
     if text.isascii():
         return text.encode().translate(_ASCII_MATCH).decode().split()
-    return normalize_for_match(text).split()
+    return _WORD_RUN.findall(unicodedata.normalize("NFKC", text).lower())
 
 
 def cjk_count(text: str) -> int:
