@@ -8,7 +8,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import orjson
 
 from .conftest import EXAMPLES, ROOT, load_jsonl, run_cli, write_jsonl
 

@@ -253,7 +253,7 @@ def test_refusal_and_repetition_on_real_text(alpaca):
 
 def test_length_filter_counts_tokens_with_a_real_tokenizer(tmp_path, alpaca_rows):
     """A WordPiece tokenizer trained here on Alpaca (no download), saved as tokenizer.json."""
-    tokenizers = pytest.importorskip("tokenizers")
+    pytest.importorskip("tokenizers")
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     from ptdata.ops.filters import LengthFilter

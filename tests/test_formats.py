@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import orjson
 import pytest
 
 from ptdata import ReadOptions, convert, read_records
@@ -11,7 +10,7 @@ from ptdata.errors import RecordError
 from ptdata.formats import FORMATS, guess_format
 from ptdata.records import Record
 
-from .conftest import load_jsonl, write_jsonl
+from .conftest import write_jsonl
 
 
 def read(fmt: str, row: dict, **opts) -> Record:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import orjson
 import pyarrow as pa
 
-from ..errors import InputError, RecordError
+from ..errors import InputError
 from ..records import Record
 from . import alpaca, hh, native, openai, qa, sharegpt, trl
 

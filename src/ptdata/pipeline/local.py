@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -30,14 +30,12 @@ import orjson
 
 from .. import __version__
 from ..convert import _concat
-from ..errors import InputError
 from ..formats import get_format
-from ..io import RowWriter, reject_row, split_name, split_ranges, count_newlines, with_first_lines
+from ..io import RowWriter, split_name, split_ranges, count_newlines, with_first_lines
 from ..ops.base import Drop, GlobalOp, MapOp, Op
 from ..parallel import pool_context
 from ..reader import RecordReader
 from ..records import Record
-from ..text import response_text
 from .recipe import Recipe
 
 Progress = Callable[[str, int, int], None]  # (stage label, done, total)
