@@ -26,7 +26,6 @@ class DatasetStats:
     duplicate_records: int = 0
     duplicate_ids: Counter = field(default_factory=Counter)
     _seen: set = field(default_factory=set, repr=False)
-    _langid: object = field(default=None, repr=False)
 
     def add(self, rec: Record) -> None:
         self.records += 1
@@ -51,17 +50,15 @@ class DatasetStats:
         self.reject_reasons[reason] += 1
 
     def language(self, rec: Record) -> str:
-        """Language of the first user turn (py3langid, offline), or its script when it is short."""
+        """Language of the first user turn (the language op's identifier), or its script when it is short."""
         text = next((m["content"] for m in rec.messages if m["role"] == "user"), "")
         if not text.strip():
             return "und"
         if len(text) < 12:
             return script_of(text, 1) or "und"
-        if self._langid is None:
-            from py3langid import classify
+        from ..ops.language import identify
 
-            self._langid = classify
-        return self._langid(text[:1000])[0]
+        return identify(text)[0]
 
     def as_dict(self) -> dict:
         n = sum(self.turns.values()) or 1
