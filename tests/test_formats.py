@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import orjson
 import pytest
 
 from ptdata import ReadOptions, convert, read_records
@@ -196,3 +197,14 @@ def test_write_dataset_info_for_llamafactory(tmp_path):
     # LLaMA-Factory's description reads back through our own dataset_info support
     (rec, _), = list(read_records(tmp_path / "lf" / "prefs.json"))
     assert rec.chosen == CH
+
+
+def test_write_reject_names_the_line_of_this_file(tmp_path):
+    """Records already carrying meta.source from an earlier file are rejected at their line here."""
+    recs = [Record("sft", [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+                   meta={"source": "older.jsonl:99"}).to_dict() for i in range(3)]
+    src = write_jsonl(tmp_path / "recs.jsonl", recs)
+    c = convert(src, tmp_path / "out.hh.jsonl", "hh")  # HH holds only preference pairs
+    assert c.reasons == {"not_representable": 3}
+    rejects = [orjson.loads(l) for l in (tmp_path / "out.hh.rejects.jsonl").read_bytes().splitlines()]
+    assert [(r["source"], r["line"], r["op"]) for r in rejects] == [(str(src), i, "write") for i in (1, 2, 3)]

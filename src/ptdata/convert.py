@@ -120,7 +120,7 @@ def _convert_range(reader: RecordReader, dst: Path, to: str, write_opts: dict, r
             try:
                 rows = write(rec, write_opts)
             except RecordError as e:
-                rej.write(reject_row(str(reader.path), _pos(rec), reader.label, "write", e, rec.to_dict()))
+                rej.write(reject_row(str(reader.alias), reader.position, reader.label, "write", e, rec.to_dict()))
                 counts.rejected += 1
                 counts.reasons[e.reason] += 1
                 continue
@@ -199,12 +199,6 @@ def _concat(parts: list[Path], dst: Path) -> None:
                     out.seek(0, os.SEEK_END)
                     shutil.copyfileobj(f, out, 8 << 20)
     os.replace(partial, dst)
-
-
-def _pos(rec) -> int:
-    src = rec.meta.get("source", "")
-    tail = src.rsplit(":", 1)[-1]
-    return int(tail) if tail.isdigit() else -1
 
 
 def update_dataset_info(dst: Path, fmt: str, kinds: set[str]) -> Path:

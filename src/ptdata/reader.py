@@ -69,6 +69,7 @@ class RecordReader:
         if detected is not None and not self.explicit:
             self.fmt = detected
         self.label = self.source.position_label
+        self.position = 0  # line/item/row of the record last yielded
 
     def detect(self) -> str:
         """The file's format: given, or the majority shape of its first rows (a short separate pass)."""
@@ -115,6 +116,7 @@ class RecordReader:
                     yield None, self._reject(pos, "validate", e, row)
                     continue
             rec.meta.setdefault("source", f"{name}:{pos}")
+            self.position = pos
             yield rec, None
 
     def _detect(self, head: list[tuple[int, Row | RecordError]]) -> str:
@@ -128,7 +130,6 @@ class RecordReader:
                 return "ptdata"  # nothing parseable: every row is a read reject whatever the format
             keys = next(sorted(r)[:8] for _, r in head if isinstance(r, dict))
             raise InputError(f"{self.path}: cannot tell the format (first record has keys {keys}); pass --from")
-        self.detected_from = sum(votes.values())
         return known[0][0]
 
     def _mismatch(self, row: Row) -> RecordError:
