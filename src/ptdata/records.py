@@ -215,13 +215,6 @@ def content_id(rec: Record) -> str:
     return xxhash.xxh3_128_hexdigest(orjson.dumps(key, option=orjson.OPT_SORT_KEYS))
 
 
-def split_last_assistant(messages: list[Message]) -> tuple[list[Message], Message]:
-    """(prompt turns, final assistant turn) of an sft conversation."""
-    if not messages or messages[-1]["role"] != "assistant":
-        raise RecordError("not_ending_with_assistant", "conversation does not end with an assistant turn")
-    return messages[:-1], messages[-1]
-
-
 def kind_of(messages: list[Message]) -> str:
     """sft when the last turn is the assistant's, else an unlabeled prompt."""
     return "sft" if messages and messages[-1]["role"] == "assistant" else "prompt"

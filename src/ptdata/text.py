@@ -32,6 +32,14 @@ def match_words(text: str) -> list[str]:
     return _WORD_RUN.findall(unicodedata.normalize("NFKC", text).lower())
 
 
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def han_count(text: str) -> int:
+    """Chinese characters (Han ideographs) in a text."""
+    return 0 if text.isascii() else len(_HAN.findall(text))
+
+
 def cjk_count(text: str) -> int:
     return 0 if text.isascii() else len(_CJK.findall(text))
 

@@ -58,6 +58,14 @@ def keepers(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return keeper
 
 
+def resolve_groups(groups: np.ndarray, keys: dict[str, np.ndarray], keep: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(keeper per record, sorted positions to drop, group sizes): the part every dedup decides alike."""
+    n = len(groups)
+    keeper = keepers(groups, keys["score"] if keep == "best" else np.full(n, np.nan))
+    drop = np.nonzero(keeper != np.arange(n))[0]
+    return keeper, drop, np.bincount(groups)
+
+
 @register
 @dataclass
 class ExactDedup(GlobalOp):
@@ -74,11 +82,8 @@ class ExactDedup(GlobalOp):
 
     def decide(self, keys: dict[str, np.ndarray]):
         _, groups = np.unique(keys["hash"], return_inverse=True)
-        scores = keys["score"] if self.keep == "best" else np.full(len(groups), np.nan)
-        keeper = keepers(groups.astype(np.int64), scores)
-        drop = np.nonzero(keeper != np.arange(len(keeper)))[0]
+        keeper, drop, sizes = resolve_groups(groups.astype(np.int64), keys, self.keep)
         detail = ["same text as " + h for h in ids_hex(keys, keeper[drop])]
-        sizes = np.bincount(groups)
         return Decision(drop, "exact_duplicate", detail, {"groups_with_duplicates": int((sizes > 1).sum()),
                                                           "duplicates": int(len(drop)), "group_sizes": _size_hist(sizes)})
 
@@ -245,10 +250,7 @@ class NearDedup(GlobalOp):
         sig = keys["sig"]
         n = len(sig)
         pairs, est = self.pairs(sig, keys.get("sh"), keys.get("sh_n"))
-        groups = components(n, pairs)
-        scores = keys["score"] if self.keep == "best" else np.full(n, np.nan)
-        keeper = keepers(groups, scores)
-        drop = np.nonzero(keeper != np.arange(n))[0]
+        keeper, drop, sizes = resolve_groups(components(n, pairs), keys, self.keep)
         # the similarity to the keeper where that pair was verified directly (vectorized lookup)
         k = keeper[drop]
         codes = np.minimum(drop, k) * n + np.maximum(drop, k)
@@ -261,7 +263,6 @@ class NearDedup(GlobalOp):
         hexes = ids_hex(keys, k)
         detail = [f"similar to {h} (J={s:.2f})" if f else f"similar to {h} (same cluster)"
                   for h, s, f in zip(hexes, sims.tolist(), found.tolist())]
-        sizes = np.bincount(groups)
         return Decision(drop, "near_duplicate", detail, {"pairs": int(len(pairs)), "clusters": int((sizes > 1).sum()),
                                                          "duplicates": int(len(drop)), "cluster_sizes": _size_hist(sizes)})
 
@@ -354,10 +355,7 @@ class SemanticDedup(GlobalOp):
     def decide(self, keys: dict[str, np.ndarray]) -> Decision:
         n = len(keys["emb"])
         pairs, sims = self.pairs(keys["emb"])
-        groups = components(n, pairs)
-        keeper = keepers(groups, keys["score"] if self.keep == "best" else np.full(n, np.nan))
-        drop = np.nonzero(keeper != np.arange(n))[0]
+        keeper, drop, sizes = resolve_groups(components(n, pairs), keys, self.keep)
         detail = ["semantically close to " + h for h in ids_hex(keys, keeper[drop])]
-        sizes = np.bincount(groups)
         return Decision(drop, "semantic_duplicate", detail, {"pairs": int(len(pairs)), "clusters": int((sizes > 1).sum()),
                                                              "duplicates": int(len(drop)), "cluster_sizes": _size_hist(sizes)})

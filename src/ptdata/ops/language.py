@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..records import Record
-from ..text import record_text
+from ..text import han_count, record_text
 import re
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HANGUL = re.compile(r"[\uac00-\ud7af]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
@@ -29,7 +28,7 @@ def cjk_script(text: str) -> str | None:
     weighs about a four-letter word), so a Chinese instruction quoting English is Chinese."""
     if text.isascii():
         return None
-    han, kana, hangul = len(_HAN.findall(text)), len(_KANA.findall(text)), len(_HANGUL.findall(text))
+    han, kana, hangul = han_count(text), len(_KANA.findall(text)), len(_HANGUL.findall(text))
     cjk = han + kana + hangul
     if cjk < 2 or cjk * 4 < 0.5 * len(_LATIN.findall(text)):
         return None

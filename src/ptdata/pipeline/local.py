@@ -31,7 +31,7 @@ import orjson
 from .. import __version__
 from ..convert import _concat
 from ..formats import get_format
-from ..io import RowWriter, split_name, split_ranges, count_newlines, with_first_lines
+from ..io import RowWriter, split_lines, split_name
 from ..ops.base import Drop, GlobalOp, MapOp, Op
 from ..parallel import pool_context
 from ..reader import RecordReader
@@ -346,8 +346,7 @@ def _make_shards(recipe: Recipe, files: list[list[Path]], work: Path) -> list[Sh
                     os.replace(part, plain)
                 src, container, gz = plain, "jsonl", False
             if container == "jsonl" and not gz and src.stat().st_size > recipe.shard_bytes:
-                ranges = split_ranges(src, max(1, src.stat().st_size // recipe.shard_bytes))
-                firsts = with_first_lines(ranges, [count_newlines(src, r) for r in ranges])
+                firsts = split_lines(src, max(1, src.stat().st_size // recipe.shard_bytes))
                 shards.extend(Shard(str(src), str(path), ii, (a, b), line) for a, b, line in firsts)
             else:
                 shards.append(Shard(str(src), str(path), ii))
