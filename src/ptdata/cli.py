@@ -244,11 +244,18 @@ def run_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Run a curation recipe: kept records, rejects with reasons, stats.json and report.html. Resumes if interrupted."""
-    from .pipeline import load_recipe, run
+    from .pipeline import load_recipe
 
     recipe = load_recipe(recipe_path)
     if executor != "local":
         raise InputError(f"executor {executor!r} is not available yet (local only)")
+    run_recipe(recipe, workers, quiet)
+
+
+def run_recipe(recipe, workers: int | None, quiet: bool):
+    """Run a recipe with a progress bar per stage and print the funnel; shared by `run` and the model steps."""
+    from .pipeline import run
+
     show = not quiet and err.is_terminal
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} shards"),
                     TimeElapsedColumn(), console=err, auto_refresh=False)
@@ -271,14 +278,19 @@ def run_cmd(
             prog.stop()
     st = result.stats
     _summary(st["records_in"], st["kept"], st["rejected"], {}, {}, result.rejects_path)
+    if st.get("derived"):
+        err.print(f"  derived: {st['derived']:,} record(s) added by ops (samples, evolutions, pairs)", highlight=False)
     for o in st["ops"]:
         dropped = ", ".join(f"{k} {v:,}" for k, v in sorted(o["dropped"].items(), key=lambda x: -x[1]))
         secs = "" if o["seconds"] is None else f" ({o['seconds']:.1f}s)"
         err.print(f"  {o['op']:<18} {o['in']:>9,} -> {o['kept']:>9,}{secs}" + (f"  dropped: {dropped}" if dropped else ""), highlight=False)
+        if o.get("counters"):
+            err.print("  " + " " * 18 + " model: " + ", ".join(f"{k} {v:,}" for k, v in o["counters"].items()), highlight=False)
     if result.resumed_shards:
         err.print(f"  resumed: {result.resumed_shards} shard(s) reused from an interrupted run", highlight=False)
     err.print(f"kept: {result.kept_path}\nrejects: {result.rejects_path}\nstats: {result.stats_path}"
               + (f"\nreport: {result.report_path}" if result.report_path else ""), highlight=False)
+    return result
 
 
 @app.command("ops")
@@ -305,6 +317,9 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
     if version:
         out.print(f"ptdata {__version__}")
         raise typer.Exit()
+
+
+from . import cli_llm  # noqa: E402,F401  (registers generate, evolve, rewrite, judge, pairs, llm-serve)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from ..errors import InputError
 from ..records import Record
-from . import alpaca, hh, native, openai, qa, sharegpt, trl
+from . import alpaca, hh, native, openai, qa, rated, sharegpt, trl
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
         Format(native.NAME, native.detect, native.read, native.write, "ptdata records (id, kind, messages, chosen, rejected, scores, meta)"),
+        Format(rated.NAME, rated.detect, rated.read, rated.write, "a prompt with several rated responses, UltraFeedback-style (prompt, completions with scores or aspect ratings)"),
         Format(openai.PREF_NAME, openai.detect_pref, openai.read_pref, openai.write_pref, "OpenAI preference fine-tuning (input, preferred_output, non_preferred_output)"),
         Format(sharegpt.NAME, sharegpt.detect, sharegpt.read, sharegpt.write, "ShareGPT / LLaMA-Factory (conversations of from/value; DPO and KTO variants)"),
         Format(alpaca.NAME, alpaca.detect, alpaca.read, alpaca.write, "Alpaca / LLaMA-Factory (instruction, input, output, system, history; ranking and KTO variants)"),
@@ -150,6 +151,9 @@ def parquet_schema(fmt: str, opts: dict) -> pa.Schema:
                           ("label", pa.bool_()), ("tools", S), ("chat_template_kwargs", S)])
     if fmt == "hh":
         return pa.schema([("chosen", S), ("rejected", S)])
+    if fmt == "rated":
+        comp = pa.struct([("response", S), ("model", S), ("score", pa.float64()), ("ratings", pa.map_(S, pa.float64()))])
+        return pa.schema([("prompt", MESSAGES), ("completions", pa.list_(comp))])
     if fmt == "qa":
         return pa.schema([(c, S) for c in dict.fromkeys(qa.fields(opts).values())])
     raise InputError(f"no Parquet schema for format {fmt!r}")

@@ -152,9 +152,9 @@ def _process_shard(args: tuple[int, int, int, int]) -> dict:
     prev_global = segments[si - 1].global_op if si > 0 else None
     drops = _shard_drops(work, si - 1, offset, n) if prev_global is not None else {}
     stats = {"shard": shard_no, "in": 0, "kept": 0, "ops": {}, "read_rejects": Counter(), "contamination": {}}
-    op_stats = {op.name: {"in": 0, "kept": 0, "dropped": Counter(), "seconds": 0.0} for op in seg.map_ops}
+    op_stats = {op.name: {"in": 0, "kept": 0, "added": 0, "dropped": Counter(), "seconds": 0.0} for op in seg.map_ops}
     if prev_global is not None:
-        op_stats = {prev_global.name: {"in": 0, "kept": 0, "dropped": Counter(), "seconds": 0.0}, **op_stats}
+        op_stats = {prev_global.name: {"in": 0, "kept": 0, "added": 0, "dropped": Counter(), "seconds": 0.0}, **op_stats}
     hist = _Hist() if si == len(segments) - 1 else None
     tmp = {k: out_dir / f".{shard_no:05d}.{k}.partial" for k in ("jsonl", "rejects.jsonl", "stats.json")}
     with open(tmp["jsonl"], "wb") as out, open(tmp["rejects.jsonl"], "wb") as rej:
@@ -225,11 +225,19 @@ def _apply_records(seg: Segment, shard_no: int, drops: dict, prev_global, out, r
     def flush(batch: list[Record]) -> None:
         for op in seg.map_ops:
             st = op_stats[op.name]
-            st["in"] += len(batch)
+            n_in = len(batch)
+            st["in"] += n_in
             t = time.perf_counter()
             batch, dropped = op.process(batch)
             st["seconds"] += time.perf_counter() - t
             st["kept"] += len(batch)
+            added = len(batch) + len(dropped) - n_in  # ops that derive records (n samples, several pairs)
+            if added < 0:
+                raise RuntimeError(f"op {op.name} lost {-added} record(s): every record must be kept or dropped")
+            st["added"] += added
+            if hasattr(op, "counters"):  # model calls, cache hits, retries, tokens
+                for k, v in op.counters().items():
+                    st.setdefault("counters", {})[k] = st.get("counters", {}).get(k, 0) + v
             for rec, d in dropped:
                 st["dropped"][d.reason] += 1
                 rej.write(orjson.dumps(_reject(rec, op.name, d)) + b"\n")
@@ -512,8 +520,11 @@ def _merge_stats(recipe: Recipe, segments: list[Segment], seg_stats: list[list[d
     for seg_list in seg_stats:
         for st in seg_list:
             for name, o in st["ops"].items():
-                acc = ops.setdefault(name, {"in": 0, "kept": 0, "dropped": Counter(), "seconds": 0.0})
+                acc = ops.setdefault(name, {"in": 0, "kept": 0, "added": 0, "dropped": Counter(), "seconds": 0.0})
                 acc["in"] += o["in"]
+                acc["added"] += o.get("added", 0)
+                for k, v in (o.get("counters") or {}).items():
+                    acc.setdefault("counters", Counter())[k] += v
                 acc["kept"] += o["kept"]
                 acc["dropped"].update(o["dropped"])
                 acc["seconds"] += o["seconds"]
@@ -545,13 +556,16 @@ def _merge_stats(recipe: Recipe, segments: list[Segment], seg_stats: list[list[d
     funnel = [{"op": "read+validate", "in": records_in, "kept": records_in - sum(read_rejects.values()),
                "dropped": dict(read_rejects), "seconds": None}]
     for name in order:
-        o = ops.get(name, {"in": 0, "kept": 0, "dropped": Counter(), "seconds": 0.0})
+        o = ops.get(name, {"in": 0, "kept": 0, "added": 0, "dropped": Counter(), "seconds": 0.0})
         funnel.append({"op": name, "in": o["in"], "kept": o["kept"], "dropped": dict(o["dropped"]), "seconds": round(o["seconds"], 3),
+                       **({"added": o["added"]} if o["added"] else {}),
+                       **({"counters": dict(o["counters"])} if o.get("counters") else {}),
                        **({"report": global_reports[name]} if name in global_reports else {})})
-    assert records_in == kept + rejected, f"record accounting broke: {records_in} != {kept} + {rejected}"
+    added = sum(o["added"] for o in ops.values())
+    assert records_in + added == kept + rejected, f"record accounting broke: {records_in} + {added} != {kept} + {rejected}"
     return {
         "recipe": recipe.name,
-        "records_in": records_in, "kept": kept, "rejected": rejected,
+        "records_in": records_in, "kept": kept, "rejected": rejected, **({"derived": added} if added else {}),
         "ops": funnel,
         "kept_kinds": dict(kinds), "kept_languages": dict(langs.most_common()), "kept_flags": dict(flags),
         "histograms": {"bins_length": _Hist.LEN_BINS, **hist},

@@ -1,0 +1,184 @@
+"""CLI for the model steps: generate, evolve, rewrite, judge, pairs, and llm-serve.
+
+Each step is a one-op recipe run by the local executor, so it gets what every run gets:
+rejects with reasons, stats.json (with model calls, cache hits, retries and tokens), resume.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import orjson
+import typer
+import yaml
+
+from .cli import app, err, run_recipe
+from .errors import InputError
+from .ops.base import Op
+
+InputsArg = Annotated[list[Path], typer.Argument(help="Input files (any supported format).")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (kept.jsonl, rejects.jsonl, stats.json).")]
+FromOpt = Annotated[Optional[str], typer.Option("--from", help="Input format (detected when omitted).")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Served model name, or a local model dir (transformers).")]
+BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="openai (default), transformers or vllm.")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")]
+KeyEnvOpt = Annotated[Optional[str], typer.Option("--api-key-env", help="Environment variable holding the API key.")]
+LLMSetOpt = Annotated[Optional[list[str]], typer.Option("--llm", help="Any model setting as key=value: concurrency=64, "
+                                                        "temperature=0, max_tokens=1024, seed=1, logprobs=true, cache_dir=…")]
+LLMFileOpt = Annotated[Optional[Path], typer.Option("--llm-config", help="YAML file with the model settings.")]
+WorkersOpt = Annotated[int, typer.Option(help="Worker processes (each with its own `concurrency` requests in flight).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def llm_settings(model, backend, base_url, api_key_env, sets, config_file) -> dict[str, Any]:
+    """Model settings from a YAML file, then --llm key=value, then the named flags."""
+    d: dict[str, Any] = {}
+    if config_file:
+        try:
+            loaded = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise InputError(f"{config_file}: cannot read model settings ({e})") from None
+        if not isinstance(loaded, dict):
+            raise InputError(f"{config_file}: model settings must be a mapping")
+        d.update(loaded.get("llm", loaded))
+    for item in sets or []:
+        if "=" not in item:
+            raise InputError(f"--llm {item!r} must look like key=value")
+        k, _, v = item.partition("=")
+        d[k.strip()] = yaml.safe_load(v)
+    for k, v in (("model", model), ("backend", backend), ("base_url", base_url), ("api_key_env", api_key_env)):
+        if v is not None:
+            d[k] = v
+    return d
+
+
+def run_step(op: Op, inputs: list[Path], out: Path, fmt: str | None, workers: int, quiet: bool, name: str):
+    from .pipeline import Input, Output, Recipe
+
+    recipe = Recipe(inputs=[Input(str(p), format=fmt) for p in inputs], ops=[op],
+                    output=Output(dir=str(out), report=False), name=name, batch_size=256)
+    return run_recipe(recipe, workers, quiet)
+
+
+@app.command("generate")
+def generate_cmd(inputs: InputsArg, out: OutOpt, n: Annotated[int, typer.Option(help="Responses per prompt.")] = 4,
+                 mode: Annotated[str, typer.Option(help="candidates (for pairs) or sft (one record per answer).")] = "candidates",
+                 keep_original: Annotated[bool, typer.Option(help="An sft record's own answer becomes a candidate.")] = False,
+                 fmt: FromOpt = None, model: ModelOpt = None, backend: BackendOpt = None, base_url: BaseUrlOpt = None,
+                 api_key_env: KeyEnvOpt = None, llm: LLMSetOpt = None, llm_config: LLMFileOpt = None,
+                 workers: WorkersOpt = 1, quiet: QuietOpt = False) -> None:
+    """Sample N responses per prompt from a teacher model."""
+    from .ops.llm import Generate
+
+    op = Generate(llm=llm_settings(model, backend, base_url, api_key_env, llm, llm_config), n=n, mode=mode,
+                  keep_original=keep_original)
+    run_step(op, inputs, out, fmt, workers, quiet, "generate")
+
+
+@app.command("evolve")
+def evolve_cmd(inputs: InputsArg, out: OutOpt, rounds: Annotated[int, typer.Option(help="Evolution rounds.")] = 1,
+               method: Annotated[Optional[list[str]], typer.Option(help="constraints, deepen, concretize, reasoning, "
+                                                                  "complicate_input, breadth (repeatable; default all).")] = None,
+               fmt: FromOpt = None, model: ModelOpt = None, backend: BackendOpt = None, base_url: BaseUrlOpt = None,
+               api_key_env: KeyEnvOpt = None, llm: LLMSetOpt = None, llm_config: LLMFileOpt = None,
+               workers: WorkersOpt = 1, quiet: QuietOpt = False) -> None:
+    """Evol-Instruct: make prompts more complex (in depth) or new (in breadth), answer them, eliminate failures."""
+    from .ops.llm import Evolve
+
+    op = Evolve(llm=llm_settings(model, backend, base_url, api_key_env, llm, llm_config), methods=method or [], rounds=rounds)
+    run_step(op, inputs, out, fmt, workers, quiet, "evolve")
+
+
+@app.command("rewrite")
+def rewrite_cmd(inputs: InputsArg, out: OutOpt, fmt: FromOpt = None, model: ModelOpt = None, backend: BackendOpt = None,
+                base_url: BaseUrlOpt = None, api_key_env: KeyEnvOpt = None, llm: LLMSetOpt = None,
+                llm_config: LLMFileOpt = None, workers: WorkersOpt = 1, quiet: QuietOpt = False) -> None:
+    """Rewrite answers for accuracy and knowledge density (a worse rewrite is not taken)."""
+    from .ops.llm import Rewrite
+
+    op = Rewrite(llm=llm_settings(model, backend, base_url, api_key_env, llm, llm_config))
+    run_step(op, inputs, out, fmt, workers, quiet, "rewrite")
+
+
+@app.command("judge")
+def judge_cmd(inputs: InputsArg, out: OutOpt,
+              judge: Annotated[str, typer.Option(help="aspects, deita, pairwise or consistency.")] = "aspects",
+              aspect: Annotated[Optional[list[str]], typer.Option(help="Aspect to rate (repeatable).")] = None,
+              retries: Annotated[int, typer.Option(help="Re-asks after a malformed answer.")] = 2,
+              drop_inconsistent: Annotated[bool, typer.Option(help="consistency: reject self-contradicting conversations.")] = False,
+              fmt: FromOpt = None, model: ModelOpt = None, backend: BackendOpt = None, base_url: BaseUrlOpt = None,
+              api_key_env: KeyEnvOpt = None, llm: LLMSetOpt = None, llm_config: LLMFileOpt = None,
+              workers: WorkersOpt = 1, quiet: QuietOpt = False) -> None:
+    """Rate responses with an AI judge; malformed answers are re-asked, then rejected with the reason."""
+    from .ops.llm import Judge
+
+    kw: dict[str, Any] = {"aspects": aspect} if aspect else {}
+    op = Judge(llm=llm_settings(model, backend, base_url, api_key_env, llm, llm_config), judge=judge, retries=retries,
+               drop_inconsistent=drop_inconsistent, **kw)
+    run_step(op, inputs, out, fmt, workers, quiet, f"judge-{judge}")
+
+
+EXPORTS = {  # --to name: (format, writer options, file name)
+    "trl": ("trl", {}, "pairs.trl.jsonl"),
+    "openai": ("openai-pref", {}, "pairs.openai.jsonl"),
+    "llamafactory": ("sharegpt", {}, "pairs.llamafactory.json"),
+    "kto": ("trl", {"preference": "unpaired"}, "pairs.kto.jsonl"),
+}
+
+
+@app.command("pairs")
+def pairs_cmd(inputs: InputsArg, out: OutOpt,
+              strategy: Annotated[str, typer.Option(help="best_worst, best_vs_rest or pairwise.")] = "best_worst",
+              min_margin: Annotated[float, typer.Option(help="Minimum score gap chosen - rejected.")] = 1.0,
+              aspect: Annotated[Optional[list[str]], typer.Option(help="Aspects averaged into the score (repeatable).")] = None,
+              to: Annotated[Optional[list[str]], typer.Option(help="Also export: trl, openai, llamafactory, kto (repeatable).")] = None,
+              fmt: FromOpt = None, quiet: QuietOpt = False) -> None:
+    """Build preference pairs from rated candidates or pairwise verdicts; validate; report biases; export."""
+    from .convert import convert
+    from .ops.llm import Pairs
+    from .preference import bias_report
+    from .reader import read_records
+
+    bad = [t for t in to or [] if t not in EXPORTS]
+    if bad:
+        raise InputError(f"--to {bad[0]!r}: choose from {', '.join(EXPORTS)}")
+    res = run_step(Pairs(strategy=strategy, min_margin=min_margin, aspects=aspect or []), inputs, out, fmt, 1, quiet, "pairs")
+    judged = [r for p in inputs for r, _ in read_records(p) if r is not None] if strategy == "pairwise" else None
+    pairs = [r for r, _ in read_records(res.kept_path) if r is not None]
+    report = bias_report(pairs, judged)
+    (out / "bias.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    L = report["length"]
+    if pairs:
+        err.print(f"bias: chosen longer in {L['chosen_longer_share']:.0%} of pairs (median length ratio {L['median_ratio']})"
+                  + (f"; judge first-position share {report['judge_position']['first_position_share']}"
+                     if report.get("judge_position") else ""), highlight=False)
+    for w in report["warnings"]:
+        err.print(f"warning: {w}", highlight=False)
+    for t in to or []:
+        f, opts, name = EXPORTS[t]
+        c = convert(res.kept_path, out / name, f, write_opts=opts, rejects=out / f"{name}.rejects.jsonl", workers=1)
+        err.print(f"{t}: {out / name} ({c.kept:,} pairs" + (f", {c.rejected} not representable" if c.rejected else "") + ")",
+                  highlight=False)
+    err.print(f"bias report: {out / 'bias.json'}", highlight=False)
+
+
+@app.command("llm-serve")
+def llm_serve_cmd(model: Annotated[Path, typer.Argument(help="Local model directory (config, weights, tokenizer).")],
+                  port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8000,
+                  host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+                  api_key_env: Annotated[Optional[str], typer.Option(help="Require this env var's key as Bearer token.")] = None,
+                  name: Annotated[str, typer.Option(help="Model name to report.")] = "ptdata-local") -> None:
+    """Serve a local transformers model as an OpenAI-compatible /v1/chat/completions (for demos and tests)."""
+    import os
+
+    import uvicorn
+
+    from .llm import make_llm
+    from .llm.serve import make_app
+
+    backend = make_llm({"backend": "transformers", "model": str(model), "cache_dir": None})
+    key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and not key:
+        raise InputError(f"--api-key-env {api_key_env}: the variable is not set")
+    err.print(f"serving {model} as {name!r} on http://{host}:{port}/v1", highlight=False)
+    uvicorn.run(make_app(backend.complete, model_name=name, api_key=key), host=host, port=port, log_level="warning")

@@ -1,0 +1,89 @@
+"""Hugging Face transformers, in process: a model from a local directory, per-token log-probs.
+
+For CPU tests, small teachers and the loopback test server. Nothing is downloaded: the
+model directory must hold the config, weights and tokenizer (`local_files_only`).
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from .base import Backend, LLMConfig, LLMError, Progress, Request, Result, Sample
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _imports():
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        raise LLMError(f"the transformers backend needs torch and transformers ({e.name} is missing): "
+                       "pip install torch==2.13.0 'ptdata[trl]'") from None
+    return torch, transformers
+
+
+class TransformersBackend(Backend):
+    def __init__(self, config: LLMConfig) -> None:
+        super().__init__(config)
+        torch, tf = _imports()
+        path = Path(config.model)
+        if not (path / "config.json").is_file():
+            raise LLMError(f"{path}: not a local model directory (no config.json); the transformers backend "
+                           "loads from disk only")
+        self.torch = torch
+        self.tokenizer = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        if not getattr(self.tokenizer, "chat_template", None):
+            self.tokenizer.chat_template = CHATML
+        self.lm = tf.AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(config.device).eval()
+        self._lock = threading.Lock()  # one generate at a time: the model is not re-entrant on CPU
+
+    def _compute(self, requests: list[Request], progress: Progress | None) -> list[Result]:
+        out = []
+        for req in requests:
+            out.append(self.complete(req))
+            if progress:
+                progress(1)
+        return out
+
+    def complete(self, req: Request) -> Result:
+        """One request, all n samples in one `generate` call."""
+        torch, s = self.torch, req.sampling
+        ids = self.tokenizer.apply_chat_template(req.messages, add_generation_prompt=True, return_tensors="pt",
+                                                 return_dict=True)["input_ids"].to(self.config.device)
+        eos = self.tokenizer.eos_token_id
+        stop_ids = [i for i in {eos, self.tokenizer.convert_tokens_to_ids("<|im_end|>")} if isinstance(i, int) and i >= 0]
+        kw = dict(max_new_tokens=s.max_tokens, num_return_sequences=s.n, return_dict_in_generate=True,
+                  output_logits=True, pad_token_id=self.tokenizer.pad_token_id or (stop_ids[0] if stop_ids else 0),
+                  eos_token_id=stop_ids or None)
+        if s.temperature > 0:
+            kw.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
+        else:
+            kw.update(do_sample=False)
+        with self._lock, torch.no_grad():
+            if s.seed is not None:
+                torch.manual_seed(s.seed)
+            g = self.lm.generate(ids, attention_mask=torch.ones_like(ids), **kw)
+        new = g.sequences[:, ids.shape[1]:]
+        logits = torch.stack(g.logits, dim=1).float()  # (n, steps, vocab): raw, before temperature/top-p
+        lps = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        samples = []
+        completion_tokens = 0
+        for row, lp in zip(new.tolist(), lps.tolist()):
+            end, finish = len(row), "length"
+            for j, t in enumerate(row):
+                if t in stop_ids:
+                    end, finish = j, "stop"
+                    break
+            toks = row[:end]
+            text = self.tokenizer.decode(toks, skip_special_tokens=True)
+            if s.stop:
+                for st in s.stop:
+                    k = text.find(st)
+                    if k >= 0:
+                        text, finish = text[:k], "stop"
+            completion_tokens += len(toks)
+            samples.append(Sample(text, finish, [float(x) for x in lp[:end]] if s.logprobs else None,
+                                  [self.tokenizer.decode([t]) for t in toks] if s.logprobs else None))
+        return Result(samples=samples, prompt_tokens=int(ids.shape[1]), completion_tokens=completion_tokens)

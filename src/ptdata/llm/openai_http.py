@@ -1,0 +1,196 @@
+"""OpenAI-compatible chat completions over HTTP (vLLM, SGLang, Ollama, llama.cpp, TGI, hosted APIs).
+
+Async with a bounded number of requests in flight; retries 429, 5xx, timeouts, connection
+errors and unreadable bodies with exponential backoff and jitter (honouring Retry-After);
+asks for log-probs when wanted; streams when configured. A request that still fails comes
+back as a `Result` with the reason, never as an exception.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from typing import Any
+
+import httpx
+import orjson
+
+from .base import Backend, LLMConfig, Progress, Request, Result, Sample
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, detail: str, wait: float | None = None) -> None:
+        super().__init__(detail)
+        self.reason, self.detail, self.wait = reason, detail, wait
+
+
+class _Fail(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+class OpenAIBackend(Backend):
+    def __init__(self, config: LLMConfig) -> None:
+        super().__init__(config)
+        self.url = config.base_url.rstrip("/") + "/chat/completions"
+
+    def _headers(self) -> dict[str, str]:
+        key = self.config.api_key()
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _compute(self, requests: list[Request], progress: Progress | None) -> list[Result]:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.agenerate(requests, progress))
+        # called from inside an event loop (a notebook, a server): run on a thread of its own
+        out: list[list[Result]] = []
+        t = threading.Thread(target=lambda: out.append(asyncio.run(self.agenerate(requests, progress))))
+        t.start()
+        t.join()
+        return out[0]
+
+    async def agenerate(self, requests: list[Request], progress: Progress | None = None) -> list[Result]:
+        cfg = self.config
+        limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
+        sem = asyncio.Semaphore(cfg.concurrency)
+        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(cfg.timeout), headers=self._headers()) as client:
+            async def one(req: Request) -> Result:
+                async with sem:
+                    res = await self._one(client, req)
+                if progress:
+                    progress(1)
+                return res
+
+            return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    def _body(self, req: Request) -> dict[str, Any]:
+        s = req.sampling
+        body: dict[str, Any] = {"model": self.config.model, "messages": req.messages, "n": s.n,
+                                "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens}
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if s.stop:
+            body["stop"] = list(s.stop)
+        if s.logprobs:
+            body["logprobs"] = True
+        if self.config.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    async def _one(self, client: httpx.AsyncClient, req: Request) -> Result:
+        cfg = self.config
+        body = orjson.dumps(self._body(req))
+        headers = {"Content-Type": "application/json"}
+        last = _Retry("unknown", "")
+        for attempt in range(cfg.max_retries + 1):
+            if attempt:
+                self.usage.retries += 1
+                await asyncio.sleep(_wait(cfg, attempt, last.wait))
+            self.usage.http_calls += 1
+            try:
+                if cfg.stream:
+                    res = await self._streamed(client, body, headers, req.sampling.n)
+                else:
+                    r = await client.post(self.url, content=body, headers=headers)
+                    _check_status(r.status_code, r.headers, r.text)
+                    res = _parse(r.content, req.sampling.n)
+                res.attempts = attempt + 1
+                return res
+            except _Retry as e:
+                last = e
+            except _Fail as e:
+                return Result(error=e.reason, detail=e.detail, attempts=attempt + 1)
+            except httpx.TimeoutException:
+                last = _Retry("timeout", f"no answer within {cfg.timeout:g} s")
+            except httpx.TransportError as e:
+                last = _Retry("connection", f"{type(e).__name__}: {e}"[:300])
+        return Result(error=last.reason, detail=f"{last.detail} (gave up after {cfg.max_retries + 1} attempts)",
+                      attempts=cfg.max_retries + 1)
+
+    async def _streamed(self, client: httpx.AsyncClient, body: bytes, headers: dict, n: int) -> Result:
+        texts: dict[int, list[str]] = {}
+        lps: dict[int, list[float]] = {}
+        toks: dict[int, list[str]] = {}
+        finish: dict[int, str | None] = {}
+        usage: dict = {}
+        async with client.stream("POST", self.url, content=body, headers=headers) as r:
+            if r.status_code != 200:
+                await r.aread()
+                _check_status(r.status_code, r.headers, r.text)
+            async for line in r.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise _Retry("bad_response", f"unreadable stream chunk: {data[:200]!r}") from None
+                usage = chunk.get("usage") or usage
+                for ch in chunk.get("choices") or []:
+                    i = ch.get("index", 0)
+                    delta = ch.get("delta") or {}
+                    texts.setdefault(i, []).append(delta.get("content") or "")
+                    for t in ((ch.get("logprobs") or {}).get("content") or []):
+                        lps.setdefault(i, []).append(float(t["logprob"]))
+                        toks.setdefault(i, []).append(t.get("token", ""))
+                    if ch.get("finish_reason"):
+                        finish[i] = ch["finish_reason"]
+        if len(texts) < n:
+            raise _Retry("bad_response", f"stream ended with {len(texts)} of {n} choices")
+        samples = [Sample("".join(texts[i]), finish.get(i), lps.get(i), toks.get(i)) for i in sorted(texts)]
+        return Result(samples=samples, prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                      completion_tokens=int(usage.get("completion_tokens", 0)))
+
+
+def _wait(cfg: LLMConfig, attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return min(retry_after, cfg.backoff_max)
+    return min(cfg.backoff_max, cfg.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+
+
+def _check_status(status: int, headers: httpx.Headers, text: str) -> None:
+    if status == 200:
+        return
+    snippet = text[:300].replace("\n", " ")
+    if status in RETRYABLE_STATUS:
+        wait = None
+        ra = headers.get("retry-after")
+        if ra:
+            try:
+                wait = max(0.0, float(ra))
+            except ValueError:
+                wait = None
+        reason = "rate_limited" if status == 429 else "server_error"
+        raise _Retry(reason, f"HTTP {status}: {snippet}", wait)
+    raise _Fail("auth_error" if status in (401, 403) else "http_4xx" if status < 500 else "server_error",
+                f"HTTP {status}: {snippet}")
+
+
+def _parse(content: bytes, n: int) -> Result:
+    try:
+        d = orjson.loads(content)
+        choices = sorted(d["choices"], key=lambda c: c.get("index", 0))
+        samples = []
+        for c in choices:
+            msg = c["message"]
+            text = msg.get("content") or ""
+            if not isinstance(text, str):
+                raise TypeError("message.content is not a string")
+            lp = (c.get("logprobs") or {}).get("content")
+            samples.append(Sample(text, c.get("finish_reason"),
+                                  [float(t["logprob"]) for t in lp] if lp else None,
+                                  [t.get("token", "") for t in lp] if lp else None))
+        usage = d.get("usage") or {}
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+        raise _Retry("bad_response", f"unreadable completion ({type(e).__name__}: {e}): {content[:200]!r}") from None
+    if len(samples) < n:
+        raise _Retry("bad_response", f"asked for {n} choices, got {len(samples)}")
+    return Result(samples=samples, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                  completion_tokens=int(usage.get("completion_tokens") or 0))
