@@ -164,3 +164,33 @@ def test_rate_limit_storm_loses_no_prompt(tmp_path):
     assert time.time() - t < 10
     assert [r.text for r in res] == [f"echo: q{i}" for i in range(40)]
     assert llm.usage.retries == 40 and app.state.log.by_status == {429: 40, 200: 40}
+
+
+def test_steps_reject_with_reasons_and_lose_nothing(local_lm, tmp_path):
+    """Through the CLI: a prompt whose server keeps failing is rejected with the reason; the
+    tiny random model cannot write judge JSON, so every judgment is re-asked twice, then
+    rejected as malformed; in = kept + rejected at each step."""
+    from typer.testing import CliRunner
+
+    from ptdata.cli import app as cli
+
+    src = tmp_path / "p.jsonl"
+    src.write_bytes(b"".join(orjson.dumps({"prompt": f"Question number {i}?"}) + b"\n" for i in range(6)))
+    app = make_app(local_lm.complete, faults=[Fault("500", match="number 4", times=99)])
+    with LoopbackServer(app) as srv:
+        common = ["--base-url", srv.base_url, "--model", "tiny", "-q", "--llm", "cache_dir=null", "--llm", "max_tokens=8",
+                  "--llm", "max_retries=2", "--llm", "backoff=0.01", "--llm", "seed=3"]
+        r = CliRunner().invoke(cli, ["generate", str(src), "-o", str(tmp_path / "g"), "--n", "2", *common])
+        assert r.exit_code == 0, r.output
+        calls_before = app.state.log.calls
+        r = CliRunner().invoke(cli, ["judge", str(tmp_path / "g" / "kept.jsonl"), "-o", str(tmp_path / "j"), *common])
+        assert r.exit_code == 0, r.output
+        judge_calls = app.state.log.calls - calls_before
+    g = orjson.loads((tmp_path / "g" / "stats.json").read_bytes())
+    assert (g["records_in"], g["kept"], g["rejected"]) == (6, 5, 1)
+    rej = [orjson.loads(x) for x in (tmp_path / "g" / "rejects.jsonl").read_bytes().splitlines()]
+    assert [(x["reason"], x["record"]["messages"][0]["content"]) for x in rej] == [("llm_server_error", "Question number 4?")]
+    j = orjson.loads((tmp_path / "j" / "stats.json").read_bytes())
+    assert (j["records_in"], j["kept"], j["rejected"]) == (5, 0, 5)
+    assert j["ops"][1]["dropped"] == {"judge_malformed": 5}
+    assert judge_calls == 5 * 2 * 3  # 5 records x 2 candidates x (1 + 2 re-asks)

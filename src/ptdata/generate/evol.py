@@ -18,7 +18,7 @@ METHODS = [*P.EVOL_METHODS, P.EVOL_BREADTH]
 
 def pick_method(rec_id: str, round_no: int, methods: list[str]) -> str:
     """Deterministic, so a rerun asks the same question and hits the cache."""
-    return methods[xxhash.xxh32_intdigest(f"{rec_id}:{round_no}") % len(methods)]
+    return methods[xxhash.xxh32_intdigest(f"{rec_id}:{round_no}".encode()) % len(methods)]
 
 
 def eliminate_instruction(original: str, evolved: str, min_new_words: int) -> Drop | None:

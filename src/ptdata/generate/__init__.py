@@ -1,0 +1,1 @@
+"""Teacher generation: sampling, Evol-Instruct, rewriting, and the AI judges."""
