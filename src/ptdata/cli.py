@@ -302,7 +302,7 @@ def ops_cmd() -> None:
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         out.print(f"[bold]{name}[/bold] ({cls.kind}) {doc}", highlight=False)
         for pname, default, help_ in cls.describe():
-            out.print(f"    {pname} = {default}  [dim]{help_}[/dim]", highlight=False)
+            out.print(f"    {pname} = {default}  [dim]{help_}[/dim]", highlight=False, soft_wrap=True)
 
 
 @app.command("formats")

@@ -182,3 +182,45 @@ def llm_serve_cmd(model: Annotated[Path, typer.Argument(help="Local model direct
         raise InputError(f"--api-key-env {api_key_env}: the variable is not set")
     err.print(f"serving {model} as {name!r} on http://{host}:{port}/v1", highlight=False)
     uvicorn.run(make_app(backend.complete, model_name=name, api_key=key), host=host, port=port, log_level="warning")
+
+
+@app.command("distill")
+def distill_cmd(inputs: InputsArg, out: OutOpt,
+                train: Annotated[Optional[Path], typer.Option(help="Existing training set to merge the labels into.")] = None,
+                offline: Annotated[bool, typer.Option(help="Inputs already carry k samples per prompt: filter only, no model.")] = False,
+                k: Annotated[int, typer.Option(help="Samples per prompt.")] = 8,
+                answer: Annotated[str, typer.Option(help="number, choice, exact, regex:PATTERN or module:function.")] = "number",
+                estimator: Annotated[Optional[list[str]], typer.Option(help="consistency, logprob, judge, verifier (repeatable).")] = None,
+                threshold: Annotated[float, typer.Option(help="Confidence needed to keep a label (each estimator in [0, 1]).")] = 0.6,
+                combine: Annotated[str, typer.Option(help="all (every estimator) or weighted (weighted mean).")] = "all",
+                weight: Annotated[Optional[list[str]], typer.Option(help="Estimator weight for --combine weighted, e.g. logprob=0.5.")] = None,
+                verifier: Annotated[Optional[str], typer.Option(help="module:function(record, answer) -> bool.")] = None,
+                rounds: Annotated[int, typer.Option(help="Labelling rounds; low-confidence prompts are retried.")] = 1,
+                after_round: Annotated[Optional[str], typer.Option(help="Shell command run after each round "
+                                                               "(env: PTDATA_ROUND, PTDATA_TRAIN, PTDATA_OUT).")] = None,
+                overwrite_human: Annotated[bool, typer.Option(help="Let teacher labels replace human labels.")] = False,
+                model: ModelOpt = None, backend: BackendOpt = None,
+                base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="Teacher endpoint; repeat it to "
+                                                                      "give round 2, 3, ... a new teacher.")] = None,
+                api_key_env: KeyEnvOpt = None, llm: LLMSetOpt = None, llm_config: LLMFileOpt = None,
+                quiet: QuietOpt = False) -> None:
+    """Distillation: a teacher labels prompts, confident labels are kept and merged, rounds repeat."""
+    from .distill import DistillConfig, Distiller
+
+    teachers = []
+    if not offline:
+        urls = base_url or [None]
+        teachers = [llm_settings(model, backend, u, api_key_env, llm, llm_config) for u in urls]
+    weights = {kk: float(v) for kk, v in (w.split("=", 1) for w in weight or [])} if weight else {}
+    cfg = DistillConfig(k=k, answer=answer, estimators=estimator or ["consistency"], threshold=threshold,
+                        combine=combine, weights=weights, verifier=verifier, rounds=rounds, teachers=teachers,
+                        after_round=after_round, overwrite_human=overwrite_human)
+    say = (lambda m: None) if quiet else (lambda m: err.print(m, highlight=False))
+    s = Distiller(cfg, out, say).run(list(inputs), train, offline)
+    err.print(f"in {s['prompts_in']:,} · labeled {s['labeled']:,} · without a label {s['rejected']:,} · "
+              f"training set {s['train_size']:,}", highlight=False)
+    for g in s["growth"]:
+        err.print(f"  round {g['round']}: +{g['added']:,} added, {g['replaced']:,} replaced, "
+                  f"{g['low_confidence']:,} not confident -> {g['train_after']:,}", highlight=False)
+    err.print(f"train: {out / 'train.jsonl'}\nrejects: {out / 'rejects.jsonl'}\ncalibration: {out / 'calibration.html'}",
+              highlight=False)

@@ -6,6 +6,9 @@ where each response is a string or an object with its text (`response`, `text`, 
 `overall_score`), a dict of aspects (`ratings`), or UltraFeedback's `annotations`
 (``{aspect: {"Rating": "4", "Rationale": "..."}}``). A row-level `scores` list may give one
 number per response instead. The record is a `prompt` whose `meta.candidates` hold them.
+
+The same shape carries teacher samples made elsewhere for offline distillation:
+``{"prompt", "samples": [text | {"text", "logprobs" | "mean_logprob", "min_logprob"}], "reference"?}``.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from ..records import Record, check_messages, message
 from ._common import not_representable, opt_str
 
 NAME = "rated"
-LIST_KEYS = ("completions", "responses", "candidates")
+LIST_KEYS = ("completions", "responses", "candidates", "samples")
 TEXT_KEYS = ("response", "text", "content", "output", "completion")
 SCORE_KEYS = ("score", "rating", "overall_score")
 
@@ -60,6 +63,13 @@ def _candidate(item: Any, i: int, score: Any) -> dict:
             if item.get(k) is not None:
                 cand["score"] = _number(item[k], f"{where} {k}")
                 break
+        lps = item.get("logprobs")
+        if isinstance(lps, list) and lps:
+            vals = [_number(x.get("logprob") if isinstance(x, dict) else x, f"{where} logprobs") for x in lps]
+            cand["mean_logprob"], cand["min_logprob"] = sum(vals) / len(vals), min(vals)
+        for k in ("mean_logprob", "min_logprob"):
+            if item.get(k) is not None:
+                cand[k] = _number(item[k], f"{where} {k}")
     else:
         raise RecordError("wrong_type", f"{where} must be a string or an object, got {type(item).__name__}")
     if score is not None:
@@ -88,6 +98,11 @@ def read(row: dict, opts: dict) -> Record:
         raise RecordError("wrong_type", f"'scores' must be a list with one number per response ({len(items)})")
     cands = [_candidate(it, i, scores[i] if scores else None) for i, it in enumerate(items)]
     meta: dict = {"candidates": cands}
+    ref = row.get("reference", row.get("answer"))
+    if ref is not None:
+        if not isinstance(ref, (str, int, float)) or isinstance(ref, bool):
+            raise RecordError("wrong_type", f"'reference' must be a string or a number, got {type(ref).__name__}")
+        meta["reference"] = str(ref)
     for k in ("id", "source", "source_id"):
         if isinstance(row.get(k), (str, int)):
             meta["source_id"] = row[k]

@@ -103,13 +103,47 @@ def render(stats: dict) -> str:
                      f"<table><tr><th>benchmark item</th><th>records</th><th>record ids</th></tr>{rows}</table>")
     else:
         parts.append("<p class='muted'>no benchmark overlap found (or no decontaminate op).</p>")
-    style = ("body{font:14px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}"
-             "th{background:#f4f4f4}.chart text{font-size:11px}.tick{fill:#555}.muted{color:#888}.big{font-size:17px}code{font-size:12px}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>ptdata report: {_esc(stats['recipe'])}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}"
-            f"<details><summary>stats.json</summary><pre>{_esc(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode())}</pre></details>"
-            "</body></html>")
+    return page(f"ptdata report: {stats['recipe']}", "".join(parts), stats)
+
+
+STYLE = ("body{font:14px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
+         "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}"
+         "th{background:#f4f4f4}.chart text{font-size:11px}.tick{fill:#555}.muted{color:#888}.big{font-size:17px}code{font-size:12px}")
+
+
+def page(title: str, body: str, data: dict | None = None) -> str:
+    """A whole self-contained document; `data` is appended as collapsible JSON."""
+    raw = (f"<details><summary>data</summary><pre>{_esc(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())}</pre></details>"
+           if data is not None else "")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{body}{raw}</body></html>")
+
+
+COLORS = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2")
+
+
+def line_chart(title: str, xs: list[float], series: dict[str, list[float | None]], x_label: str, y_max: float = 1.0) -> str:
+    """Lines over a shared x axis (e.g. precision and coverage against a threshold), 0..y_max."""
+    if not xs:
+        return f"<h3>{_esc(title)}</h3><p class='muted'>no data</p>"
+    ph, left, right = 200, 40, 130
+    x0, x1 = min(xs), max(xs)
+    sx = lambda x: left + (W - left - right) * ((x - x0) / ((x1 - x0) or 1))  # noqa: E731
+    sy = lambda y: 10 + ph * (1 - y / y_max)  # noqa: E731
+    out = [f"<line x1='{left}' y1='{sy(0)}' x2='{W - right}' y2='{sy(0)}' stroke='#999'/>",
+           f"<line x1='{left}' y1='{sy(0)}' x2='{left}' y2='{sy(y_max)}' stroke='#999'/>"]
+    for t in (0, 0.25, 0.5, 0.75, 1):
+        out.append(f"<text x='{left - 4}' y='{sy(t * y_max) + 4:.1f}' text-anchor='end' class='tick'>{t * y_max:g}</text>")
+    for i, x in enumerate(xs):
+        if len(xs) <= 11 or i % max(1, len(xs) // 10) == 0:
+            out.append(f"<text x='{sx(x):.1f}' y='{ph + 26}' text-anchor='middle' class='tick'>{x:g}</text>")
+    out.append(f"<text x='{(W - right + left) / 2:.0f}' y='{ph + 42}' text-anchor='middle'>{_esc(x_label)}</text>")
+    for k, (name, ys) in enumerate(series.items()):
+        c = COLORS[k % len(COLORS)]
+        pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(xs, ys) if y is not None)
+        out.append(f"<polyline fill='none' stroke='{c}' stroke-width='2' points='{pts}'/>")
+        out.append(f"<text x='{W - right + 8}' y='{24 + 16 * k}' fill='{c}'>{_esc(name)}</text>")
+    return f"<h3>{_esc(title)}</h3><svg width='{W}' height='{ph + 50}' class='chart'>{''.join(out)}</svg>"
 
 
 def write_report(stats: dict, path: Path) -> Path:
