@@ -230,3 +230,45 @@ def test_two_live_rounds_with_interruption_and_resume(gsm, tmp_path):
     assert [x["reason"] for x in rej] == ["has_human_label"] * 5
     # a training-set version per round
     assert [sum(1 for _ in open(out / f"round_{k}" / "train.jsonl")) for k in (1, 2)] == [5 + n1, 60]
+
+
+def test_distill_as_a_recipe_op(gsm, samples_file, tmp_path):
+    """The same filter as a recipe op over the offline samples: the same kept set, every other
+    prompt rejected with its reason and estimator values."""
+    from ptdata.ops.llm import Distill
+    from ptdata.pipeline import Input, Output, Recipe, run
+
+    res = run(Recipe(inputs=[Input(str(samples_file))], ops=[Distill(threshold=0.6)], output=Output(dir=str(tmp_path / "r"))),
+              workers=2)
+    kept = {x.messages[-2]["content"] for x, _ in read_records(res.kept_path)}
+    assert kept == {g["question"] for i, g in enumerate(gsm) if PATTERNS[i % 6][1] >= 0.6}
+    assert res.stats["records_in"] == N and res.stats["rejected"] == N - len(kept)
+    rej = [orjson.loads(x) for x in res.rejects_path.read_bytes().splitlines()]
+    assert {x["reason"] for x in rej} == {"low_confidence"}
+    assert all(orjson.loads(x["detail"])["consistency"] < 0.6 for x in rej)
+
+
+def test_judge_estimator(gsm, tmp_path):
+    """A judge's quality score of the chosen sample as the only estimator (scripted judge:
+    6/6 for the real worked answer, 2/6 for anything else)."""
+    real = {g["answer"] for g in gsm[:12]}
+
+    def judge(user, req):
+        ans = user.split("### Answer to rate\n", 1)[1].split("\n### End of answer", 1)[0]
+        return orjson.dumps({"quality": 6 if ans in real else 2}).decode()
+
+    rows = [{"prompt": g["question"], "samples": [g["answer"] if i % 2 == 0 else wrong(g["answer"], 1)] * 3}
+            for i, g in enumerate(gsm[:12])]
+    src = tmp_path / "s.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    app = make_app(scripted(judge), model_name="judge")
+    with LoopbackServer(app) as srv:
+        from ptdata.distill import DistillConfig, Distiller
+
+        cfg = DistillConfig(estimators=["judge"], threshold=0.9, judge={"model": "judge", "base_url": srv.base_url,
+                                                                        "cache_dir": None})
+        s = Distiller(cfg, tmp_path / "o").run([src], offline=True)
+    assert s["labeled"] == 6 and app.state.log.calls == 12
+    labels = [x for x, _ in read_records(tmp_path / "o" / "train.jsonl")]
+    assert {x.messages[-1]["content"] for x in labels} == {g["answer"] for g in gsm[:12:2]}
+    assert all(x.meta["distill"]["estimators"]["judge"] == 1.0 for x in labels)

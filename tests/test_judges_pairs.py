@@ -312,3 +312,24 @@ def test_pairs_from_existing_rating_fields(tmp_path):
     assert got == [("What is 2+2?", "4", "four-ish", 1.0), ("What is 2+2?", "4", "5", 3.5), ("Name a colour.", "red", "blue", 2.0)]
     rej = {x["record"]["messages"][-1]["content"]: x["reason"] for x in rejects(tmp_path / "o" / "rejects.jsonl")}
     assert rej == {"Same?": "chosen_equals_rejected", "One only": "too_few_rated"}
+
+
+def test_injected_malformed_judge_answer_is_re_asked(hh_head, tmp_path):
+    """The fault server's `bad_answer` replaces one judge answer with prose: that judgment is
+    re-asked once and the output is the same as a run without the fault."""
+    from ptdata.llm.serve import Fault
+
+    target = next(r for r in records(hh_head) if h(render_conversation(r.messages)) % 10 > 2)
+    needle = target.messages[0]["content"][:60]
+    outs, calls = [], []
+    for faults in ([], [Fault("bad_answer", match=needle, times=1)]):
+        app = make_app(scripted(judge_script), model_name="judge", faults=faults)
+        with LoopbackServer(app) as srv:
+            d = tmp_path / f"run{len(faults)}"
+            step(srv, "generate", str(hh_head), "-o", str(d / "gen"), "--n", "3")
+            before = app.state.log.calls
+            step(srv, "judge", str(d / "gen" / "kept.jsonl"), "-o", str(d / "judged"))
+            calls.append(app.state.log.calls - before)
+        outs.append((d / "judged" / "kept.jsonl").read_bytes())
+    assert outs[0] == outs[1]
+    assert calls[1] == calls[0] + 1

@@ -138,7 +138,7 @@ class Distiller:
             judge_cfg = LLMConfig.from_dict({**(self.cfg.teachers[0] if self.cfg.teachers else {}), **(self.cfg.judge or {})})
             jl = make_llm(judge_cfg)
             recs = [r for _, r in chosen_for_judge]
-            kept, dropped = deita_scores(recs, jl, judge_cfg.sampling(temperature=0.0))
+            kept, dropped = deita_scores(recs, jl, judge_cfg.sampling(temperature=0.0), axes=("quality",))
             judged = {id(r): r.scores.get("deita.quality") for r in kept}
             for row, r in chosen_for_judge:
                 q = judged.get(id(r))

@@ -89,16 +89,18 @@ def rate_aspects(batch: list[Record], llm: Backend, sampling: Sampling, aspects:
     return _split(batch, failed, "rate_aspects")
 
 
-def deita_scores(batch: list[Record], llm: Backend, sampling: Sampling, retries: int = 2) -> Outcome:
+def deita_scores(batch: list[Record], llm: Backend, sampling: Sampling, retries: int = 2,
+                 axes: tuple[str, ...] = ("complexity", "quality")) -> Outcome:
     """Deita's two axes, asked of a judge: instruction complexity (1-6) and response quality
     (1-6); `deita.score` is their product, Deita's ranking key."""
     jobs, prompts, parsers = [], [], []
     for ri, rec in enumerate(batch):
         instr = prompt_text(rec)
-        jobs.append((ri, "complexity"))
-        prompts.append(judge_messages(P.JUDGE_SYSTEM, P.complexity_prompt(instr)))
-        parsers.append(lambda t: parse_score(t, "complexity", 1, 6))
-        if rec.kind == "sft":
+        if "complexity" in axes:
+            jobs.append((ri, "complexity"))
+            prompts.append(judge_messages(P.JUDGE_SYSTEM, P.complexity_prompt(instr)))
+            parsers.append(lambda t: parse_score(t, "complexity", 1, 6))
+        if rec.kind == "sft" and "quality" in axes:
             jobs.append((ri, "quality"))
             prompts.append(judge_messages(P.JUDGE_SYSTEM, P.quality_prompt(instr, rec.messages[-1].get("content") or "")))
             parsers.append(lambda t: parse_score(t, "quality", 1, 6))
@@ -110,7 +112,7 @@ def deita_scores(batch: list[Record], llm: Backend, sampling: Sampling, retries:
         rec = batch[ri]
         for where, v in items:
             rec.scores[f"deita.{where}"] = v
-        if "deita.quality" in rec.scores:
+        if "deita.quality" in rec.scores and "deita.complexity" in rec.scores:
             rec.scores["deita.score"] = rec.scores["deita.complexity"] * rec.scores["deita.quality"]
     return _split(batch, failed, "deita_scores")
 

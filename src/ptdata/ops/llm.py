@@ -7,6 +7,8 @@ stats.json. Requests of a batch run concurrently; the disk cache makes a rerun f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import orjson
 from typing import Any, ClassVar
 
 from ..errors import InputError
@@ -168,4 +170,60 @@ class Pairs(MapOp):
         return kept, dropped
 
 
-__all__ = ["Evolve", "Generate", "Judge", "Pairs", "Rewrite"]
+
+@register
+@dataclass
+class Distill(MapOp):
+    """Keep a teacher label only when the teacher is confident: self-consistency, log-prob, judge or verifier.
+    Records carry their samples (meta.candidates) or, with `llm`, the teacher is asked for `k` of them."""
+
+    name: ClassVar[str] = "distill"
+    k: int = param(8, "samples per prompt when the teacher is asked")
+    answer: str = param("number", "final-answer extractor: number, choice, exact, regex:PATTERN, module:function")
+    estimators: list = param(["consistency"], "consistency, logprob, judge, verifier")
+    threshold: float = param(0.6, "confidence needed to keep the label")
+    combine: str = param("all", "all (each estimator) or weighted (weighted mean)")
+    weights: dict = param({}, "estimator weights for combine=weighted")
+    verifier: str = param("", "module:function(record, answer) -> bool; default: the record's reference answer")
+    llm: dict = param({}, "teacher settings (optional: without them the records must carry their samples)")
+    judge: dict = param({}, "judge settings for the judge estimator (default: the teacher's)")
+
+    def __post_init__(self) -> None:
+        from ..distill import DistillConfig
+
+        teachers = [self.llm] if self.llm else []
+        if self.llm:
+            LLMConfig.from_dict(self.llm)
+        self._cfg = DistillConfig(k=self.k, answer=self.answer, estimators=list(self.estimators), threshold=self.threshold,
+                                  combine=self.combine, weights=dict(self.weights), verifier=self.verifier or None,
+                                  judge=self.judge or None, teachers=teachers)
+        self._cfg.combiner()  # validate now
+
+    def process(self, batch: list[Record]) -> Outcome:
+        from pathlib import Path
+
+        from ..distill.core import Distiller, as_prompt
+
+        d = Distiller(self._cfg, Path("."))
+        prompts = [as_prompt(r) for r in batch]
+        failed: list[dict] = []
+        teacher = "offline"
+        if self.llm:
+            ask = [p for p in prompts if not p.meta.get("candidates")]
+            got, teacher, failed = d.sample(ask, 1) if ask else ([], self._cfg.teachers[0].get("model", ""), [])
+            by_id = {g.id: g for g in got}
+            prompts = [by_id.get(p.id, p) for p in prompts]
+        labels, decisions = d.decide([p for p in prompts if p.meta.get("candidates")], 1, teacher)
+        by_prompt = {lab.meta["distill"]["prompt_id"]: lab for lab in labels}
+        why = {x["prompt_id"]: x for x in decisions + failed if not x["kept"]}
+        kept, dropped = [], []
+        for rec, p in zip(batch, prompts):
+            if p.id in by_prompt:
+                kept.append(by_prompt[p.id])
+            else:
+                x = why.get(p.id, {"reason": "no_samples", "values": {}})
+                dropped.append((rec, Drop(x["reason"], orjson.dumps(x.get("values") or x.get("detail") or {}).decode())))
+        return kept, dropped
+
+
+__all__ = ["Distill", "Evolve", "Generate", "Judge", "Pairs", "Rewrite"]
