@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,10 +36,11 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path | None = None, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real `ptdata` entry point in a subprocess (what a user runs)."""
+    env = {**os.environ, **env_extra} if env_extra else None
     return subprocess.run([sys.executable, "-c", "from ptdata.cli import main; main()", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=600)
+                          capture_output=True, text=True, cwd=cwd, timeout=600, env=env)
 
 
 @pytest.fixture(scope="session")

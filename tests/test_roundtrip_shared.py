@@ -123,5 +123,5 @@ def test_every_writer_handles_alpaca_sample(tmp_path, fmt):
             f.write(orjson.dumps(row) + b"\n")
     c = convert(src, tmp_path / f"out.{fmt}.jsonl", fmt)
     assert c.records_in == 500 == c.kept + c.rejected
-    expected_unrepresentable = 500 - c.reasons.get("empty_turn", 0) - c.reasons.get("repeated_turn", 0) if fmt in ("hh", "openai-pref") else 0
+    expected_unrepresentable = 500 - c.reasons.get("empty_turn", 0) - c.reasons.get("repeated_turn", 0) if fmt in ("hh", "openai-pref", "rated") else 0
     assert c.reasons.get("not_representable", 0) == expected_unrepresentable

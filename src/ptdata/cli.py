@@ -319,7 +319,7 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
         raise typer.Exit()
 
 
-from . import cli_llm  # noqa: E402,F401  (registers generate, evolve, rewrite, judge, pairs, llm-serve)
+from . import cli_flywheel, cli_llm  # noqa: E402,F401  (register the model steps and `flywheel`)
 
 
 def main() -> None:

@@ -1,0 +1,74 @@
+"""`ptdata flywheel ...`: serve the logging proxy and feedback API, send feedback."""
+from __future__ import annotations
+
+import os
+from typing import Annotated, Optional
+
+import typer
+
+from .cli import app, err, out
+from .errors import InputError
+
+fw = typer.Typer(no_args_is_help=True, help="The data flywheel: logging proxy, feedback, mining.")
+app.add_typer(fw, name="flywheel")
+
+
+@fw.command("serve")
+def serve_cmd(upstream: Annotated[str, typer.Option(help="The model's OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")],
+              store: Annotated[str, typer.Option(help="sqlite path or URL, or postgresql://user@host/db.")] = "flywheel.sqlite",
+              host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+              port: Annotated[int, typer.Option(help="Port.")] = 8080,
+              model_version: Annotated[str, typer.Option(help="Version label stored with every interaction.")] = "",
+              no_consent: Annotated[str, typer.Option(help="Without consent: 'metadata' (no content) or 'drop'.")] = "metadata",
+              default_consent: Annotated[bool, typer.Option(help="Consent when the request does not say.")] = True,
+              max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = 1 << 20,
+              timeout: Annotated[float, typer.Option(help="Upstream timeout in seconds (then 504).")] = 120.0,
+              upstream_key_env: Annotated[str, typer.Option(help="Env var with the upstream's API key.")] = "UPSTREAM_API_KEY") -> None:
+    """Run the OpenAI-compatible logging proxy and the feedback API. Keys come from the environment:
+    PTDATA_FLYWHEEL_WRITE_KEYS and PTDATA_FLYWHEEL_ADMIN_KEYS (comma-separated), PTDATA_FLYWHEEL_SALT."""
+    import uvicorn
+
+    from .flywheel.server import config_from_env, make_app
+
+    if no_consent not in ("metadata", "drop"):
+        raise InputError("--no-consent must be metadata or drop")
+    try:
+        cfg = config_from_env(upstream, store, model_version=model_version, no_consent=no_consent,
+                              default_consent=default_consent, max_body_bytes=max_body_bytes, timeout=timeout,
+                              upstream_key_env=upstream_key_env)
+    except ValueError as e:
+        raise InputError(f"{e}: set PTDATA_FLYWHEEL_WRITE_KEYS and PTDATA_FLYWHEEL_ADMIN_KEYS") from None
+    asgi, _ = make_app(cfg)
+    err.print(f"flywheel proxy on http://{host}:{port}/v1 -> {upstream} (store: {store.split('@')[-1]})", highlight=False)
+    uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False)
+
+
+@fw.command("feedback")
+def feedback_cmd(interaction: Annotated[str, typer.Argument(help="Interaction id (X-Interaction-Id).")],
+                 url: Annotated[str, typer.Option(help="The flywheel's base URL.")] = "http://127.0.0.1:8080/v1",
+                 key_env: Annotated[str, typer.Option(help="Env var holding a write key.")] = "PTDATA_FLYWHEEL_KEY",
+                 thumbs: Annotated[Optional[str], typer.Option(help="up or down.")] = None,
+                 rating: Annotated[Optional[int], typer.Option(help="1-5.")] = None,
+                 correction: Annotated[Optional[str], typer.Option(help="The corrected answer.")] = None,
+                 comment: Annotated[Optional[str], typer.Option(help="Free text.")] = None,
+                 regenerated: Annotated[Optional[str], typer.Option(help="Id of the regenerated interaction.")] = None,
+                 chose_over: Annotated[Optional[str], typer.Option(help="This interaction was chosen over that one.")] = None,
+                 event_id: Annotated[Optional[str], typer.Option(help="Idempotency id (a retry with it is not counted twice).")] = None) -> None:
+    """Send one feedback event for an interaction."""
+    from .flywheel.client import FlywheelClient, FlywheelError
+
+    key = os.environ.get(key_env)
+    if not key:
+        raise InputError(f"set {key_env} to a write key")
+    events = [(k, v) for k, v in (("thumbs", thumbs), ("rating", rating), ("correction", correction),
+                                  ("comment", comment), ("regenerate", regenerated)) if v is not None]
+    if chose_over:
+        events.append(("choice", {"chosen": interaction, "rejected": chose_over}))
+    if len(events) != 1:
+        raise InputError("give exactly one of --thumbs, --rating, --correction, --comment, --regenerated, --chose-over")
+    kind, value = events[0]
+    try:
+        r = FlywheelClient(url, key).feedback(interaction, kind, value, event_id=event_id)
+    except (FlywheelError, OSError) as e:
+        raise InputError(f"feedback not recorded: {e}") from None
+    out.print(f"{'recorded' if r.get('created') else 'already recorded'}: {r.get('event_id')}", highlight=False)
