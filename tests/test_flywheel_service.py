@@ -299,3 +299,88 @@ def test_real_server_feedback_cli_and_kill9_under_load(upstream, tmp_path):
     stored = {r["id"] for r in Store(str(db)).interactions()}
     assert set(got) <= stored
     assert WRITE not in proc.stderr.read().decode() + proc.stdout.read().decode()
+
+
+PII_RX = __import__("re").compile(r"[\w.]+@example\.com|415-555-01\d\d")
+
+
+def test_mining_a_simulated_log(store_url, tmp_path):
+    """Alpaca answers as responses, HH-RLHF chosen/rejected as up/down answers, planted PII and
+    rows replayed in a second version: exact SFT and pair counts, no PII, no cross-version duplicate."""
+    import gzip
+    import itertools
+
+    from ptdata.flywheel.mine import content_key, list_versions, mine
+    from ptdata.flywheel.report import write_report
+    from ptdata.flywheel.simulate import simulate
+    from ptdata.ops.pii import TYPES, redact
+    from ptdata.reader import read_records
+
+    from .conftest import shared
+
+    alpaca, seen = [], set()
+    with gzip.open(shared("alpaca_en_52k.jsonl.gz"), "rb") as f:
+        for line in f:
+            row = orjson.loads(line)
+            k = (row["instruction"], row["input"])
+            if k in seen or not row["output"].strip():
+                continue
+            seen.add(k)
+            i = len(alpaca)
+            if i % 13 == 0:
+                row["output"] += f" You can reach me at jane.doe{i}@example.com or 415-555-01{i:02d}."
+            alpaca.append(row)
+            if len(alpaca) == 100:
+                break
+    src = tmp_path / "alpaca100.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in alpaca))
+    hh = tmp_path / "hh30.jsonl"
+    with gzip.open(shared("hh_rlhf_harmless_test.jsonl.gz"), "rb") as f:
+        hh.write_bytes(b"".join(itertools.islice(f, 30)))
+
+    simulate(src, store_url, "model-v1", limit=80)
+    simulate(hh, store_url, "model-v1")
+    store = Store(store_url)
+    m1 = mine(store, "v1", tmp_path / "data")
+    simulate(src, store_url, "model-v2", start=60, limit=40)  # rows 60-79 again, then 80-99
+    m2 = mine(store, "v2", tmp_path / "data")
+
+    def expect(rows: range) -> tuple[int, int]:
+        sft = sum(1 for i in rows if i % 10 < 7) + sum(1 for i in rows if i % 10 == 8)
+        return sft, sum(1 for i in rows if i % 10 == 8)
+
+    a1, p1 = expect(range(80))
+    assert (m1["counts"]["sft"], m1["counts"]["pairs"]) == (a1 + 30, p1 + 30)
+    assert m1["counts"]["dropped_records"] == {"duplicate": 10}  # the choice events repeat the up/down pairs
+    assert m1["counts"]["unused_interactions"] == {"no_usable_feedback": 8, "no_feedback": 8}
+    a2, p2 = expect(range(80, 100))
+    assert (m2["counts"]["sft"], m2["counts"]["pairs"]) == (a2, p2) and m2["parent"] == "v1"
+    ov_sft, ov_pairs = expect(range(60, 80))
+    assert m2["counts"]["dropped_records"] == {"in_earlier_version": ov_sft + ov_pairs}
+    assert m2["counts"]["interactions"] == 40
+
+    out = {}
+    for v in ("v1", "v2"):
+        recs = [r for name in ("sft.jsonl", "pairs.jsonl") for r, _ in read_records(tmp_path / "data" / v / name)]
+        out[v] = recs
+        for r in recs:
+            assert r.meta["interaction_ids"] and r.meta["version"] == v
+            text = orjson.dumps(r.to_dict()).decode()
+            assert not PII_RX.search(text)
+            for msg in r.messages + (r.chosen or []) + (r.rejected or []):
+                assert redact(msg["content"], set(TYPES), "[{type}]")[1] == {}, msg["content"]
+    assert sum(1 for r in out["v1"] if "[EMAIL]" in orjson.dumps(r.to_dict()).decode()) > 0
+    keys1, keys2 = {content_key(r) for r in out["v1"]}, {content_key(r) for r in out["v2"]}
+    assert not keys1 & keys2
+    assert {r.meta["mined_from"] for r in out["v1"]} == {"positive_feedback", "correction", "correction_vs_original",
+                                                         "up_vs_down"}
+    assert [v["name"] for v in list_versions(store)] == ["v1", "v2"]
+    with pytest.raises(Exception, match="immutable"):
+        mine(store, "v1", tmp_path / "data")
+    s = write_report(store, tmp_path / "report.html")
+    assert s["model_versions"]["model-v1"]["interactions"] == 80 + 60
+    assert s["model_versions"]["model-v2"]["interactions"] == 40
+    assert s["model_versions"]["model-v1"]["correction_rate"] == round(8 / 140, 4)
+    assert [(d["name"], d["sft"], d["pairs"]) for d in s["dataset_versions"]] == [("v1", a1 + 30, p1 + 30), ("v2", a2, p2)]
+    assert (tmp_path / "report.html").read_text().count("<svg") == 6
+    store.close()

@@ -72,3 +72,90 @@ def feedback_cmd(interaction: Annotated[str, typer.Argument(help="Interaction id
     except (FlywheelError, OSError) as e:
         raise InputError(f"feedback not recorded: {e}") from None
     out.print(f"{'recorded' if r.get('created') else 'already recorded'}: {r.get('event_id')}", highlight=False)
+
+
+StoreOpt = Annotated[str, typer.Option(help="sqlite path or URL, or postgresql://user@host/db.")]
+
+
+@fw.command("mine")
+def mine_cmd(version: Annotated[str, typer.Option(help="Name of the new dataset version (immutable).")],
+             store: StoreOpt = "flywheel.sqlite",
+             out_dir: Annotated[str, typer.Option("--out", "-o", help="Versions are written to OUT/NAME/.")] = "flywheel-data",
+             since: Annotated[Optional[str], typer.Option(help="ISO date/time or epoch seconds (default: when the last version was mined).")] = None,
+             until: Annotated[Optional[str], typer.Option(help="ISO date/time or epoch seconds (default: now).")] = None,
+             min_rating: Annotated[int, typer.Option(help="A rating this high counts as positive.")] = 4,
+             pii: Annotated[str, typer.Option(help="redact or reject records with PII.")] = "redact",
+             ops: Annotated[Optional[str], typer.Option(help="YAML file with a list of curation ops to run on mined records.")] = None) -> None:
+    """Turn the store into a dataset version: SFT records and preference pairs, scrubbed and deduplicated."""
+    from pathlib import Path
+
+    import yaml
+
+    from .flywheel.mine import MineConfig, mine, parse_since
+    from .flywheel.store import Store
+    from .pipeline.recipe import parse_ops
+
+    op_list = []
+    if ops:
+        try:
+            items = yaml.safe_load(Path(ops).read_text(encoding="utf-8")) or []
+        except (OSError, yaml.YAMLError) as e:
+            raise InputError(f"{ops}: {e}") from None
+        op_list = parse_ops(items.get("ops", items) if isinstance(items, dict) else items)
+    if pii not in ("redact", "reject"):
+        raise InputError("--pii must be redact or reject")
+    m = mine(Store(store), version, Path(out_dir), parse_since(since) if since else None, parse_since(until) if until else None,
+             MineConfig(min_rating=min_rating, ops=op_list, pii=pii))
+    c = m["counts"]
+    err.print(f"version {version} (parent {m['parent']}): {c['interactions']:,} interactions -> {c['sft']:,} sft, "
+              f"{c['pairs']:,} pairs", highlight=False)
+    err.print(f"  by source: {c['by_source']}\n  unused interactions: {c['unused_interactions']}\n"
+              f"  dropped records: {c['dropped_records']}\n  written to {Path(out_dir) / version}", highlight=False)
+
+
+@fw.command("versions")
+def versions_cmd(store: StoreOpt = "flywheel.sqlite") -> None:
+    """List dataset versions with their counts and parents."""
+    from datetime import datetime, timezone
+
+    from .flywheel.mine import list_versions
+    from .flywheel.store import Store
+
+    for v in list_versions(Store(store)):
+        when = datetime.fromtimestamp(v["created_at"], timezone.utc).strftime("%Y-%m-%d %H:%M")
+        c = v["counts"]
+        out.print(f"{v['name']:<20} {when}  parent={v['parent'] or '-':<12} sft={c.get('sft', 0):,} pairs={c.get('pairs', 0):,} "
+                  f"interactions={c.get('interactions', 0):,}", highlight=False, soft_wrap=True)
+
+
+@fw.command("report")
+def report_cmd(store: StoreOpt = "flywheel.sqlite",
+               out_path: Annotated[str, typer.Option("--out", "-o", help="HTML file to write.")] = "flywheel-report.html") -> None:
+    """An HTML page with the loop per model version: interactions, feedback, satisfaction, corrections, records mined."""
+    from pathlib import Path
+
+    from .flywheel.report import write_report
+    from .flywheel.store import Store
+
+    s = write_report(Store(store), Path(out_path))
+    for mv, m in s["model_versions"].items():
+        err.print(f"{mv}: {m['interactions']:,} interactions, feedback rate {m['feedback_rate']}, thumbs-up share "
+                  f"{m['thumbs_up_share']}, mean rating {m['mean_rating']}, correction rate {m['correction_rate']}", highlight=False)
+    err.print(f"report: {out_path}", highlight=False)
+
+
+@fw.command("simulate")
+def simulate_cmd(data: Annotated[list[str], typer.Argument(help="Datasets to replay (SFT rows answer; preference rows "
+                                                           "give up/down answers).")],
+                 store: StoreOpt = "flywheel.sqlite",
+                 model_version: Annotated[str, typer.Option(help="Model version label for these interactions.")] = "sim-v1",
+                 limit: Annotated[Optional[int], typer.Option(help="Rows per dataset.")] = None,
+                 start: Annotated[int, typer.Option(help="First row of each dataset.")] = 0) -> None:
+    """Replay datasets through the proxy against a loopback upstream with scripted feedback."""
+    from pathlib import Path
+
+    from .flywheel.simulate import simulate
+
+    for d in data:
+        c = simulate(Path(d), store, model_version, limit, start)
+        err.print(f"{d}: {c}", highlight=False)

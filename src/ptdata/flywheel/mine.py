@@ -1,0 +1,264 @@
+"""Mine the store into an immutable, versioned dataset of SFT records and preference pairs.
+
+SFT: answers with positive feedback (thumbs up or a rating >= `min_rating`) and no negative
+event, and corrected answers. Pairs: correction vs original; an up-voted vs a down-voted
+answer to the same prompt; a regenerated answer vs the one it replaced (unless the new one was
+voted down); "chose A over B". Then: consent (no content, no record), PII scrubbing, the
+curation ops given, exact dedup within the version and against every earlier version. Every
+record names its interactions (`meta.interaction_ids`); every interaction that yields nothing
+is listed in the rejects with the reason, so mined + unused = interactions read.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+import xxhash
+
+from ..errors import InputError
+from ..ops.base import MapOp, Op
+from ..ops.pii import Pii
+from ..records import Record
+from ..text import normalize_for_match
+from .store import Store, version_records, versions
+
+
+@dataclass
+class MineConfig:
+    min_rating: int = 4
+    ops: list[Op] = field(default_factory=list)  # map ops run on the mined records (after PII scrubbing)
+    pii: str = "redact"  # redact or reject
+
+
+def parse_since(s: str | float | None) -> float:
+    if s is None or s == "":
+        return 0.0
+    if isinstance(s, (int, float)):
+        return float(s)
+    try:
+        return float(s)
+    except ValueError:
+        pass
+    try:
+        d = datetime.fromisoformat(s)
+    except ValueError:
+        raise InputError(f"--since {s!r}: give an ISO date/time (2026-11-01 or 2026-11-01T12:00) or epoch seconds") from None
+    return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def content_key(rec: Record) -> str:
+    """Normalized content: the same conversation mined twice (in any version) has one key."""
+    parts = [rec.kind] + [normalize_for_match(m.get("content") or "") for m in rec.messages]
+    if rec.kind == "preference":
+        parts += ["|chosen|"] + [normalize_for_match(m.get("content") or "") for m in rec.chosen or []]
+        parts += ["|rejected|"] + [normalize_for_match(m.get("content") or "") for m in rec.rejected or []]
+    return xxhash.xxh3_128_hexdigest("\x1f".join(parts).encode("utf-8", "surrogatepass"))
+
+
+def _answer(row: dict) -> str | None:
+    resp = row.get("response") or {}
+    ch = resp.get("choices") or []
+    if not ch:
+        return None
+    msg = ch[0].get("message") or {}
+    c = msg.get("content")
+    return c if isinstance(c, str) and c.strip() else None
+
+
+def _prompt(row: dict) -> list[dict] | None:
+    req = row.get("request") or {}
+    msgs = req.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        return None
+    out = []
+    for m in msgs:
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool"):
+            return None
+        c = m.get("content")
+        if not isinstance(c, str):
+            return None
+        out.append({"role": m["role"], "content": c})
+    return out if out[-1]["role"] in ("user", "tool") else None
+
+
+def _prompt_key(msgs: list[dict]) -> str:
+    return xxhash.xxh3_64_hexdigest(orjson.dumps([[m["role"], normalize_for_match(m["content"])] for m in msgs]))
+
+
+def build_records(rows: list[dict], events: list[dict], min_rating: int) -> tuple[list[Record], list[dict]]:
+    """Records from interactions and their feedback, and one reject per unused interaction."""
+    by_id = {r["id"]: r for r in rows}
+    fb: dict[str, list[dict]] = defaultdict(list)
+    for e in events:
+        fb[e["interaction_id"]].append(e)
+    unusable: dict[str, str] = {}
+    usable: dict[str, tuple[list[dict], str]] = {}
+    for r in rows:
+        if not r["consent"]:
+            unusable[r["id"]] = "no_consent"
+        elif r["status"] != 200:
+            unusable[r["id"]] = "upstream_error"
+        elif (p := _prompt(r)) is None:
+            unusable[r["id"]] = "unsupported_request"
+        elif (a := _answer(r)) is None:
+            unusable[r["id"]] = "empty_answer"
+        else:
+            usable[r["id"]] = (p, a)
+
+    chosen_side = {e["value"]["chosen"] for e in events if e["kind"] == "choice"}
+    rejected_side = {e["value"]["rejected"] for e in events if e["kind"] == "choice"}
+
+    def verdict(iid: str) -> tuple[bool, bool]:
+        """(positive, negative) feedback on an interaction."""
+        pos = neg = False
+        for e in fb.get(iid, []):
+            k, v = e["kind"], e["value"]
+            if k == "thumbs":
+                pos, neg = pos or v == "up", neg or v == "down"
+            elif k == "rating":
+                pos, neg = pos or v >= min_rating, neg or v <= 2
+            elif k in ("correction", "regenerate"):
+                neg = True
+        # being the chosen side of a choice is positive, the rejected side negative
+        return pos or iid in chosen_side, neg or iid in rejected_side
+
+    recs: list[Record] = []
+    used: set[str] = set()
+
+    def sft(iid: str, msgs: list[dict], answer: str, source: str, extra: list[str] | None = None) -> None:
+        ids = [iid] + (extra or [])
+        recs.append(Record("sft", msgs + [{"role": "assistant", "content": answer}],
+                           meta={"interaction_ids": ids, "mined_from": source, **_model(by_id[iid])}))
+        used.update(ids)
+
+    def pair(msgs: list[dict], chosen: str, rejected: str, source: str, ids: list[str]) -> None:
+        recs.append(Record("preference", msgs, [{"role": "assistant", "content": chosen}],
+                           [{"role": "assistant", "content": rejected}],
+                           meta={"interaction_ids": ids, "mined_from": source, **_model(by_id[ids[0]])}))
+        used.update(ids)
+
+    verdicts = {iid: verdict(iid) for iid in usable}
+    for iid, (msgs, ans) in usable.items():
+        pos, neg = verdicts[iid]
+        if pos and not neg:
+            sft(iid, msgs, ans, "positive_feedback")
+        corrections = [e for e in fb.get(iid, []) if e["kind"] == "correction"]
+        if corrections:
+            fix = corrections[-1]["value"]
+            sft(iid, msgs, fix, "correction")
+            if fix.strip() != ans.strip():
+                pair(msgs, fix, ans, "correction_vs_original", [iid])
+    # up vs down answers to the same prompt
+    groups: dict[str, list[str]] = defaultdict(list)
+    for iid, (msgs, _) in usable.items():
+        groups[_prompt_key(msgs)].append(iid)
+    for ids in groups.values():
+        ups = [i for i in ids if verdicts[i][0] and not verdicts[i][1]]
+        downs = [i for i in ids if verdicts[i][1] and not verdicts[i][0] and not any(
+            e["kind"] == "correction" for e in fb.get(i, []))]
+        if ups:
+            for d in downs:
+                if usable[ups[0]][1].strip() != usable[d][1].strip():
+                    pair(usable[ups[0]][0], usable[ups[0]][1], usable[d][1], "up_vs_down", [ups[0], d])
+    # regenerate and choice events
+    for e in events:
+        if e["kind"] == "regenerate" and e["value"] and e["interaction_id"] in usable and e["value"] in usable:
+            old, new = e["interaction_id"], e["value"]
+            if verdicts[new][1] and not verdicts[new][0]:
+                continue
+            if _prompt_key(usable[old][0]) == _prompt_key(usable[new][0]) and usable[old][1].strip() != usable[new][1].strip():
+                pair(usable[new][0], usable[new][1], usable[old][1], "regenerate", [new, old])
+        elif e["kind"] == "choice":
+            a, b = e["value"]["chosen"], e["value"]["rejected"]
+            if a in usable and b in usable and _prompt_key(usable[a][0]) == _prompt_key(usable[b][0]) \
+                    and usable[a][1].strip() != usable[b][1].strip():
+                pair(usable[a][0], usable[a][1], usable[b][1], "choice", [a, b])
+    rejects = [{"interaction_id": i, "reason": why, "op": "mine"} for i, why in unusable.items()]
+    for iid in usable:
+        if iid not in used:
+            pos, neg = verdicts[iid]
+            why = "no_feedback" if not fb.get(iid) and not (pos or neg) else "no_usable_feedback"
+            rejects.append({"interaction_id": iid, "reason": why, "op": "mine"})
+    return recs, rejects
+
+
+def _model(row: dict) -> dict:
+    return {"model": row.get("model"), "model_version": row.get("model_version")}
+
+
+def mine(store: Store, version: str, out_dir: Path, since: float | None = None, until: float | None = None,
+         cfg: MineConfig | None = None) -> dict[str, Any]:
+    """Write OUT/NAME/{sft,pairs,rejects}.jsonl + manifest.json and register the version.
+    By default a version mines what came in after its parent was mined."""
+    cfg = cfg or MineConfig()
+    with store.engine.connect() as c:
+        if c.execute(sa.select(versions.c.name).where(versions.c.name == version)).first():
+            raise InputError(f"version {version!r} exists; versions are immutable: mine into a new name")
+        last = c.execute(sa.select(versions.c.name, versions.c.manifest).order_by(versions.c.created_at.desc()).limit(1)).first()
+        earlier = {r[0] for r in c.execute(sa.select(version_records.c.content_key))}
+    parent = last[0] if last else None
+    if since is None:
+        since = float(last[1]["until"]) if last else 0.0
+    until = until if until is not None else time.time()
+    rows = list(store.interactions(since, until))
+    events = store.feedback_for([r["id"] for r in rows]) if rows else []
+    recs, rejects = build_records(rows, events, cfg.min_rating)
+    pii_op = Pii(action=cfg.pii)
+    ops: list[MapOp] = [pii_op, *[o for o in cfg.ops if isinstance(o, MapOp)]]
+    if any(not isinstance(o, MapOp) for o in cfg.ops):
+        raise InputError("mining runs map ops only (dedup against earlier versions is built in)")
+    mined_rejects: list[dict] = []
+    batch = recs
+    for op in ops:
+        op.setup()
+        batch, dropped = op.process(batch)
+        mined_rejects += [{"op": op.name, "reason": d.reason, "detail": d.detail, "record": r.to_dict(),
+                           "interaction_ids": r.meta.get("interaction_ids")} for r, d in dropped]
+    kept: list[Record] = []
+    seen: set[str] = set()
+    keys: list[str] = []
+    for r in batch:
+        k = content_key(r)
+        if k in earlier or k in seen:
+            mined_rejects.append({"op": "dedup", "reason": "in_earlier_version" if k in earlier else "duplicate",
+                                  "record": r.to_dict(), "interaction_ids": r.meta.get("interaction_ids")})
+            continue
+        seen.add(k)
+        r.meta["version"] = version
+        kept.append(r)
+        keys.append(k)
+    vdir = Path(out_dir) / version
+    vdir.mkdir(parents=True, exist_ok=True)
+    sft = [r for r in kept if r.kind == "sft"]
+    pairs = [r for r in kept if r.kind == "preference"]
+    for name, items in (("sft.jsonl", [r.to_dict() for r in sft]), ("pairs.jsonl", [r.to_dict() for r in pairs]),
+                        ("rejects.jsonl", rejects + mined_rejects)):
+        (vdir / name).write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in items))
+    counts = {"interactions": len(rows), "feedback": len(events), "sft": len(sft), "pairs": len(pairs),
+              "by_source": dict(Counter(r.meta["mined_from"] for r in kept)),
+              "unused_interactions": dict(Counter(x["reason"] for x in rejects)),
+              "dropped_records": dict(Counter(x["reason"] for x in mined_rejects)),
+              "pii_redacted_records": sum(1 for r in kept if r.meta.get("pii"))}
+    manifest = {"version": version, "parent": parent, "since": since, "until": until, "min_rating": cfg.min_rating,
+                "ops": [{type(o).name: o.params()} for o in ops], "counts": counts}
+    (vdir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    with store.engine.begin() as c:
+        c.execute(versions.insert().values(name=version, created_at=time.time(), parent=parent, counts=counts,
+                                           manifest=manifest))
+        if kept:
+            c.execute(version_records.insert(), [{"version": version, "record_id": r.id, "content_key": k, "kind": r.kind,
+                                                   "interaction_ids": r.meta["interaction_ids"]} for r, k in zip(kept, keys)])
+    return manifest
+
+
+def list_versions(store: Store) -> list[dict]:
+    with store.engine.connect() as c:
+        return [{str(k): v for k, v in r.items()} for r in
+                c.execute(sa.select(versions.c.name, versions.c.created_at, versions.c.parent, versions.c.counts)
+                          .order_by(versions.c.created_at)).mappings()]
