@@ -181,7 +181,7 @@ def test_keys_sizes_and_bodies_are_checked_and_counted(service):
     ]
     assert codes == [401, 403, 403, 422, 422, 413]
     stats = httpx.get(proxy.base_url.replace("/v1", "") + "/admin/stats", headers={"Authorization": f"Bearer {ADMIN}"}).json()
-    assert stats["responses"] == {"401": 1, "403": 2, "422": 2}  # 413 is answered before the app
+    assert stats["responses"] == {"401": 1, "403": 2, "413": 1, "422": 2}
     assert stats["store"]["interactions"] == 0
 
 
@@ -384,3 +384,27 @@ def test_mining_a_simulated_log(store_url, tmp_path):
     assert [(d["name"], d["sft"], d["pairs"]) for d in s["dataset_versions"]] == [("v1", a1 + 30, p1 + 30), ("v2", a2, p2)]
     assert (tmp_path / "report.html").read_text().count("<svg") == 6
     store.close()
+
+
+def test_mining_rules_on_events():
+    """Regenerate and choice events, rating thresholds, negative events and consent."""
+    from ptdata.flywheel.mine import build_records
+
+    def row(i, q, a, consent=True, status=200):
+        return {"id": i, "consent": consent, "status": status, "model": "m", "model_version": "v",
+                "request": {"messages": [{"role": "user", "content": q}]},
+                "response": {"choices": [{"message": {"role": "assistant", "content": a}}]}}
+
+    rows = [row("a", "q1", "first"), row("b", "q1", "second"), row("c", "q2", "x"), row("d", "q2", "y"),
+            row("e", "q3", "fine"), row("f", "q4", "meh"), row("g", "q5", "secret", consent=False),
+            row("h", "q6", "boom", status=500), row("i", "q7", "bad")]
+    ev = lambda n, iid, kind, value: {"event_id": n, "interaction_id": iid, "kind": kind, "value": value}  # noqa: E731
+    events = [ev(1, "a", "regenerate", "b"), ev(2, "c", "choice", {"chosen": "c", "rejected": "d"}),
+              ev(3, "e", "rating", 4), ev(4, "f", "rating", 3), ev(5, "g", "thumbs", "up"),
+              ev(6, "i", "regenerate", "zz"), ev(7, "i", "thumbs", "up")]
+    recs, rejects = build_records(rows, events, min_rating=4)
+    got = sorted((r.meta["mined_from"], tuple(r.meta["interaction_ids"])) for r in recs)
+    assert got == [("choice", ("c", "d")), ("positive_feedback", ("c",)), ("positive_feedback", ("e",)),
+                   ("regenerate", ("b", "a"))]
+    assert sorted((x["interaction_id"], x["reason"]) for x in rejects) == [
+        ("f", "no_usable_feedback"), ("g", "no_consent"), ("h", "upstream_error"), ("i", "no_usable_feedback")]

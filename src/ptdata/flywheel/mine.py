@@ -114,8 +114,8 @@ def build_records(rows: list[dict], events: list[dict], min_rating: int) -> tupl
     chosen_side = {e["value"]["chosen"] for e in events if e["kind"] == "choice"}
     rejected_side = {e["value"]["rejected"] for e in events if e["kind"] == "choice"}
 
-    def verdict(iid: str) -> tuple[bool, bool]:
-        """(positive, negative) feedback on an interaction."""
+    def verdict(iid: str, choices: bool = True) -> tuple[bool, bool]:
+        """(positive, negative) feedback on an interaction; `choices`: count choice events too."""
         pos = neg = False
         for e in fb.get(iid, []):
             k, v = e["kind"], e["value"]
@@ -125,6 +125,8 @@ def build_records(rows: list[dict], events: list[dict], min_rating: int) -> tupl
                 pos, neg = pos or v >= min_rating, neg or v <= 2
             elif k in ("correction", "regenerate"):
                 neg = True
+        if not choices:
+            return pos, neg
         # being the chosen side of a choice is positive, the rejected side negative
         return pos or iid in chosen_side, neg or iid in rejected_side
 
@@ -154,13 +156,14 @@ def build_records(rows: list[dict], events: list[dict], min_rating: int) -> tupl
             sft(iid, msgs, fix, "correction")
             if fix.strip() != ans.strip():
                 pair(msgs, fix, ans, "correction_vs_original", [iid])
-    # up vs down answers to the same prompt
+    # up vs down answers to the same prompt (explicit votes; choice events make their own pairs)
+    votes = {iid: verdict(iid, choices=False) for iid in usable}
     groups: dict[str, list[str]] = defaultdict(list)
     for iid, (msgs, _) in usable.items():
         groups[_prompt_key(msgs)].append(iid)
     for ids in groups.values():
-        ups = [i for i in ids if verdicts[i][0] and not verdicts[i][1]]
-        downs = [i for i in ids if verdicts[i][1] and not verdicts[i][0] and not any(
+        ups = [i for i in ids if votes[i][0] and not votes[i][1]]
+        downs = [i for i in ids if votes[i][1] and not votes[i][0] and not any(
             e["kind"] == "correction" for e in fb.get(i, []))]
         if ups:
             for d in downs:

@@ -86,15 +86,15 @@ class Feedback(BaseModel):
 class BodyLimit:
     """ASGI middleware: reject a body larger than `limit` bytes with 413 before it is parsed."""
 
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, on_reject=None) -> None:
+        self.app, self.limit, self.on_reject = app, limit, on_reject
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         for k, v in scope.get("headers", []):
             if k == b"content-length" and v.isdigit() and int(v) > self.limit:
-                return await _too_large(send, self.limit)
+                return await self._reject(send)
         chunks, size, more = [], 0, True
         while more:
             msg = await receive()
@@ -102,7 +102,7 @@ class BodyLimit:
                 break
             size += len(msg.get("body", b""))
             if size > self.limit:
-                return await _too_large(send, self.limit)
+                return await self._reject(send)
             chunks.append(msg.get("body", b""))
             more = msg.get("more_body", False)
         body = b"".join(chunks)
@@ -116,6 +116,11 @@ class BodyLimit:
             return await receive()
 
         return await self.app(scope, replay, send)
+
+    async def _reject(self, send) -> None:
+        if self.on_reject:
+            self.on_reject(413)
+        await _too_large(send, self.limit)
 
 
 async def _too_large(send, limit: int) -> None:
@@ -337,7 +342,7 @@ def make_app(cfg: ServiceConfig, store: Store | None = None):
         c = await run_in_threadpool(store.counts)
         return {"store": c, "responses": {str(k): v for k, v in sorted(app.state.counts.items())}}
 
-    return BodyLimit(app, cfg.max_body_bytes), app
+    return BodyLimit(app, cfg.max_body_bytes, count), app
 
 
 def _record_completion(row: dict, content: bytes) -> None:
