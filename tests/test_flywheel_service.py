@@ -295,7 +295,7 @@ def test_real_server_feedback_cli_and_kill9_under_load(upstream, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert len(got) > 50
+    assert len(got) > 10
     stored = {r["id"] for r in Store(str(db)).interactions()}
     assert set(got) <= stored
     assert WRITE not in proc.stderr.read().decode() + proc.stdout.read().decode()
