@@ -224,3 +224,34 @@ def distill_cmd(inputs: InputsArg, out: OutOpt,
                   f"{g['low_confidence']:,} not confident -> {g['train_after']:,}", highlight=False)
     err.print(f"train: {out / 'train.jsonl'}\nrejects: {out / 'rejects.jsonl'}\ncalibration: {out / 'calibration.html'}",
               highlight=False)
+
+
+@app.command("export")
+def export_cmd(inputs: InputsArg, out: OutOpt,
+               to: Annotated[str, typer.Option(help="trl-sft, trl-dpo, trl-kto, llamafactory, openai, openai-pref or tokenized.")] = "tokenized",
+               tokenizer: Annotated[Optional[Path], typer.Option(help="Local tokenizer directory with a chat template (tokenized).")] = None,
+               max_length: Annotated[Optional[int], typer.Option(help="Longest tokenized record.")] = None,
+               truncation: Annotated[str, typer.Option(help="reject, truncate (never inside the first user turn) or "
+                                                       "drop_turns (drop the earliest exchanges).")] = "reject",
+               train_on: Annotated[str, typer.Option(help="all assistant turns, or only the last.")] = "all",
+               pack: Annotated[Optional[int], typer.Option(help="Pack sequences into rows of this many tokens.")] = None,
+               fmt: FromOpt = None) -> None:
+    """Write training-ready data: trainer formats, or tokenized Parquet with assistant-only labels and packing."""
+    from .export import export_format, export_tokenized
+    from .reader import ReadOptions
+
+    ro = ReadOptions(fmt=fmt)
+    if to != "tokenized":
+        c = export_format(list(inputs), out, to, ro)
+        err.print(f"in {c.get('records_in', 0):,} · written {c.get('kept', 0):,} · rejected {c.get('rejected', 0):,} -> {out}",
+                  highlight=False)
+        return
+    if tokenizer is None:
+        raise InputError("--to tokenized needs --tokenizer DIR (a local tokenizer with a chat template)")
+    s = export_tokenized(list(inputs), out, tokenizer, max_length, truncation, train_on, pack, ro)
+    err.print(f"in {s['records_in']:,} · tokenized {s['kept']:,} · rejected {s['rejected']:,} {s['reasons'] or ''}", highlight=False)
+    err.print(f"  {s['tokens']:,} tokens, {s['trained_share'] or 0:.1%} trained"
+              + (f"; packed into {s['packed_rows']:,} rows, efficiency {s['packing_efficiency']:.1%}" if pack else ""),
+              highlight=False)
+    err.print(f"data: {out / 'tokenized.parquet'}\nstats: {out / 'token_stats.json'}\nreport: {out / 'token_report.html'}",
+              highlight=False)

@@ -13,13 +13,18 @@ from .errors import InputError
 
 QWEN_CHAT_TEMPLATE = (
     "{%- for message in messages %}"
-    "{%- if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{%- endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{%- if message['role'] == 'assistant' %}{% generation %}{{ message['content'] }}<|im_end|>{% endgeneration %}\n"
-    "{%- else %}{{ message['content'] }}<|im_end|>\n{%- endif %}"
+    "{%- if loop.first and message['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{%- generation %}{{- message['content'] or '' }}"
+    "{%- for tc in (message['tool_calls'] or []) %}{{- '<tool_call>\\n' + (tc['function'] | tojson) + '\\n</tool_call>' }}{%- endfor %}"
+    "{{- '<|im_end|>' }}{%- endgeneration %}{{- '\\n' }}"
+    "{%- else %}{{- (message['content'] or '') + '<|im_end|>\\n' }}{%- endif %}"
     "{%- endfor %}"
-    "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+# The same template without {% generation %} markers, like most stock templates.
+QWEN_CHAT_TEMPLATE_NO_MARKERS = QWEN_CHAT_TEMPLATE.replace("{%- generation %}", "").replace("{%- endgeneration %}", "")
 
 
 @lru_cache(maxsize=2)
