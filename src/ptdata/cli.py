@@ -247,12 +247,12 @@ def run_cmd(
     from .pipeline import load_recipe
 
     recipe = load_recipe(recipe_path)
-    if executor != "local":
-        raise InputError(f"executor {executor!r} is not available yet (local only)")
-    run_recipe(recipe, workers, quiet)
+    if executor not in ("local", "ray"):
+        raise InputError(f"executor must be local or ray, got {executor!r}")
+    run_recipe(recipe, workers, quiet, executor=executor, address=address)
 
 
-def run_recipe(recipe, workers: int | None, quiet: bool):
+def run_recipe(recipe, workers: int | None, quiet: bool, executor: str = "local", address: str | None = None):
     """Run a recipe with a progress bar per stage and print the funnel; shared by `run` and the model steps."""
     from .pipeline import run
 
@@ -272,7 +272,12 @@ def run_recipe(recipe, workers: int | None, quiet: bool):
     if show:
         prog.start()
     try:
-        result = run(recipe, workers=workers, progress=progress)
+        if executor == "ray":
+            from .pipeline.ray_exec import run_ray
+
+            result = run_ray(recipe, address, workers, progress)
+        else:
+            result = run(recipe, workers=workers, progress=progress)
     finally:
         if show:
             prog.stop()

@@ -361,8 +361,26 @@ def _make_shards(recipe: Recipe, files: list[list[Path]], work: Path) -> list[Sh
     return shards
 
 
-def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = None) -> RunResult:
-    """Run a recipe locally; resumes from the work dir when the recipe and inputs are unchanged."""
+Dispatch = Callable[[dict, list[tuple], int], Iterator[dict]]  # (run state, shard jobs, workers) -> shard stats
+
+
+def _pool_dispatch(state: dict, todo: list[tuple], n_workers: int) -> Iterator[dict]:
+    """Shard jobs on a process pool (a fresh one per segment, started with the decisions made so
+    far), or in this process when there is one worker: no pool to start, easy to profile."""
+    if n_workers == 1:
+        _init_worker(state)
+        for args in todo:
+            yield _process_shard(args)
+        return
+    with pool_context().Pool(min(n_workers, len(todo)), _init_worker, (state,)) as pool:
+        yield from pool.imap_unordered(_process_shard, todo)
+
+
+def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = None,
+        dispatch: Dispatch | None = None) -> RunResult:
+    """Run a recipe; resumes from the work dir when the recipe and inputs are unchanged.
+    `dispatch` runs the shard jobs elsewhere (the Ray executor); the plan, the decisions and
+    the outputs stay the same."""
     out_dir = recipe.out_dir()
     work = out_dir / ".work"
     files = [inp.files(recipe.base_dir) for inp in recipe.inputs]
@@ -405,20 +423,11 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
         label = f"segment {seg.index + 1}/{len(segments)}: {', '.join(names) or 'apply decisions'}"
         if progress:
             progress(label, len(done), len(shards))
-        if todo and n_workers == 1:  # in this process: no pool to start, easy to profile and debug
-            _init_worker(state)
-            for args in todo:
-                st = _process_shard(args)
+        if todo:
+            for st in (dispatch or _pool_dispatch)(state, todo, n_workers):
                 done[st["shard"]] = st
                 if progress:
                     progress(label, len(done), len(shards))
-        elif todo:
-            # a fresh pool per segment, started with the decisions made so far
-            with pool_context().Pool(min(n_workers, len(todo)), _init_worker, (state,)) as pool:
-                for st in pool.imap_unordered(_process_shard, todo):
-                    done[st["shard"]] = st
-                    if progress:
-                        progress(label, len(done), len(shards))
         seg_stats.append([done[i] for i in range(len(shards))])
         if seg.global_op is not None:
             t = time.perf_counter()
