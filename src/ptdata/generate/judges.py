@@ -6,7 +6,7 @@ is dropped with the parse reason, never crashes the run.
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Any
+from typing import Any, Callable
 
 from ..llm import Backend, Sampling
 from ..ops.base import Drop
@@ -43,6 +43,18 @@ def _collect(batch: list[Record], jobs: list[tuple[int, Any]], answers: list[Ans
     return ok, failed
 
 
+Job = tuple[int, Any, list[dict], Callable[[str], Any]]  # (record index, where, judge messages, parser)
+
+
+def _judge(batch: list[Record], llm: Backend, sampling: Sampling, retries: int,
+           jobs: list[Job]) -> tuple[list[tuple[Record, list]], dict[int, Answer]]:
+    """Ask every job; return the records whose answers all parsed, with (where, value) items,
+    and the first failure of each record that has one."""
+    answers = ask(llm, [j[2] for j in jobs], [j[3] for j in jobs], sampling, retries)
+    ok, failed = _collect(batch, [(j[0], j[1]) for j in jobs], answers)
+    return [(batch[ri], items) for ri, items in ok.items() if ri not in failed], failed
+
+
 def _split(batch: list[Record], failed: dict[int, Answer], step: str) -> Outcome:
     kept, dropped = [], []
     for i, rec in enumerate(batch):
@@ -57,17 +69,11 @@ def _split(batch: list[Record], failed: dict[int, Answer], step: str) -> Outcome
 def rate_aspects(batch: list[Record], llm: Backend, sampling: Sampling, aspects: list[str], retries: int = 2) -> Outcome:
     """Ratings 1-5 with a rationale per aspect. sft: `scores[aspect]`; preference:
     `scores["chosen.<aspect>"]` and `"rejected.<aspect>"`; candidates: `ratings` on each."""
-    jobs, prompts = [], []
-    for ri, rec in enumerate(batch):
-        for ctx, ans, where in rating_targets(rec):
-            jobs.append((ri, where))
-            prompts.append(judge_messages(P.JUDGE_SYSTEM, P.aspect_prompt(ctx, ans, aspects)))
-    answers = ask(llm, prompts, [lambda t: parse_aspects(t, aspects)] * len(prompts), sampling, retries)
-    ok, failed = _collect(batch, jobs, answers)
-    for ri, items in ok.items():
-        if ri in failed:
-            continue
-        rec = batch[ri]
+    parse = lambda t: parse_aspects(t, aspects)  # noqa: E731
+    jobs = [(ri, where, judge_messages(P.JUDGE_SYSTEM, P.aspect_prompt(ctx, ans, aspects)), parse)
+            for ri, rec in enumerate(batch) for ctx, ans, where in rating_targets(rec)]
+    done, failed = _judge(batch, llm, sampling, retries, jobs)
+    for rec, items in done:
         for where, value in items:
             ratings = {a: r for a, (r, _) in value.items()}
             rationales = {a: why for a, (_, why) in value.items()}
@@ -93,23 +99,18 @@ def deita_scores(batch: list[Record], llm: Backend, sampling: Sampling, retries:
                  axes: tuple[str, ...] = ("complexity", "quality")) -> Outcome:
     """Deita's two axes, asked of a judge: instruction complexity (1-6) and response quality
     (1-6); `deita.score` is their product, Deita's ranking key."""
-    jobs, prompts, parsers = [], [], []
+    jobs: list[Job] = []
     for ri, rec in enumerate(batch):
         instr = prompt_text(rec)
         if "complexity" in axes:
-            jobs.append((ri, "complexity"))
-            prompts.append(judge_messages(P.JUDGE_SYSTEM, P.complexity_prompt(instr)))
-            parsers.append(lambda t: parse_score(t, "complexity", 1, 6))
+            jobs.append((ri, "complexity", judge_messages(P.JUDGE_SYSTEM, P.complexity_prompt(instr)),
+                         lambda t: parse_score(t, "complexity", 1, 6)))
         if rec.kind == "sft" and "quality" in axes:
-            jobs.append((ri, "quality"))
-            prompts.append(judge_messages(P.JUDGE_SYSTEM, P.quality_prompt(instr, rec.messages[-1].get("content") or "")))
-            parsers.append(lambda t: parse_score(t, "quality", 1, 6))
-    answers = ask(llm, prompts, parsers, sampling, retries)
-    ok, failed = _collect(batch, jobs, answers)
-    for ri, items in ok.items():
-        if ri in failed:
-            continue
-        rec = batch[ri]
+            answer = rec.messages[-1].get("content") or ""
+            jobs.append((ri, "quality", judge_messages(P.JUDGE_SYSTEM, P.quality_prompt(instr, answer)),
+                         lambda t: parse_score(t, "quality", 1, 6)))
+    done, failed = _judge(batch, llm, sampling, retries, jobs)
+    for rec, items in done:
         for where, v in items:
             rec.scores[f"deita.{where}"] = v
         if "deita.quality" in rec.scores and "deita.complexity" in rec.scores:
@@ -128,19 +129,13 @@ def _pair_texts(rec: Record) -> list[tuple[Any, Any, str, str]]:
 def compare_pairwise(batch: list[Record], llm: Backend, sampling: Sampling, retries: int = 2) -> Outcome:
     """Each comparison is asked twice, a-b and b-a. Agreement on the same response gives a
     winner; disagreement is position bias and gives none. Verdicts go to `meta.pairwise`."""
-    jobs, prompts = [], []
+    jobs: list[Job] = []
     for ri, rec in enumerate(batch):
         for k, (a, b, ta, tb) in enumerate(_pair_texts(rec)):
-            jobs.append((ri, (k, "ab")))
-            prompts.append(judge_messages(P.JUDGE_SYSTEM, P.pairwise_prompt(rec.messages, ta, tb)))
-            jobs.append((ri, (k, "ba")))
-            prompts.append(judge_messages(P.JUDGE_SYSTEM, P.pairwise_prompt(rec.messages, tb, ta)))
-    answers = ask(llm, prompts, [parse_pairwise] * len(prompts), sampling, retries)
-    ok, failed = _collect(batch, jobs, answers)
-    for ri, items in ok.items():
-        if ri in failed:
-            continue
-        rec = batch[ri]
+            jobs.append((ri, (k, "ab"), judge_messages(P.JUDGE_SYSTEM, P.pairwise_prompt(rec.messages, ta, tb)), parse_pairwise))
+            jobs.append((ri, (k, "ba"), judge_messages(P.JUDGE_SYSTEM, P.pairwise_prompt(rec.messages, tb, ta)), parse_pairwise))
+    done, failed = _judge(batch, llm, sampling, retries, jobs)
+    for rec, items in done:
         verdicts: dict[int, dict] = {}
         for (k, order), (winner, why) in items:
             verdicts.setdefault(k, {})[order] = (winner, why)
@@ -169,18 +164,17 @@ def check_consistency(batch: list[Record], llm: Backend, sampling: Sampling, ret
                       drop_inconsistent: bool = False) -> Outcome:
     """Does a later assistant turn contradict an earlier one? Only conversations with two or
     more assistant turns are asked; `scores["consistency"]` is 1 or 0."""
-    jobs, prompts, parsers = [], [], []
+    jobs: list[Job] = []
     for ri, rec in enumerate(batch):
         n = sum(m["role"] == "assistant" for m in rec.messages)
         if rec.kind == "sft" and n >= 2:
-            jobs.append((ri, n))
-            prompts.append(judge_messages(P.JUDGE_SYSTEM, P.consistency_prompt(rec.messages)))
-            parsers.append(lambda t, n=n: parse_consistency(t, n))
-    answers = ask(llm, prompts, parsers, sampling, retries)
-    ok, failed = _collect(batch, jobs, answers)
+            jobs.append((ri, n, judge_messages(P.JUDGE_SYSTEM, P.consistency_prompt(rec.messages)),
+                         lambda t, n=n: parse_consistency(t, n)))
+    done, failed = _judge(batch, llm, sampling, retries, jobs)
     incons: dict[int, Drop] = {}
-    for ri, items in ok.items():
-        rec = batch[ri]
+    index = {id(r): i for i, r in enumerate(batch)}
+    for rec, items in done:
+        ri = index[id(rec)]
         (_, (consistent, turn, why)), = items
         rec.scores["consistency"] = 1.0 if consistent else 0.0
         rec.meta["consistency"] = {"turn": turn, "explanation": why, "judge": llm.model}
