@@ -408,3 +408,13 @@ def test_mining_rules_on_events():
                    ("regenerate", ("b", "a"))]
     assert sorted((x["interaction_id"], x["reason"]) for x in rejects) == [
         ("f", "no_usable_feedback"), ("g", "no_consent"), ("h", "upstream_error"), ("i", "no_usable_feedback")]
+
+
+def test_store_errors_are_one_line(tmp_path):
+    from .conftest import run_cli
+
+    r = run_cli("flywheel", "versions", "--store", "postgresql://user:pw-not-shown@127.0.0.1:1/db")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: cannot open the store")
+    assert "pw-not-shown" not in r.stderr
+    r = run_cli("flywheel", "mine", "--version", "v1", "--store", str(tmp_path / "no" / "such" / "dir.sqlite"))
+    assert r.returncode == 1 and r.stderr.startswith("error: cannot open the store")

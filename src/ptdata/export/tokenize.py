@@ -34,7 +34,7 @@ def load_tokenizer(path: str | Path):
     try:
         tok = AutoTokenizer.from_pretrained(p, local_files_only=True)
     except (OSError, ValueError) as e:
-        raise InputError(f"{p}: cannot load a tokenizer ({e})") from None
+        raise InputError(f"{p}: cannot load a tokenizer ({str(e).strip().splitlines()[0]})") from None
     if not getattr(tok, "chat_template", None):
         raise InputError(f"{p}: the tokenizer has no chat template")
     return tok

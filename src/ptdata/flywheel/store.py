@@ -117,7 +117,11 @@ def _row(r) -> dict:
 class Store:
     def __init__(self, url: str) -> None:
         self.engine = engine_for(url)
-        self.migrate()
+        try:
+            self.migrate()
+        except sa.exc.SQLAlchemyError as e:  # unreachable server, bad path, no permission: one line, no secrets
+            where = url.split("@")[-1]
+            raise InputError(f"cannot open the store at {where!r}: {str(getattr(e, 'orig', e)).splitlines()[0]}") from None
 
     def migrate(self) -> int:
         with self.engine.begin() as conn:
