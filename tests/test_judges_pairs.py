@@ -333,3 +333,20 @@ def test_injected_malformed_judge_answer_is_re_asked(hh_head, tmp_path):
         outs.append((d / "judged" / "kept.jsonl").read_bytes())
     assert outs[0] == outs[1]
     assert calls[1] == calls[0] + 1
+
+
+def test_pairs_op_in_a_recipe_reports_derived_records(tmp_path):
+    """best_vs_rest derives several pairs from one prompt: the run accounts for them
+    (in + derived = kept + rejected) and the report's funnel shows the added column."""
+    from ptdata.ops.llm import Pairs
+    from ptdata.pipeline import Input, Output, Recipe, run
+
+    rows = [{"prompt": f"q{i}", "completions": [{"text": f"a{i}", "score": 5}, {"text": f"b{i}", "score": 3},
+                                                  {"text": f"c{i}", "score": 1}]} for i in range(10)]
+    src = tmp_path / "r.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    res = run(Recipe(inputs=[Input(str(src))], ops=[Pairs(strategy="best_vs_rest", min_margin=1)],
+                     output=Output(dir=str(tmp_path / "o"))), workers=1)
+    assert (res.stats["records_in"], res.stats["derived"], res.kept, res.rejected) == (10, 10, 20, 0)
+    html = res.report_path.read_text()
+    assert "<th>added</th>" in html and "<td>10</td>" in html

@@ -54,11 +54,20 @@ def histogram(title: str, bins: list[float], counts: list[int], color: str = "#F
 
 
 def _funnel_table(ops: list[dict]) -> str:
-    rows = ["<tr><th>op</th><th>in</th><th>kept</th><th>dropped (by reason)</th><th>seconds</th></tr>"]
+    """One row per op; ops that derive records (samples, evolutions, pairs) get an 'added'
+    column, and model-using ops their calls, cache hits and tokens."""
+    extra = any(o.get("added") for o in ops)
+    model = any(o.get("counters") for o in ops)
+    head = "<tr><th>op</th><th>in</th>" + ("<th>added</th>" if extra else "") + "<th>kept</th><th>dropped (by reason)</th>" \
+        + "<th>seconds</th>" + ("<th>model calls</th>" if model else "") + "</tr>"
+    rows = [head]
     for o in ops:
         reasons = ", ".join(f"{_esc(k)} {v:,}" for k, v in sorted(o["dropped"].items(), key=lambda x: -x[1])) or "–"
         secs = "" if o.get("seconds") is None else f"{o['seconds']:.2f}"
-        rows.append(f"<tr><td>{_esc(o['op'])}</td><td>{o['in']:,}</td><td>{o['kept']:,}</td><td>{reasons}</td><td>{secs}</td></tr>")
+        added = f"<td>{o.get('added', 0):,}</td>" if extra else ""
+        calls = (f"<td>{_esc(', '.join(f'{k} {v:,}' for k, v in (o.get('counters') or {}).items()))}</td>" if model else "")
+        rows.append(f"<tr><td>{_esc(o['op'])}</td><td>{o['in']:,}</td>{added}<td>{o['kept']:,}</td><td>{reasons}</td>"
+                    f"<td>{secs}</td>{calls}</tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 
