@@ -181,7 +181,8 @@ def llm_serve_cmd(model: Annotated[Path, typer.Argument(help="Local model direct
     if api_key_env and not key:
         raise InputError(f"--api-key-env {api_key_env}: the variable is not set")
     err.print(f"serving {model} as {name!r} on http://{host}:{port}/v1", highlight=False)
-    uvicorn.run(make_app(backend.complete, model_name=name, api_key=key), host=host, port=port, log_level="warning")
+    uvicorn.run(make_app(backend.complete, model_name=name, api_key=key), host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=2)
 
 
 @app.command("distill")

