@@ -118,11 +118,12 @@ def judge_cmd(inputs: InputsArg, out: OutOpt,
     run_step(op, inputs, out, fmt, workers, quiet, f"judge-{judge}")
 
 
-EXPORTS = {  # --to name: (format, writer options, file name)
-    "trl": ("trl", {}, "pairs.trl.jsonl"),
-    "openai": ("openai-pref", {}, "pairs.openai.jsonl"),
-    "llamafactory": ("sharegpt", {}, "pairs.llamafactory.json"),
-    "kto": ("trl", {"preference": "unpaired"}, "pairs.kto.jsonl"),
+# pairs --to name: (the `ptdata export` target whose format and options it uses, file name)
+PAIR_EXPORTS = {
+    "trl": ("trl-dpo", "pairs.trl.jsonl"),
+    "openai": ("openai-pref", "pairs.openai.jsonl"),
+    "llamafactory": ("llamafactory", "pairs.llamafactory.json"),
+    "kto": ("trl-kto", "pairs.kto.jsonl"),
 }
 
 
@@ -135,13 +136,14 @@ def pairs_cmd(inputs: InputsArg, out: OutOpt,
               fmt: FromOpt = None, quiet: QuietOpt = False) -> None:
     """Build preference pairs from rated candidates or pairwise verdicts; validate; report biases; export."""
     from .convert import convert
+    from .export import TARGETS
     from .ops.llm import Pairs
     from .preference import bias_report
     from .reader import read_records
 
-    bad = [t for t in to or [] if t not in EXPORTS]
+    bad = [t for t in to or [] if t not in PAIR_EXPORTS]
     if bad:
-        raise InputError(f"--to {bad[0]!r}: choose from {', '.join(EXPORTS)}")
+        raise InputError(f"--to {bad[0]!r}: choose from {', '.join(PAIR_EXPORTS)}")
     res = run_step(Pairs(strategy=strategy, min_margin=min_margin, aspects=aspect or []), inputs, out, fmt, 1, quiet, "pairs")
     judged = [r for p in inputs for r, _ in read_records(p) if r is not None] if strategy == "pairwise" else None
     pairs = [r for r, _ in read_records(res.kept_path) if r is not None]
@@ -155,7 +157,8 @@ def pairs_cmd(inputs: InputsArg, out: OutOpt,
     for w in report["warnings"]:
         err.print(f"warning: {w}", highlight=False)
     for t in to or []:
-        f, opts, name = EXPORTS[t]
+        target, name = PAIR_EXPORTS[t]
+        f, opts = TARGETS[target][:2]
         c = convert(res.kept_path, out / name, f, write_opts=opts, rejects=out / f"{name}.rejects.jsonl", workers=1)
         err.print(f"{t}: {out / name} ({c.kept:,} pairs" + (f", {c.rejected} not representable" if c.rejected else "") + ")",
                   highlight=False)

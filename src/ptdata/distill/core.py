@@ -22,7 +22,7 @@ from typing import Any, Callable
 import orjson
 
 from ..errors import InputError
-from ..llm import LLMConfig, make_llm
+from ..llm import Backend, LLMConfig, make_llm
 from ..reader import read_records
 from ..records import Record
 from .answers import extractor, reference_answer
@@ -50,8 +50,7 @@ class DistillConfig:
         return Combiner(list(self.estimators), self.threshold, self.combine, self.weights)
 
     def manifest(self) -> dict:
-        d = {k: v for k, v in vars(self).items()}
-        return d
+        return dict(vars(self))
 
 
 def as_prompt(rec: Record) -> Record:
@@ -65,7 +64,7 @@ def as_prompt(rec: Record) -> Record:
 
 
 def prompt_id(rec: Record) -> str:
-    return as_prompt(rec).id if rec.kind != "prompt" else rec.id
+    return as_prompt(rec).id
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -99,15 +98,23 @@ class Distiller:
         self.combiner = cfg.combiner()
         self.user_verifier = _user_callable(cfg.verifier)
         self.say = progress or (lambda msg: None)
+        self._llms: dict[str, tuple[LLMConfig, Backend]] = {}  # one backend per model setting (a local model loads once)
         if "judge" in cfg.estimators and not (cfg.judge or cfg.teachers):
             raise InputError("the judge estimator needs model settings (judge: {...}) or a teacher")
+
+    def llm(self, settings: dict) -> tuple[LLMConfig, Backend]:
+        key = orjson.dumps(settings, option=orjson.OPT_SORT_KEYS).decode()
+        if key not in self._llms:
+            cfg = LLMConfig.from_dict(settings)
+            self._llms[key] = (cfg, make_llm(cfg))
+        return self._llms[key]
 
     # ---- one round ---------------------------------------------------------------------
     def decide(self, prompts: list[Record], round_no: int, teacher: str) -> tuple[list[Record], list[dict]]:
         """Labels kept and one decision row per prompt; prompts carry their samples in meta.candidates."""
         from ..generate.judges import deita_scores
 
-        decisions, labels, chosen_for_judge = [], [], []
+        decisions, labels, chosen_for_judge, chosen_idx = [], [], [], []
         for p in prompts:
             samples = p.meta.get("candidates") or []
             ref = reference_answer(p.meta.get("reference"), self.extract)
@@ -133,10 +140,9 @@ class Distiller:
             if v.chosen is not None and "judge" in self.cfg.estimators:
                 chosen_for_judge.append((row, Record("sft", p.messages + [{"role": "assistant",
                                                                              "content": samples[v.chosen]["text"]}])))
-            row["_chosen"] = v.chosen
+            chosen_idx.append(v.chosen)
         if chosen_for_judge:
-            judge_cfg = LLMConfig.from_dict({**(self.cfg.teachers[0] if self.cfg.teachers else {}), **(self.cfg.judge or {})})
-            jl = make_llm(judge_cfg)
+            judge_cfg, jl = self.llm({**(self.cfg.teachers[0] if self.cfg.teachers else {}), **(self.cfg.judge or {})})
             recs = [r for _, r in chosen_for_judge]
             kept, dropped = deita_scores(recs, jl, judge_cfg.sampling(temperature=0.0), axes=("quality",))
             judged = {id(r): r.scores.get("deita.quality") for r in kept}
@@ -144,8 +150,7 @@ class Distiller:
                 q = judged.get(id(r))
                 if q is not None:
                     row["values"]["judge"] = round((q - 1) / 5, 6)
-        for p, row in zip(prompts, decisions):
-            chosen = row.pop("_chosen")
+        for p, row, chosen in zip(prompts, decisions, chosen_idx):
             values = row["values"]
             if chosen is None:
                 row["kept"], row["reason"] = False, "no_answer"
@@ -170,13 +175,11 @@ class Distiller:
         low-confidence prompt gets fresh samples when it is retried)."""
         from ..generate.sampling import sample_responses
 
-        t = self.cfg.teachers[min(round_no, len(self.cfg.teachers)) - 1]
-        cfg = LLMConfig.from_dict(t)
-        llm = make_llm(cfg)
+        cfg, llm = self.llm(self.cfg.teachers[min(round_no, len(self.cfg.teachers)) - 1])
         seed = (cfg.seed or 0) + 1000 * round_no
         bare = [Record("prompt", p.messages, meta={k: v for k, v in p.meta.items() if k != "candidates"}) for p in prompts]
-        kept, dropped = sample_responses(bare, llm, cfg.sampling(n=self.cfg.k, seed=seed, logprobs=True)
-                                         if "logprob" in self.cfg.estimators else cfg.sampling(n=self.cfg.k, seed=seed))
+        wants_logprobs = True if "logprob" in self.cfg.estimators else None  # None: the teacher's own setting
+        kept, dropped = sample_responses(bare, llm, cfg.sampling(n=self.cfg.k, seed=seed, logprobs=wants_logprobs))
         failed = [{"prompt_id": r.id, "round": round_no, "teacher": cfg.model, "kept": False, "reason": d.reason,
                    "detail": d.detail} for r, d in dropped]
         out = []
@@ -253,8 +256,9 @@ class Distiller:
                 _save_state(state_path, state)
         _write_jsonl(self.out / "train.jsonl", [r.to_dict() for r in train])
         rejects = list(read_rejects) + [{**d, "reason": d["reason"]} for d in skipped]
+        by_id = {p.id: p for p in prompts}
         rejects += [{"prompt_id": pid, "reason": d["reason"], "round": d.get("round"), "values": d.get("values"),
-                     "record": next((p.to_dict() for p in prompts if p.id == pid), None)}
+                     "record": by_id[pid].to_dict() if pid in by_id else None}
                     for pid, d in last_failure.items() if pid not in labeled]
         _write_jsonl(self.out / "rejects.jsonl", rejects)
         all_decisions = [d for rnd in range(1, cfg.rounds + 1) for d in _read_jsonl(self.out / f"round_{rnd}" / "decisions.jsonl")]

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError, RecordError
 from ..reader import ReadOptions, read_records
+from ..report.stats import numeric_summary
 from .pack import PackedRow, best_fit_decreasing, pack, unpack
 from .tokenize import IGNORE, ChatEncoder, load_tokenizer
 
@@ -72,7 +73,7 @@ def export_tokenized(inputs: list[Path], out_dir: Path, tokenizer_dir: str | Pat
     stats: dict[str, Any] = {"records_in": n_in, "kept": len(seqs), "rejected": len(rejects), "reasons": dict(reasons),
                              "tokens": sum(lengths), "trained_tokens": trained,
                              "trained_share": round(trained / sum(lengths), 4) if lengths else None,
-                             "tokens_per_record": _summary(lengths), "histogram": _histogram(lengths)}
+                             "tokens_per_record": numeric_summary(lengths), "histogram": _histogram(lengths)}
     path = out_dir / "tokenized.parquet"
     if pack_length:
         rows, eff = pack(seqs, pack_length)
@@ -105,14 +106,6 @@ def _histogram(xs: list[int]) -> dict:
     for x in xs:
         counts[min(bisect.bisect_right(BINS, x) - 1, len(counts) - 1)] += 1
     return {"bins": BINS, "counts": counts}
-
-
-def _summary(xs: list[int]) -> dict | None:
-    if not xs:
-        return None
-    s = sorted(xs)
-    return {"min": s[0], "median": s[len(s) // 2], "mean": round(sum(s) / len(s), 2), "p95": s[int(0.95 * (len(s) - 1))],
-            "max": s[-1]}
 
 
 def _write_report(stats: dict, path: Path) -> None:

@@ -282,6 +282,7 @@ def make_app(cfg: ServiceConfig, store: Store | None = None):
 
         async def relay():
             acc = _StreamAcc()
+            saved = False
             try:
                 async for line in resp.content:
                     if line.startswith(b"data:"):
@@ -290,7 +291,7 @@ def make_app(cfg: ServiceConfig, store: Store | None = None):
                             row.update(status=200, latency_ms=(time.perf_counter() - t0) * 1000)
                             acc.into(row)
                             await save(row)  # committed before the client sees the end of the stream
-                            row["status"] = -1
+                            saved = True
                             yield line
                             continue
                         acc.add(payload)
@@ -301,12 +302,12 @@ def make_app(cfg: ServiceConfig, store: Store | None = None):
                 row.update(status=504, error=f"upstream stream broke: {type(e).__name__}")
             finally:
                 resp.release()
-                if row["status"] != -1:  # the stream ended without [DONE]: keep what came
+                if not saved:  # the stream ended without [DONE]: keep what came
                     row["latency_ms"] = (time.perf_counter() - t0) * 1000
                     row["status"] = row["status"] or 200
                     acc.into(row)
                     await save(row)
-                count(200)
+                count(200)  # the client's status line was sent before the body
 
         return StreamingResponse(relay(), media_type="text/event-stream", headers=hdr)
 

@@ -144,17 +144,16 @@ class Store:
 
     def add_feedback(self, row: dict[str, Any]) -> tuple[dict, bool]:
         """Insert an event; a repeated event id returns the stored one (created=False)."""
-        with self.engine.begin() as conn:
-            old = conn.execute(sa.select(feedback).where(feedback.c.event_id == row["event_id"])).mappings().first()
-            if old is not None:
-                return _row(old), False
-            try:
+        same = sa.select(feedback).where(feedback.c.event_id == row["event_id"])
+        try:
+            with self.engine.begin() as conn:
+                old = conn.execute(same).mappings().first()
+                if old is not None:
+                    return _row(old), False
                 conn.execute(feedback.insert().values(**row))
-            except sa.exc.IntegrityError:  # a concurrent retry of the same event won the race
-                conn.rollback()
-                with self.engine.connect() as c2:
-                    old = c2.execute(sa.select(feedback).where(feedback.c.event_id == row["event_id"])).mappings().first()
-                return _row(old), False
+        except sa.exc.IntegrityError:  # a concurrent retry of the same event won the race (rolled back)
+            with self.engine.connect() as conn:
+                return _row(conn.execute(same).mappings().one()), False
         return row, True
 
     # ---- reads ---------------------------------------------------------------------------

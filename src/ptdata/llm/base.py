@@ -7,9 +7,8 @@ and the usage accounting defined here; they only implement `_compute`.
 """
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 import orjson
@@ -251,9 +250,5 @@ def make_llm(config: LLMConfig | dict) -> Backend:
     return VLLMBackend(cfg)
 
 
-def finite(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
-
-
 __all__ = ["Backend", "LLMConfig", "LLMError", "Request", "Result", "Sample", "Sampling", "Usage", "make_llm",
-           "cache_key", "replace"]
+           "cache_key"]

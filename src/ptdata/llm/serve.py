@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import Request, Result, Sampling
+from .base import Request, Result, Sample, Sampling
 
 Responder = Callable[[Request], Result]  # sync (run on a thread) or async
 
@@ -120,8 +120,6 @@ def make_app(responder: Responder, *, model_name: str = "ptdata-local", api_key:
                             stop=stop, logprobs=body.logprobs)
         req = Request(messages=body.messages, sampling=sampling)
         if fault and fault.kind == "bad_answer":
-            from .base import Sample
-
             res = Result(samples=[Sample(fault.answer, "stop")] * body.n)
         elif is_async:
             res = await responder(req)

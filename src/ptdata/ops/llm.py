@@ -194,17 +194,31 @@ class Distill(MapOp):
         teachers = [self.llm] if self.llm else []
         if self.llm:
             LLMConfig.from_dict(self.llm)
+        self._distiller = None
         self._cfg = DistillConfig(k=self.k, answer=self.answer, estimators=list(self.estimators), threshold=self.threshold,
                                   combine=self.combine, weights=dict(self.weights), verifier=self.verifier or None,
                                   judge=self.judge or None, teachers=teachers)
         self._cfg.combiner()  # validate now
 
+    def distiller(self):
+        """One per process, so a teacher backend (a local model, a client and its cache) is built once."""
+        if self._distiller is None:
+            from pathlib import Path
+
+            from ..distill.core import Distiller
+
+            self._distiller = Distiller(self._cfg, Path("."))
+        return self._distiller
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_distiller"] = None
+        return state
+
     def process(self, batch: list[Record]) -> Outcome:
-        from pathlib import Path
+        from ..distill.core import as_prompt
 
-        from ..distill.core import Distiller, as_prompt
-
-        d = Distiller(self._cfg, Path("."))
+        d = self.distiller()
         prompts = [as_prompt(r) for r in batch]
         failed: list[dict] = []
         teacher = "offline"

@@ -236,8 +236,9 @@ def _apply_records(seg: Segment, shard_no: int, drops: dict, prev_global, out, r
                 raise RuntimeError(f"op {op.name} lost {-added} record(s): every record must be kept or dropped")
             st["added"] += added
             if hasattr(op, "counters"):  # model calls, cache hits, retries, tokens
+                counters = st.setdefault("counters", {})
                 for k, v in op.counters().items():
-                    st.setdefault("counters", {})[k] = st.get("counters", {}).get(k, 0) + v
+                    counters[k] = counters.get(k, 0) + v
             for rec, d in dropped:
                 st["dropped"][d.reason] += 1
                 rej.write(orjson.dumps(_reject(rec, op.name, d)) + b"\n")

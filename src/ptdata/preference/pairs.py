@@ -12,6 +12,7 @@ from typing import Any
 
 from ..ops.base import Drop
 from ..records import Record
+from ..report.stats import numeric_summary
 
 STRATEGIES = ("best_worst", "best_vs_rest", "pairwise")
 
@@ -142,7 +143,7 @@ def bias_report(pairs: list[Record], judged: list[Record] | None = None) -> dict
             "chosen_longer_share": round(longer / len(pairs), 4) if pairs else None,
         },
         "ratings": {a: {s: dict(sorted(c.items())) for s, c in sides.items()} for a, sides in sorted(dist.items())},
-        "margin": _summary([p.scores["margin"] for p in pairs if "margin" in p.scores]),
+        "margin": numeric_summary([p.scores["margin"] for p in pairs if "margin" in p.scores]),
     }
     if verdicts:
         report["judge_position"] = {
@@ -162,8 +163,3 @@ def bias_report(pairs: list[Record], judged: list[Record] | None = None) -> dict
     report["warnings"] = warnings
     return report
 
-
-def _summary(xs: list[float]) -> dict | None:
-    if not xs:
-        return None
-    return {"n": len(xs), "min": min(xs), "mean": round(statistics.fmean(xs), 4), "median": statistics.median(xs), "max": max(xs)}

@@ -5,6 +5,7 @@ per unique record), which duplicate counting needs by nature.
 """
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -84,3 +85,12 @@ class DatasetStats:
                 "top": [{"id": i, "extra_copies": c} for i, c in self.duplicate_ids.most_common(10)],
             },
         }
+
+
+def numeric_summary(xs: list[float]) -> dict | None:
+    """n, min, mean, median, p95 and max of a list of numbers (None when empty), for reports."""
+    if not xs:
+        return None
+    s = sorted(xs)
+    return {"n": len(s), "min": s[0], "mean": round(statistics.fmean(s), 4), "median": statistics.median(s),
+            "p95": s[int(0.95 * (len(s) - 1))], "max": s[-1]}
