@@ -58,7 +58,7 @@ def test_exact_dedup_count_matches_independent_count(alpaca, alpaca_rows, field)
     for i, t in enumerate(texts):
         first.setdefault(independent_norm(t), i)
     for i, det in zip(expected[:50], dec.detail[:50]):
-        assert det == "same text as " + alpaca[first[independent_norm(texts[i])]].id
+        assert det.decode() == "same text as " + alpaca[first[independent_norm(texts[i])]].id
 
 
 def _jaccard(a: str, b: str, op: NearDedup) -> float:

@@ -66,9 +66,10 @@ class RowSource:
     """Rows of one input file, with a byte-level progress reading for progress bars."""
 
     def __init__(self, path: str | Path, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 byte_range: tuple[int, int] | None = None, first_line: int = 1) -> None:
+                 byte_range: tuple[int, int] | None = None, first_line: int = 1, wanted: set[int] | None = None) -> None:
         """`byte_range` (start, end), line-aligned, with `first_line` its line number: one
-        worker's share of a plain JSONL file (see `split_lines`)."""
+        worker's share of a plain JSONL file (see `split_lines`). `wanted`: the only JSONL line
+        numbers to parse and yield (the others are skipped unread: copies of earlier lines)."""
         self.path = Path(path)
         if not self.path.exists():
             raise InputError(f"{self.path}: no such file")
@@ -85,6 +86,7 @@ class RowSource:
         self._rows_total = 0
         self.byte_range = byte_range
         self.first_line = first_line
+        self.wanted = wanted
         if byte_range is not None and (self.container != "jsonl" or self.gz):
             raise ValueError("byte ranges are only for plain JSONL files")
 
@@ -120,6 +122,7 @@ class RowSource:
         remaining = self.byte_range[1] - self.byte_range[0] if self.byte_range else -1
         readline = f.readline
         loads = orjson.loads
+        wanted = self.wanted
         while remaining:
             line = readline(limit + 1)
             if not line:
@@ -135,6 +138,8 @@ class RowSource:
                     size += len(line)
                     remaining -= len(line)
                 yield lineno, RecordError("record_too_large", f"{size:,} bytes, over the limit of {limit:,} (--max-record-bytes)")
+                continue
+            if wanted is not None and lineno not in wanted:
                 continue
             try:
                 row = loads(line)

@@ -57,11 +57,13 @@ class RecordReader:
     """Iterates one file's records and rejects; `fmt` is known after the first record."""
 
     def __init__(self, path: str | Path, ro: ReadOptions | None = None, byte_range: tuple[int, int] | None = None,
-                 first_line: int = 1, detected: str | None = None, alias: str | Path | None = None) -> None:
+                 first_line: int = 1, detected: str | None = None, alias: str | Path | None = None,
+                 wanted: set[int] | None = None) -> None:
         """`detected`: a format already detected on this file by a parent process (shape checks stay on).
-        `alias`: the name to report in rejects and `meta.source` (e.g. the .gz a temporary copy came from)."""
+        `alias`: the name to report in rejects and `meta.source` (e.g. the .gz a temporary copy came from).
+        `wanted`: the only JSONL line numbers to read (see RowSource)."""
         self.ro = ro or ReadOptions()
-        self.source = RowSource(path, self.ro.max_record_bytes, byte_range, first_line)
+        self.source = RowSource(path, self.ro.max_record_bytes, byte_range, first_line, wanted)
         self.path = self.source.path
         self.alias = Path(alias) if alias else self.path
         self.fmt, self.opts = resolve_format(self.path, self.ro)
@@ -70,6 +72,7 @@ class RecordReader:
             self.fmt = detected
         self.label = self.source.position_label
         self.position = 0  # line/item/row of the record last yielded
+        self.own_source = False  # whether that record's row carried its own meta.source
 
     def detect(self) -> str:
         """The file's format: given, or the majority shape of its first rows (a short separate pass)."""
@@ -115,7 +118,9 @@ class RecordReader:
                 except RecordError as e:
                     yield None, self._reject(pos, "validate", e, row)
                     continue
-            rec.meta.setdefault("source", f"{name}:{pos}")
+            self.own_source = "source" in rec.meta
+            if not self.own_source:
+                rec.meta["source"] = f"{name}:{pos}"
             self.position = pos
             yield rec, None
 

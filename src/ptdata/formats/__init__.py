@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import orjson
-import pyarrow as pa
 
 from ..errors import InputError
 from ..records import Record
@@ -120,17 +119,16 @@ def apply_rename(row: dict, rename: dict[str, str]) -> dict:
 
 # --- Parquet schemas ------------------------------------------------------------------------
 # Free-form objects (tools, meta, tool-call arguments) are JSON strings in Parquet, as HF does.
+# pyarrow is imported here, not at module load: JSONL-only runs start ~0.1 s sooner.
 
-_TOOL_CALL = pa.struct([("id", pa.string()), ("type", pa.string()),
-                        ("function", pa.struct([("name", pa.string()), ("arguments", pa.string())]))])
-MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string()), ("name", pa.string()),
-                     ("tool_calls", pa.list_(_TOOL_CALL)), ("tool_call_id", pa.string()), ("weight", pa.int64())])
-MESSAGES = pa.list_(MESSAGE)
-FROM_VALUE = pa.struct([("from", pa.string()), ("value", pa.string())])
-S = pa.string()
+def parquet_schema(fmt: str, opts: dict):
+    import pyarrow as pa
 
-
-def parquet_schema(fmt: str, opts: dict) -> pa.Schema:
+    S = pa.string()
+    tool_call = pa.struct([("id", S), ("type", S), ("function", pa.struct([("name", S), ("arguments", S)]))])
+    MESSAGES = pa.list_(pa.struct([("role", S), ("content", S), ("name", S), ("tool_calls", pa.list_(tool_call)),
+                                   ("tool_call_id", S), ("weight", pa.int64())]))
+    FROM_VALUE = pa.struct([("from", S), ("value", S)])
     if fmt == "ptdata":
         return pa.schema([("id", S), ("kind", S), ("messages", MESSAGES), ("chosen", MESSAGES), ("rejected", MESSAGES),
                           ("scores", pa.map_(S, pa.float64())), ("meta", S)])

@@ -45,6 +45,10 @@ class Op:
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "map"
+    # A pure op's verdict, changes and keys depend on the record's content alone (not its
+    # position, source, batch or a model's sampling), and it neither derives nor replaces
+    # records: the executor may then decode identical input lines once (pipeline/copies.py).
+    pure: ClassVar[bool] = False
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "Op":
@@ -100,7 +104,8 @@ class GlobalOp(Op):
     kind: ClassVar[str] = "global"
 
     def keys(self, batch: list[Record]) -> dict[str, np.ndarray]:
-        """Per-record arrays (same length as the batch), computed in parallel."""
+        """Per-record arrays (same length as the batch), computed in parallel. A ragged key X
+        is flattened, with the per-record lengths in X_n."""
         raise NotImplementedError
 
     def decide(self, keys: dict[str, np.ndarray]) -> "Decision":
@@ -111,12 +116,13 @@ class GlobalOp(Op):
 @dataclass
 class Decision:
     """A global op's verdict: sorted positions to drop, a reason (one for all, or one each),
-    a detail per drop, and figures for the report. Arrays and strings, not objects: a
-    dedup over millions of records drops hundreds of thousands."""
+    a detail per drop (strings, or a UTF-8 bytes array built without a Python loop), and
+    figures for the report. Arrays and strings, not objects: a dedup over millions of records
+    drops hundreds of thousands."""
 
     drop: np.ndarray
     reason: str | list[str]
-    detail: list[str]
+    detail: list[str] | np.ndarray
     report: dict
 
     def reasons(self) -> list[str]:

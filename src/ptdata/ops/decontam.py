@@ -45,6 +45,7 @@ class Decontaminate(MapOp):
     """Reject records sharing an n-gram with a benchmark item (GSM8K test, MMLU, …)."""
 
     name: ClassVar[str] = "decontaminate"
+    pure: ClassVar[bool] = True
     benchmarks: list = param([], "benchmark files (any supported format); their prompts (and answers with include_answers) are indexed")
     word_ngram: int = param(13, "n-gram size in words")
     char_ngram: int = param(50, "n-gram size in characters for CJK text")

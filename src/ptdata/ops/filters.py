@@ -24,6 +24,7 @@ class LengthFilter(MapOp):
     """Keep records whose text length is within bounds, in characters and (with a tokenizer) in tokens."""
 
     name: ClassVar[str] = "length_filter"
+    pure: ClassVar[bool] = True
     field: str = param("response", "which text to measure: response, prompt or all")
     min_chars: int = param(1, "minimum characters")
     max_chars: int = param(100_000, "maximum characters")
@@ -81,6 +82,7 @@ class TurnFilter(MapOp):
     """Keep conversations with a number of user+assistant turns within bounds."""
 
     name: ClassVar[str] = "turn_filter"
+    pure: ClassVar[bool] = True
     min_turns: int = param(2, "minimum user+assistant turns (a prompt record counts its prompt turns)")
     max_turns: int = param(64, "maximum user+assistant turns")
 
@@ -135,6 +137,7 @@ class RepetitionFilter(MapOp):
     scores above 0.55."""
 
     name: ClassVar[str] = "repetition_filter"
+    pure: ClassVar[bool] = True
     field: str = param("response", "response, prompt or all")
     min_units: int = param(20, "texts with fewer words/characters are not judged")
     max_dup_line_ratio: float = param(0.5, "max share of duplicate lines")
@@ -171,6 +174,7 @@ class GarbledFilter(MapOp):
     """Drop mojibake, control characters and text made mostly of unusual symbols."""
 
     name: ClassVar[str] = "garbled_filter"
+    pure: ClassVar[bool] = True
     field: str = param("all", "response, prompt or all")
     max_garbled: int = param(0, "max mojibake sequences / U+FFFD / control characters")
     max_special_ratio: float = param(0.25, "max share of characters outside letters, digits, whitespace and common punctuation")
@@ -222,6 +226,7 @@ class RefusalFilter(MapOp):
     """Drop responses that refuse or talk about being an AI ("As an AI language model", "作为一个人工智能")."""
 
     name: ClassVar[str] = "refusal_filter"
+    pure: ClassVar[bool] = True
     extra_patterns: list = param([], "additional regular expressions (case-insensitive)")
 
     def __post_init__(self) -> None:

@@ -81,6 +81,7 @@ class LanguageId(MapOp):
     """Add `meta.lang` and `scores.lang_conf` (never drops)."""
 
     name: ClassVar[str] = "language_id"
+    pure: ClassVar[bool] = True
     field: str = param("prompt", "text to identify: prompt (the user's language), response or all")
 
     def setup(self) -> None:
@@ -99,6 +100,7 @@ class LanguageFilter(MapOp):
     """Keep records in the listed languages (identifies them first when language_id did not run)."""
 
     name: ClassVar[str] = "language_filter"
+    pure: ClassVar[bool] = True
     languages: list = param(["en", "zh"], "ISO 639-1 codes to keep")
     min_confidence: float = param(0.0, "also drop when the identifier is less sure than this (0: never)")
     field: str = param("prompt", "text to identify: prompt (the user's language), response or all")

@@ -104,6 +104,7 @@ class Pii(MapOp):
     """Find PII in every turn; redact it with typed placeholders, reject the record, or only count."""
 
     name: ClassVar[str] = "pii"
+    pure: ClassVar[bool] = True
     action: str = param("redact", "redact, reject or detect")
     types: list = param(TYPES, f"PII types to look for: {', '.join(TYPES)}")
     template: str = param("[{type}]", "replacement for redacted spans")

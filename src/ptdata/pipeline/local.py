@@ -124,20 +124,26 @@ def _source_records(seg: Segment, shard_no: int, work: Path, shards: list[Shard]
             yield Record.from_trusted(orjson.loads(line)), None
 
 
-def _shard_drops(work: Path, si: int, offset: int, n: int) -> dict[int, tuple[str, str]]:
-    """The previous global op's drops inside [offset, offset + n), by local position.
-
-    Decisions live on disk as sorted arrays; each worker maps only its own slice."""
+def shard_drop_arrays(work: Path, si: int, offset: int, n: int) -> tuple[list[int], list[str], list[bytes]]:
+    """The previous global op's drops inside [offset, offset + n): local positions (sorted),
+    reasons and details (UTF-8). Decisions live on disk as sorted arrays; each worker maps
+    only its own slice."""
     d = work / f"seg{si}"
     meta = orjson.loads((d / "decision.json").read_bytes())
     drop = np.load(d / "decision_drop.npy", mmap_mode="r")
     lo, hi = np.searchsorted(drop, [offset, offset + n])
     if hi <= lo:
-        return {}
-    codes = np.load(d / "decision_reason.npy", mmap_mode="r")[lo:hi]
-    details = np.load(d / "decision_detail.npy", mmap_mode="r")[lo:hi]
+        return [], [], []
     reasons = meta["reasons"]
-    return {int(i) - offset: (reasons[c], t.decode()) for i, c, t in zip(drop[lo:hi].tolist(), codes.tolist(), details.tolist())}
+    codes = np.load(d / "decision_reason.npy", mmap_mode="r")[lo:hi].tolist()
+    details = np.load(d / "decision_detail.npy", mmap_mode="r")[lo:hi].tolist()
+    return (np.asarray(drop[lo:hi]) - offset).tolist(), [reasons[c] for c in codes], details
+
+
+def _shard_drops(work: Path, si: int, offset: int, n: int) -> dict[int, tuple[str, str]]:
+    """The same drops as a dict by local position."""
+    pos, reasons, details = shard_drop_arrays(work, si, offset, n)
+    return {i: (r, t.decode()) for i, r, t in zip(pos, reasons, details)}
 
 
 def _process_shard(args: tuple[int, int, int, int]) -> dict:
@@ -378,10 +384,14 @@ def _pool_dispatch(state: dict, todo: list[tuple], n_workers: int) -> Iterator[d
 
 
 def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = None,
-        dispatch: Dispatch | None = None) -> RunResult:
+        dispatch: Dispatch | None = None, copies: str = "auto") -> RunResult:
     """Run a recipe; resumes from the work dir when the recipe and inputs are unchanged.
     `dispatch` runs the shard jobs elsewhere (the Ray executor); the plan, the decisions and
-    the outputs stay the same."""
+    the outputs stay the same. `copies`: decode identical input lines once (pipeline/copies.py)
+    when the recipe allows it: auto (when there are enough copies), always or never; the
+    outputs are the same either way."""
+    if copies not in ("auto", "always", "never"):
+        raise ValueError("copies must be auto, always or never")
     out_dir = recipe.out_dir()
     work = out_dir / ".work"
     files = [inp.files(recipe.base_dir) for inp in recipe.inputs]
@@ -403,6 +413,14 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
         op.setup()  # built once here, inherited by the forked workers
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(shards)))
     state: dict[str, Any] = dict(recipe=recipe, segments=segments, shards=shards, work=work, formats=formats)
+    if dispatch is None and copies != "never":
+        from . import copies as plan_copies
+
+        if plan_copies.eligible(recipe, segments, shards):
+            done = plan_copies.run_plan(state, n_workers, progress, force=copies == "always")
+            if done is not None:
+                seg_stats, reports, seconds, resumed, streams = done
+                return _finish(recipe, segments, seg_stats, reports, seconds, work, out_dir, resumed, streams)
     resumed = 0
     global_reports: dict[str, dict] = {}
     global_seconds: dict[str, float] = {}
@@ -467,8 +485,12 @@ def _gather_keys(seg_dir: Path, n_shards: int, stats: list[dict]) -> dict[str, n
 
 def _decide(seg: Segment, work: Path, n_shards: int, stats: list[dict]) -> None:
     """Run the global op's decide on all keys; commit the drops as arrays (decision.json last)."""
+    commit_decision(seg, work, _gather_keys(work / f"seg{seg.index}", n_shards, stats))
+
+
+def commit_decision(seg: Segment, work: Path, keys: dict[str, np.ndarray]) -> None:
+    """Decide on the keys of every record (in record order) and commit the drops."""
     d = work / f"seg{seg.index}"
-    keys = _gather_keys(d, n_shards, stats)
     if keys:
         dec = seg.global_op.decide(keys)
     else:
@@ -476,13 +498,17 @@ def _decide(seg: Segment, work: Path, n_shards: int, stats: list[dict]) -> None:
 
         dec = Decision(np.empty(0, dtype=np.int64), [], [], {})
     del keys
-    per_drop = dec.reasons()
-    reasons = sorted(set(per_drop))
-    code = {r: i for i, r in enumerate(reasons)}
-    arrays = {"drop": np.asarray(dec.drop, dtype=np.int64),
-              "reason": np.array([code[r] for r in per_drop], dtype=np.int16) if not isinstance(dec.reason, str)
-              else np.zeros(len(dec.drop), dtype=np.int16),
-              "detail": np.array([x.encode() for x in dec.detail], dtype=bytes) if dec.detail else np.empty(0, dtype="S1")}
+    if isinstance(dec.reason, str):
+        reasons, codes = [dec.reason], np.zeros(len(dec.drop), dtype=np.int16)
+    else:
+        reasons = sorted(set(dec.reason))
+        code = {r: i for i, r in enumerate(reasons)}
+        codes = np.array([code[r] for r in dec.reason], dtype=np.int16)
+    if isinstance(dec.detail, np.ndarray):
+        details = dec.detail.astype(bytes)
+    else:
+        details = np.array([x.encode() for x in dec.detail], dtype=bytes) if len(dec.detail) else np.empty(0, dtype="S1")
+    arrays = {"drop": np.asarray(dec.drop, dtype=np.int64), "reason": codes, "detail": details}
     for name, a in arrays.items():
         with open(d / f".decision_{name}.npy.partial", "wb") as f:
             np.save(f, a)
@@ -493,14 +519,19 @@ def _decide(seg: Segment, work: Path, n_shards: int, stats: list[dict]) -> None:
 
 
 def _finish(recipe: Recipe, segments: list[Segment], seg_stats: list[list[dict]], global_reports: dict, global_seconds: dict,
-            work: Path, out_dir: Path, resumed: int) -> RunResult:
+            work: Path, out_dir: Path, resumed: int, streams: tuple[Path, Path] | None = None) -> RunResult:
+    """Final files from the shard files, in shard order (a shard's rejects, segment by segment,
+    then the next shard's): or from `streams`, kept and rejects already written in that order."""
     last = segments[-1].index
     n_shards = len(seg_stats[0])
     kept_path = out_dir / recipe.output.file
     rejects_path = out_dir / "rejects.jsonl"
-    parts = [work / f"seg{last}" / f"{i:05d}.jsonl" for i in range(n_shards)]
+    parts = [streams[0]] if streams else [work / f"seg{last}" / f"{i:05d}.jsonl" for i in range(n_shards)]
     if recipe.output.format == "ptdata" and split_name(kept_path) == ("jsonl", False):
-        _concat(parts, kept_path)
+        if streams:
+            os.replace(streams[0], kept_path)
+        else:
+            _concat(parts, kept_path)
     else:
         write = get_format(recipe.output.format).write
         with RowWriter(kept_path, recipe.output.format, recipe.output.options) as w:
@@ -508,7 +539,10 @@ def _finish(recipe: Recipe, segments: list[Segment], seg_stats: list[list[dict]]
                 with open(p, "rb") as f:
                     for line in f:
                         w.write_many(write(Record.from_trusted(orjson.loads(line)), recipe.output.options))
-    _concat([work / f"seg{s.index}" / f"{i:05d}.rejects.jsonl" for s in segments for i in range(n_shards)], rejects_path)
+    if streams:
+        os.replace(streams[1], rejects_path)
+    else:
+        _concat([work / f"seg{s.index}" / f"{i:05d}.rejects.jsonl" for i in range(n_shards) for s in segments], rejects_path)
     stats = _merge_stats(recipe, segments, seg_stats, global_reports, global_seconds)
     stats_path = out_dir / "stats.json"
     stats_path.write_bytes(orjson.dumps(stats, option=orjson.OPT_INDENT_2))
