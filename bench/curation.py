@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=1800)
-    ap.add_argument("--engines", default="floor,ptdata,datatrove,datajuicer")
+    ap.add_argument("--engines", default="floor,ptdata,ptdata-segments,datatrove,datajuicer")
     ap.add_argument("--recipes", default="a,b")
     ap.add_argument("--results", type=Path)
     args = ap.parse_args()
@@ -112,15 +112,17 @@ def main() -> None:
             work.mkdir(parents=True)
             if eng == "floor":
                 cmd = [sys.executable, str(ENGINES / "floor.py"), str(data["alpaca"]), str(work / "out.jsonl")]
-            elif eng == "ptdata":
-                cmd = [py["ptdata"], str(ENGINES / "ptdata_run.py"), recipe, str(data["alpaca"]), str(work), str(args.workers)]
+            elif eng in ("ptdata", "ptdata-segments"):
+                cmd = [py["ptdata"], str(ENGINES / "ptdata_run.py"), recipe, str(data["alpaca"]), str(work), str(args.workers),
+                       "auto" if eng == "ptdata" else "never"]
             elif eng == "datatrove":
                 cmd = [py["datatrove"], str(ENGINES / "datatrove_run.py"), recipe, str(data["parts"]), str(work), str(args.workers)]
             else:
                 cmd = [py["datajuicer"], str(ENGINES / "datajuicer_run.py"), recipe, str(data["text"]), str(work), str(args.workers)]
-            if eng != "floor" and eng != "ptdata" and not Path(py[eng]).exists():
+            if eng in ("datatrove", "datajuicer") and not Path(py[eng]).exists():
                 rows.append({"recipe": recipe, "engine": eng, "status": "not installed"})
                 continue
+            os.sync()  # the previous engine's output is on disk: nobody pays for another's dirty pages
             r = measure(cmd, args.timeout, WORK / f"log_{eng}_{recipe}.txt")
             r.update(recipe=recipe, engine=eng)
             print(r, flush=True)
@@ -157,7 +159,7 @@ def report(rows: list[dict], flat: dict, n: int, args) -> str:
             if "wall" not in r:
                 lines.append(f"| {r['engine']} | | | | | | {r['status']} |")
                 continue
-            speed = f"{r['wall'] / pt['wall']:.1f}x" if pt and r["engine"] != "ptdata" else ""
+            speed = f"{r['wall'] / pt['wall']:.2f}x" if pt and r["engine"] != "ptdata" else ""
             lines.append(f"| {r['engine']} | {r['wall']:.1f} | {n / r['wall']:,.0f} | {r['rss_mb']:,.0f} | "
                          f"{r['kept'] if r['kept'] is not None else ''} | {speed} | {r['status']} |")
         if recipe in flat:

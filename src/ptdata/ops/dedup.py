@@ -116,12 +116,11 @@ def _band_hashes(sig: np.ndarray, bands: int) -> np.ndarray:
     """(n, bands) uint64: one hash per band of rows (polynomial, wrapping arithmetic)."""
     n, p = sig.shape
     rows = p // bands
-    x = sig[:, : bands * rows].reshape(n, bands, rows).astype(np.uint64)
     h = np.zeros((n, bands), dtype=np.uint64)
     mult = np.uint64(0x9E3779B97F4A7C15)
     with np.errstate(over="ignore"):
-        for r in range(rows):
-            h = (h * mult) ^ x[:, :, r]
+        for r in range(rows):  # column r of every band; no uint64 copy of the whole matrix
+            h = (h * mult) ^ sig[:, r:bands * rows:rows].astype(np.uint64)
         h ^= np.arange(bands, dtype=np.uint64) * np.uint64(0xD6E8FEB86659FD93)
     return h
 

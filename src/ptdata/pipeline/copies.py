@@ -27,7 +27,7 @@ import re
 import time
 from collections import Counter
 from itertools import chain, repeat
-from operator import getitem
+from operator import getitem, itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -41,6 +41,7 @@ from . import local
 
 MIN_COPY_SHARE = 0.05
 KEPT_STREAM, REJECTS_STREAM = "kept.stream.jsonl", "rejects.stream.jsonl"
+CACHE_ROWS = 200_000  # per worker: templates of dropped copies' rows (~1 KB each), kept for the next copies
 SURVIVOR = -1  # outcome code of a record that every map op kept
 
 # One first copy's outcome: its line, code, bytes in the shard's blob, whether its row carried
@@ -321,7 +322,9 @@ def _write_shard(args: tuple[int, int, int]) -> tuple[dict, dict | None]:
     sh: local.Shard = ctx["shards"][i]
     seg0 = segments[0]
     g_op = seg0.global_op
-    t = Table.load(work / "lines").arrays
+    if "copies_table" not in ctx:  # loaded (mapped) once per worker
+        ctx["copies_table"] = {k: np.asarray(v) for k, v in Table.load(work / "lines").arrays.items()}
+    t = ctx["copies_table"]
     pos = np.load(work / "lines" / f"{i:05d}.pos.npy")
     n = len(pos)
     c = np.asarray(t["canon"][line_off:line_off + n])
@@ -366,42 +369,48 @@ def _write_shard(args: tuple[int, int, int]) -> tuple[dict, dict | None]:
         hist.add(loads(line))
     if rej0_keys:
         rej0 = [rej0[k] for k in sorted(range(len(rej0)), key=rej0_keys.__getitem__)]
-    rej1 = _drop_rows(g_op, maps, sp, pos, col, np.flatnonzero(dropped), d_reason, d_detail, t["own"][c]) if len(d_pos) else b""
+    rej1 = _drop_rows(ctx, g_op, maps, sp, pos, col, c, np.flatnonzero(dropped), d_reason, d_detail, t["own"][c]) if len(d_pos) else b""
     maps.close()
     return _commit_shard(i, work, segments, n, len(surv), read_rejects, op_drops, Counter(d_reason), hist, rej0, kept, rej1)
 
 
-def _drop_rows(g_op, maps: "_Blobs", sp: bytes, pos: np.ndarray, col: dict, lines: np.ndarray, reasons: list[str],
-               details: list[bytes], own: np.ndarray) -> bytes:
+def _drop_rows(ctx: dict, g_op, maps: "_Blobs", sp: bytes, pos: np.ndarray, col: dict, c: np.ndarray, lines: np.ndarray,
+               reasons: list[str], details: list[bytes], own: np.ndarray) -> bytes:
     """The global op's reject rows for the dropped lines, in order, as one block of JSONL: each
-    is its first copy's record with this line's source spliced in. The pieces come from slices
-    of the decode step's outcome files and are joined by C-level map/zip/chain: no Python code
-    runs per row (a Python loop here cost more than all the rest of the step)."""
+    is its first copy's record with this line's source spliced in twice. The parts between the
+    two sources are a template per (first copy, reason, detail, file), built once per worker
+    and kept for the next copies it meets; rows are joined by C-level map/zip/chain, as a
+    Python loop here cost more than all the rest of the step."""
     dumps = orjson.dumps
-    heads = {r: b',"op":' + dumps(g_op.name) + b',"reason":' + dumps(r) + b',"detail":' for r in set(reasons)}
-    if _NEEDS_ESCAPE.search(b"".join(details)) is None:
-        dets = list(map(b'"%s"'.__mod__, details))
-    else:
-        dets = [dumps(d.decode()) for d in details]
     if own[lines].any():  # rows that carried their own source: nothing to splice (rare: native input)
-        return _drop_rows_own(heads, maps, sp, pos, col, lines, reasons, dets, own)
-    ps = list(map(b'%d"'.__mod__, pos[lines].tolist()))
-    views = maps.views()
-    mm = list(map(views.__getitem__, col["shard"][lines].tolist()))
-    a, b, sa, sb = (col[k][lines] for k in ("start", "end", "sa", "sb"))
+        return _drop_rows_own(g_op, maps, sp, pos, col, lines, reasons, details, own)
+    cache: dict = ctx.setdefault("copies_rows", {})
+    keys = list(zip(c[lines].tolist(), reasons, details, repeat(sp)))
+    tl = list(map(cache.get, keys))
+    if None in tl:
+        miss = [j for j, tpl in enumerate(tl) if tpl is None]
+        sel = lines[miss]
+        heads = {r: b'",' + dumps(g_op.name).join((b'"op":', b',"reason":')) + dumps(r) + b',"detail":' for r in set(reasons)}
+        views = maps.views()
+        mm = list(map(views.__getitem__, col["shard"][sel].tolist()))
+        a, b, sa, sb = (col[k][sel].tolist() for k in ("start", "end", "sa", "sb"))
+        pre = list(map(bytes, map(getitem, mm, map(slice, a, sa))))
+        post = list(map(bytes, map(getitem, mm, map(slice, sb, b))))
+        for j, pr, po in zip(miss, pre, post):
+            _, reason, detail, _ = keys[j]
+            det = b'"' + detail + b'"' if _NEEDS_ESCAPE.search(detail) is None else dumps(detail.decode())
+            tl[j] = (b"".join((heads[reason], det, b',"id":', pr[6:40], b',"record":', pr, sp)), b'"' + po + b"}\n")
+        if len(cache) < CACHE_ROWS:
+            cache.update((keys[j], tl[j]) for j in miss)
+    ps = list(map(b"%d".__mod__, pos[lines].tolist()))
+    return b"".join(chain.from_iterable(zip(repeat(b'{"source":' + sp), ps, map(itemgetter(0), tl), ps, map(itemgetter(1), tl))))
 
-    def cut(lo: np.ndarray, hi: np.ndarray) -> Iterator:
-        return map(getitem, mm, map(slice, lo.tolist(), hi.tolist()))
 
-    pieces = zip(repeat(b'{"source":'), repeat(sp), ps, map(heads.__getitem__, reasons), dets, repeat(b',"id":'), cut(a + 6, a + 40),
-                 repeat(b',"record":'), cut(a, sa), repeat(sp), ps, cut(sb, b), repeat(b"}\n"))
-    return b"".join(chain.from_iterable(pieces))
-
-
-def _drop_rows_own(heads: dict, maps: "_Blobs", sp: bytes, pos: np.ndarray, col: dict, lines: np.ndarray, reasons: list[str],
-                   dets: list[bytes], own: np.ndarray) -> bytes:
+def _drop_rows_own(g_op, maps: "_Blobs", sp: bytes, pos: np.ndarray, col: dict, lines: np.ndarray, reasons: list[str],
+                   details: list[bytes], own: np.ndarray) -> bytes:
+    dumps = orjson.dumps
     out = []
-    for j, (line, reason, det) in enumerate(zip(lines.tolist(), reasons, dets)):
+    for line, reason, detail in zip(lines.tolist(), reasons, details):
         m = maps.views()[int(col["shard"][line])]
         a, b = int(col["start"][line]), int(col["end"][line])
         rec = bytes(m[a:b])
@@ -410,7 +419,8 @@ def _drop_rows_own(heads: dict, maps: "_Blobs", sp: bytes, pos: np.ndarray, col:
         else:
             src = sp + b'%d"' % int(pos[line])
             rec = bytes(m[a:int(col["sa"][line])]) + src + bytes(m[int(col["sb"][line]):b])
-        out.append(b"".join((b'{"source":', src, heads[reason], det, b',"id":', rec[6:40], b',"record":', rec, b"}\n")))
+        out.append(b"".join((b'{"source":', src, b',"op":', dumps(g_op.name), b',"reason":', dumps(reason), b',"detail":',
+                             dumps(detail.decode()), b',"id":', rec[6:40], b',"record":', rec, b"}\n")))
     return b"".join(out)
 
 
