@@ -35,7 +35,7 @@ def match_words(text: str) -> list[str]:
 def _unicode_words(text: str) -> list[str]:
     """Runs of letters and digits of the NFKC, lowercased text. Whitespace always separates
     words, so the text is split on it first (C speed) and only tokens that are not all letters
-    and digits (str.isalnum is exactly [^\W_]) go through the regex: 3x faster on prose."""
+    and digits (str.isalnum is exactly that regex class) go through the regex."""
     words: list[str] = []
     for tok in unicodedata.normalize("NFKC", text).lower().split():
         if tok.isalnum():
