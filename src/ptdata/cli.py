@@ -292,7 +292,7 @@ def run_recipe(recipe, workers: int | None, quiet: bool, executor: str = "local"
         if o.get("counters"):
             err.print("  " + " " * 18 + " model: " + ", ".join(f"{k} {v:,}" for k, v in o["counters"].items()), highlight=False)
     if result.resumed_shards:
-        err.print(f"  resumed: {result.resumed_shards} shard(s) reused from an interrupted run", highlight=False)
+        err.print(f"  resumed: {result.resumed_shards} shard(s) reused from an earlier run of this recipe", highlight=False)
     err.print(f"kept: {result.kept_path}\nrejects: {result.rejects_path}\nstats: {result.stats_path}"
               + (f"\nreport: {result.report_path}" if result.report_path else ""), highlight=False)
     return result
