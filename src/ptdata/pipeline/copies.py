@@ -29,7 +29,7 @@ from collections import Counter
 from itertools import chain, repeat
 from operator import getitem, itemgetter
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import orjson
@@ -57,18 +57,7 @@ def eligible(recipe, segments: list[local.Segment], shards: list[local.Shard]) -
     seg = segments[0]
     if not all(op.pure for op in seg.map_ops) or (seg.global_op is not None and not seg.global_op.pure):
         return False
-    return all(sniff(Path(sh.path)) == ("jsonl", False) for sh in shards)
-
-
-def _commit(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    part = path.with_name(f".{path.name}.partial")
-    with open(part, mode) as f:
-        write(f)
-    os.replace(part, path)
-
-
-def _save(path: Path, a: np.ndarray) -> None:
-    _commit(path, lambda f: np.save(f, a))
+    return all(sniff(Path(p)) == ("jsonl", False) for p in {sh.path for sh in shards})
 
 
 # --- 1. lines ----------------------------------------------------------------------------------
@@ -102,18 +91,22 @@ def _hash_shard(i: int) -> int:
     mv = memoryview(data)
     hashes = b"".join(map(xxhash.xxh3_128_digest, map(mv.__getitem__, map(slice, starts.tolist(), ends.tolist()))))
     d = ctx["work"] / "lines"
-    _save(d / f"{i:05d}.pos.npy", pos)
-    _save(d / f"{i:05d}.hash.npy", np.frombuffer(hashes, dtype=np.uint64).reshape(-1, 2))
-    _save(d / f"{i:05d}.big.npy", big.astype(np.int64))
+    local.save_array(d / f"{i:05d}.pos.npy", pos)
+    local.save_array(d / f"{i:05d}.hash.npy", np.frombuffer(hashes, dtype=np.uint64).reshape(-1, 2))
+    local.save_array(d / f"{i:05d}.big.npy", big.astype(np.int64))
     return i
 
 
-def _canon(work: Path, shards: list[local.Shard]) -> np.ndarray:
+def _line_offsets(work: Path, n_shards: int) -> np.ndarray:
+    """Where each shard's record lines start in the global line numbering (n_shards + 1 values)."""
+    counts = [len(np.load(work / "lines" / f"{i:05d}.pos.npy", mmap_mode="r")) for i in range(n_shards)]
+    return np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+
+
+def _canon(work: Path, shards: list[local.Shard], offsets: np.ndarray) -> np.ndarray:
     """For every record line (all shards, in order), the global index of its first identical
     copy in the same input; over-long lines are their own."""
     d = work / "lines"
-    counts = [len(np.load(d / f"{i:05d}.pos.npy", mmap_mode="r")) for i in range(len(shards))]
-    offsets = np.concatenate(([0], np.cumsum(counts)))
     canon = np.arange(offsets[-1], dtype=np.int64)
     for ii in sorted({sh.input_index for sh in shards}):
         members = [i for i, sh in enumerate(shards) if sh.input_index == ii]
@@ -188,9 +181,7 @@ def _decode_shard(args: tuple[int, np.ndarray]) -> int:
             for rec, drop in dropped:
                 pos, own = where[id(rec)]
                 emit(pos, code_of(k, drop.reason), dumps(local._reject(rec, op.name, drop)), own)
-                if drop.reason == "contaminated":
-                    for item in rec.meta.get("contamination", ()):
-                        contamination.setdefault(item, []).append(rec.id)
+                local.note_contamination(contamination, rec, drop.reason)
         if seg.global_op is not None and batch:
             t = time.perf_counter()
             keys_parts.append(seg.global_op.keys(batch))
@@ -218,12 +209,12 @@ def _decode_shard(args: tuple[int, np.ndarray]) -> int:
             batch, where = [], {}
     if batch:
         flush(batch, where)
-    _commit(d / f"{i:05d}.canon.bin", lambda f: f.write(blob))
-    _save(d / f"{i:05d}.canon.npy", np.array(entries, dtype=_ENTRY))
+    local.commit_file(d / f"{i:05d}.canon.bin", lambda f: f.write(blob))
+    local.save_array(d / f"{i:05d}.canon.npy", np.array(entries, dtype=_ENTRY))
     for name in (keys_parts[0] if keys_parts else {}):
-        _save(d / f"{i:05d}.canon.key.{name}.npy", np.concatenate([p[name] for p in keys_parts]))
+        local.save_array(d / f"{i:05d}.canon.key.{name}.npy", np.concatenate([p[name] for p in keys_parts]))
     meta = {"codes": [[k, r] for (k, r) in codes], "seconds": seconds, "keys_seconds": keys_seconds, "contamination": contamination}
-    _commit(d / f"{i:05d}.canon.json", lambda f: f.write(dumps(meta)))  # commit marker: written last
+    local.commit_file(d / f"{i:05d}.canon.json", lambda f: f.write(dumps(meta)))  # commit marker: written last
     return i
 
 
@@ -239,8 +230,8 @@ class Table:
 
     def save(self, d: Path) -> None:
         for name in self.NAMES:
-            _save(d / f"table.{name}.npy", self.arrays[name])
-        _commit(d / "table.json", lambda f: f.write(orjson.dumps({"codes": self.codes})))
+            local.save_array(d / f"table.{name}.npy", self.arrays[name])
+        local.commit_file(d / "table.json", lambda f: f.write(orjson.dumps({"codes": self.codes})))
 
     @classmethod
     def load(cls, d: Path) -> "Table":
@@ -248,13 +239,11 @@ class Table:
         return cls({n: np.load(d / f"table.{n}.npy", mmap_mode="r") for n in cls.NAMES}, codes)
 
 
-def _build_table(work: Path, shards: list[local.Shard], canon: np.ndarray) -> tuple[Table, dict[str, np.ndarray]]:
+def _build_table(work: Path, shards: list[local.Shard], canon: np.ndarray, offsets: np.ndarray) -> tuple[Table, dict[str, np.ndarray]]:
     """Join the shards' decode outputs into one table; return it with the survivors' keys
     expanded to every surviving line in input order."""
     d = work / "seg0"
     lines = work / "lines"
-    counts = [len(np.load(lines / f"{i:05d}.pos.npy", mmap_mode="r")) for i in range(len(shards))]
-    offsets = np.concatenate(([0], np.cumsum(counts)))
     firsts = np.flatnonzero(canon == np.arange(len(canon)))
     number = np.full(len(canon), -1, dtype=np.int64)
     number[firsts] = np.arange(len(firsts))
@@ -262,8 +251,7 @@ def _build_table(work: Path, shards: list[local.Shard], canon: np.ndarray) -> tu
     arr = {"first": firsts, "shard": np.zeros(n, np.int32), "start": np.zeros(n, np.int64), "end": np.zeros(n, np.int64),
            "code": np.zeros(n, np.int32), "own": np.zeros(n, bool), "sa": np.zeros(n, np.int64), "sb": np.zeros(n, np.int64),
            "surv": np.full(n, -1, np.int64)}
-    codes: list[tuple[int, str]] = []
-    code_index: dict[tuple[int, str], int] = {}
+    code_index: dict[tuple[int, str], int] = {}  # (op index or -1, reason) -> code, over all shards
     keys: dict[str, list[np.ndarray]] = {}
     n_surv = 0
     for i in range(len(shards)):
@@ -283,9 +271,8 @@ def _build_table(work: Path, shards: list[local.Shard], canon: np.ndarray) -> tu
         n_surv += int(surv.sum())
         for p in sorted(d.glob(f"{i:05d}.canon.key.*.npy")):
             keys.setdefault(p.name.split(".")[3], []).append(np.load(p))
-    codes = list(code_index)
     cnum = number[canon]
-    table = Table({"canon": cnum, **arr}, [list(c) for c in codes])
+    table = Table({"canon": cnum, **arr}, list(code_index))
     rows = arr["surv"][cnum]
     return table, expand_keys({k: np.concatenate(v) for k, v in keys.items()}, rows[rows >= 0])
 
@@ -322,9 +309,7 @@ def _write_shard(args: tuple[int, int, int]) -> tuple[dict, dict | None]:
     sh: local.Shard = ctx["shards"][i]
     seg0 = segments[0]
     g_op = seg0.global_op
-    if "copies_table" not in ctx:  # loaded (mapped) once per worker
-        ctx["copies_table"] = {k: np.asarray(v) for k, v in Table.load(work / "lines").arrays.items()}
-    t = ctx["copies_table"]
+    t = _worker_table(ctx).arrays
     pos = np.load(work / "lines" / f"{i:05d}.pos.npy")
     n = len(pos)
     c = np.asarray(t["canon"][line_off:line_off + n])
@@ -349,7 +334,7 @@ def _write_shard(args: tuple[int, int, int]) -> tuple[dict, dict | None]:
     read_rej = np.zeros(n, dtype=bool)
     rej_codes = np.unique(code[code != SURVIVOR]).tolist()
     for cd in rej_codes:
-        if t_codes(ctx, cd)[0] < 0:
+        if _worker_table(ctx).codes[cd][0] < 0:
             read_rej |= code == cd
     batch_of = ((np.cumsum(~read_rej) - ~read_rej) // ctx["recipe"].batch_size).tolist()
     rej0_keys: list[tuple[int, int, int]] = []
@@ -358,7 +343,7 @@ def _write_shard(args: tuple[int, int, int]) -> tuple[dict, dict | None]:
                                             *(col[k][rest].tolist() for k in ("shard", "start", "end", "sa", "sb"))):
         m = maps[s]
         if cd != SURVIVOR:
-            op_k, reason = t_codes(ctx, cd)
+            op_k, reason = _worker_table(ctx).codes[cd]
             (read_rejects if op_k < 0 else op_drops[op_k])[reason] += 1
             row = m[a:b]
             rej0.append(row if w else _respliced_reject(row, op_k, str(sh.alias), p, f"{name}:{p}"))
@@ -408,19 +393,18 @@ def _drop_rows(ctx: dict, g_op, maps: "_Blobs", sp: bytes, pos: np.ndarray, col:
 
 def _drop_rows_own(g_op, maps: "_Blobs", sp: bytes, pos: np.ndarray, col: dict, lines: np.ndarray, reasons: list[str],
                    details: list[bytes], own: np.ndarray) -> bytes:
-    dumps = orjson.dumps
+    """The slow path of `_drop_rows`, one row at a time, for shards with rows that carried their own source."""
     out = []
     for line, reason, detail in zip(lines.tolist(), reasons, details):
         m = maps.views()[int(col["shard"][line])]
         a, b = int(col["start"][line]), int(col["end"][line])
-        rec = bytes(m[a:b])
+        src = None
         if own[line]:
-            src = local._source_of(rec)
+            rec = bytes(m[a:b])
         else:
             src = sp + b'%d"' % int(pos[line])
             rec = bytes(m[a:int(col["sa"][line])]) + src + bytes(m[int(col["sb"][line]):b])
-        out.append(b"".join((b'{"source":', src, b',"op":', dumps(g_op.name), b',"reason":', dumps(reason), b',"detail":',
-                             dumps(detail.decode()), b',"id":', rec[6:40], b',"record":', rec, b"}\n")))
+        out.append(local.reject_row_bytes(rec, g_op.name, reason, detail.decode(), src))
     return b"".join(out)
 
 
@@ -453,12 +437,11 @@ class _Blobs:
                 m.close()
 
 
-def t_codes(ctx: dict, cd: int) -> tuple[int, str]:
-    """(op index or -1 for a read reject, reason) of a global outcome code (cached per worker)."""
-    codes = ctx.get("copies_codes")
-    if codes is None:
-        codes = ctx["copies_codes"] = Table.load(ctx["work"] / "lines").codes
-    return codes[cd]
+def _worker_table(ctx: dict) -> Table:
+    """The outcome table, mapped once per worker."""
+    if "copies_table" not in ctx:
+        ctx["copies_table"] = Table.load(ctx["work"] / "lines")
+    return ctx["copies_table"]
 
 
 def _commit_shard(i: int, work: Path, segments: list[local.Segment], n: int, n_surv: int, read_rejects: Counter,
@@ -510,8 +493,8 @@ def _commit_shard(i: int, work: Path, segments: list[local.Segment], n: int, n_s
         marker = stats0 if stats1 is None else stats1
         marker["stream"] = ends
         if stats1 is not None:
-            _commit(d0 / f"{i:05d}.stats.json", lambda f: f.write(orjson.dumps(stats0)))
-        _commit(d1 / f"{i:05d}.stats.json", lambda f: f.write(orjson.dumps(marker)))  # commit marker: written last
+            local.commit_file(d0 / f"{i:05d}.stats.json", lambda f: f.write(orjson.dumps(stats0)))
+        local.commit_file(d1 / f"{i:05d}.stats.json", lambda f: f.write(orjson.dumps(marker)))  # commit marker: written last
         turn.value = i + 1
         cond.notify_all()
     return stats0, stats1
@@ -543,30 +526,27 @@ def run_plan(state: dict, n_workers: int, progress: local.Progress | None, force
         todo = [i for i in range(len(shards)) if not (work / "lines" / f"{i:05d}.big.npy").exists()]
         for _ in _progress(pool.map(_hash_shard, todo), progress, "lines: hashing", len(shards), len(shards) - len(todo)):
             pass
+        line_off = _line_offsets(work, len(shards))
         if (work / "lines" / "table.json").exists():
             table = Table.load(work / "lines")
         else:
-            canon = _canon(work, shards)
+            canon = _canon(work, shards, line_off)
             firsts = canon == np.arange(len(canon))
             if not force and len(canon) and 1 - firsts.mean() < MIN_COPY_SHARE:
                 return None
             d = work / "seg0"
-            lines_of = [np.load(work / "lines" / f"{i:05d}.pos.npy") for i in range(len(shards))]
-            offsets = np.concatenate(([0], np.cumsum([len(p) for p in lines_of])))
-            todo_a = [(i, lines_of[i][firsts[offsets[i]:offsets[i + 1]]]) for i in range(len(shards))
-                      if firsts[offsets[i]:offsets[i + 1]].any() and not (d / f"{i:05d}.canon.json").exists()]
+            todo_a = [(i, np.load(work / "lines" / f"{i:05d}.pos.npy")[firsts[line_off[i]:line_off[i + 1]]]) for i in range(len(shards))
+                      if firsts[line_off[i]:line_off[i + 1]].any() and not (d / f"{i:05d}.canon.json").exists()]
             label = f"distinct lines: {', '.join(op.name for op in segments[0].map_ops) or 'read'}"
             for _ in _progress(pool.map(_decode_shard, todo_a), progress, label, len(shards), len(shards) - len(todo_a)):
                 pass
-            table, keys = _build_table(work, shards, canon)
+            table, keys = _build_table(work, shards, canon, line_off)
             seg = segments[0]
             if seg.global_op is not None and not (work / "seg0" / "decision.json").exists():
                 local.commit_decision(seg, work, keys)
             del keys
             table.save(work / "lines")
         code = np.asarray(table.arrays["code"])[np.asarray(table.arrays["canon"])]
-        counts = [len(np.load(work / "lines" / f"{i:05d}.pos.npy", mmap_mode="r")) for i in range(len(shards))]
-        line_off = np.concatenate(([0], np.cumsum(counts)))
         surv_cum = np.concatenate(([0], np.cumsum(code == SURVIVOR)))
         last = work / f"seg{len(segments) - 1}"
         jobs = [(i, int(line_off[i]), int(surv_cum[line_off[i]])) for i in range(len(shards))]
@@ -623,30 +603,11 @@ def _progress(results: Iterator, progress: local.Progress | None, label: str, to
         yield r
 
 
-class _Workers:
-    """One process pool for all steps (or this process, with one worker), sharing the turn
-    counter that keeps the output streams in shard order."""
+class _Workers(local.Workers):
+    """One process pool for all steps, sharing the turn counter that keeps the output streams in
+    shard order."""
 
     def __init__(self, state: dict, n: int) -> None:
         ctx = local.pool_context()
         self.turn, self.cond = ctx.Value("q", 0), ctx.Condition()
-        self.state, self.n, self.pool = {**state, "turn": self.turn, "cond": self.cond}, n, None
-
-    def __enter__(self) -> "_Workers":
-        if self.n > 1:
-            self.pool = local.pool_context().Pool(self.n, local._init_worker, (self.state,))
-        else:
-            local._init_worker(self.state)
-        return self
-
-    def map(self, fn: Callable, jobs: list) -> Iterator:
-        if not jobs:
-            return iter(())
-        if self.pool is None:
-            return map(fn, jobs)
-        return self.pool.imap_unordered(fn, jobs)
-
-    def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.terminate() if exc[0] else self.pool.close()
-            self.pool.join()
+        super().__init__({**state, "turn": self.turn, "cond": self.cond}, n)

@@ -95,6 +95,59 @@ def plan_segments(ops: list[Op]) -> list[Segment]:
     return segs
 
 
+def commit_file(path: Path, write: Callable[[Any], None]) -> None:
+    """Write a file under a temporary name and rename it into place: a reader (or a resumed run)
+    sees it whole or not at all."""
+    part = path.with_name(f".{path.name}.partial")
+    with open(part, "wb") as f:
+        write(f)
+    os.replace(part, path)
+
+
+def save_array(path: Path, a: np.ndarray) -> None:
+    """A committed plain .npy: the decide phase and later steps map it without a copy."""
+    commit_file(path, lambda f: np.save(f, a))
+
+
+def reject_row_bytes(rec: bytes, op_name: str, reason: str, detail: str, source: bytes | None = None) -> bytes:
+    """A global op's reject row around a record line ptdata wrote (no parsing: id and source are
+    read from the line; `source`, a JSON string, overrides the line's own)."""
+    return b"".join((b'{"source":', source or _source_of(rec), b',"op":', orjson.dumps(op_name), b',"reason":', orjson.dumps(reason),
+                     b',"detail":', orjson.dumps(detail), b',"id":', rec[6:40], b',"record":', rec, b"}\n"))
+
+
+def note_contamination(store: dict[str, list[str]], rec: Record, reason: str) -> None:
+    """For the report: which benchmark items a contaminated record matched."""
+    if reason == "contaminated":
+        for item in rec.meta.get("contamination", ()):
+            store.setdefault(item, []).append(rec.id)
+
+
+class Workers:
+    """A process pool started with the run state (or this process, with one worker: no pool to
+    start, easy to profile); `map` yields results as they finish."""
+
+    def __init__(self, state: dict, n: int, processes: int | None = None) -> None:
+        self.state, self.n, self.processes, self.pool = state, n, processes or n, None
+
+    def __enter__(self) -> "Workers":
+        if self.n > 1:
+            self.pool = pool_context().Pool(self.processes, _init_worker, (self.state,))
+        else:
+            _init_worker(self.state)
+        return self
+
+    def map(self, fn: Callable, jobs: list) -> Iterator:
+        if not jobs:
+            return iter(())
+        return map(fn, jobs) if self.pool is None else self.pool.imap_unordered(fn, jobs)
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.terminate() if exc[0] else self.pool.close()
+            self.pool.join()
+
+
 # --- worker side -----------------------------------------------------------------------------
 
 _CTX: dict[str, Any] = {}  # worker state: recipe, segments, shards, work dir, formats, decisions
@@ -170,11 +223,8 @@ def _process_shard(args: tuple[int, int, int, int]) -> dict:
             keys = _apply_records(seg, shard_no, drops, prev_global, out, rej, stats, op_stats, hist)
             if seg.global_op is not None:
                 stats["keys"] = {}
-                for name, a in keys.items():  # plain .npy: the decide phase maps them without a copy
-                    part = out_dir / f".{shard_no:05d}.key.{name}.npy.partial"
-                    with open(part, "wb") as f:
-                        np.save(f, a)
-                    os.replace(part, out_dir / f"{shard_no:05d}.key.{name}.npy")
+                for name, a in keys.items():
+                    save_array(out_dir / f"{shard_no:05d}.key.{name}.npy", a)
                     stats["keys"][name] = len(a)
     os.replace(tmp["jsonl"], out_dir / f"{shard_no:05d}.jsonl")
     os.replace(tmp["rejects.jsonl"], out_dir / f"{shard_no:05d}.rejects.jsonl")
@@ -204,9 +254,7 @@ def _apply_bytes(src: Path, drops: dict, op_name: str, out, rej, stats: dict, op
                 continue
             reason, detail = d
             st["dropped"][reason] += 1
-            rec_bytes = line.rstrip(b"\n")
-            rej.write(b'{"source":' + _source_of(rec_bytes) + b',"op":' + orjson.dumps(op_name) + b',"reason":' + orjson.dumps(reason)
-                      + b',"detail":' + orjson.dumps(detail) + b',"id":' + rec_bytes[6:40] + b',"record":' + rec_bytes + b"}\n")
+            rej.write(reject_row_bytes(line.rstrip(b"\n"), op_name, reason, detail))
 
 
 def _source_of(line: bytes) -> bytes:
@@ -248,9 +296,7 @@ def _apply_records(seg: Segment, shard_no: int, drops: dict, prev_global, out, r
             for rec, d in dropped:
                 st["dropped"][d.reason] += 1
                 rej.write(orjson.dumps(_reject(rec, op.name, d)) + b"\n")
-                if d.reason == "contaminated":
-                    for item in rec.meta.get("contamination", ()):
-                        stats["contamination"].setdefault(item, []).append(rec.id)
+                note_contamination(stats["contamination"], rec, d.reason)
         if seg.global_op is not None and batch:
             t = time.perf_counter()
             keys_parts.append(seg.global_op.keys(batch))
@@ -373,14 +419,9 @@ Dispatch = Callable[[dict, list[tuple], int], Iterator[dict]]  # (run state, sha
 
 def _pool_dispatch(state: dict, todo: list[tuple], n_workers: int) -> Iterator[dict]:
     """Shard jobs on a process pool (a fresh one per segment, started with the decisions made so
-    far), or in this process when there is one worker: no pool to start, easy to profile."""
-    if n_workers == 1:
-        _init_worker(state)
-        for args in todo:
-            yield _process_shard(args)
-        return
-    with pool_context().Pool(min(n_workers, len(todo)), _init_worker, (state,)) as pool:
-        yield from pool.imap_unordered(_process_shard, todo)
+    far), or in this process when there is one worker."""
+    with Workers(state, n_workers, min(n_workers, len(todo))) as workers:
+        yield from workers.map(_process_shard, todo)
 
 
 def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = None,
@@ -510,12 +551,9 @@ def commit_decision(seg: Segment, work: Path, keys: dict[str, np.ndarray]) -> No
         details = np.array([x.encode() for x in dec.detail], dtype=bytes) if len(dec.detail) else np.empty(0, dtype="S1")
     arrays = {"drop": np.asarray(dec.drop, dtype=np.int64), "reason": codes, "detail": details}
     for name, a in arrays.items():
-        with open(d / f".decision_{name}.npy.partial", "wb") as f:
-            np.save(f, a)
-        os.replace(d / f".decision_{name}.npy.partial", d / f"decision_{name}.npy")
-    tmp = d / ".decision.json.partial"
-    tmp.write_bytes(orjson.dumps({"reasons": reasons, "report": dec.report, "dropped": int(len(dec.drop))}))
-    os.replace(tmp, d / "decision.json")
+        save_array(d / f"decision_{name}.npy", a)
+    meta = orjson.dumps({"reasons": reasons, "report": dec.report, "dropped": int(len(dec.drop))})
+    commit_file(d / "decision.json", lambda f: f.write(meta))  # commit marker: written last
 
 
 def _finish(recipe: Recipe, segments: list[Segment], seg_stats: list[list[dict]], global_reports: dict, global_seconds: dict,
