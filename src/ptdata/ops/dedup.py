@@ -49,7 +49,8 @@ def details_with_ids(prefix: str, keys: dict[str, np.ndarray], idx: np.ndarray) 
     p = np.frombuffer(prefix.encode(), dtype=np.uint8)
     out = np.empty((len(idx), len(p) + 32), dtype=np.uint8)
     out[:, :len(p)] = p
-    out[:, len(p):] = _hex_rows(keys, idx)
+    uniq, inverse = np.unique(idx, return_inverse=True)  # many drops share a keeper: hex each once
+    out[:, len(p):] = _hex_rows(keys, uniq)[inverse.ravel()]
     return out.view(f"S{len(p) + 32}").ravel()
 
 
