@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=1800)
-    ap.add_argument("--engines", default="floor,ptdata,ptdata-segments,datatrove,datajuicer")
+    ap.add_argument("--engines", default="floor,ptdata,ptdata-full-rejects,ptdata-segments,datatrove,datajuicer")
     ap.add_argument("--recipes", default="a,b")
     ap.add_argument("--results", type=Path)
     args = ap.parse_args()
@@ -112,9 +112,9 @@ def main() -> None:
             work.mkdir(parents=True)
             if eng == "floor":
                 cmd = [sys.executable, str(ENGINES / "floor.py"), str(data["alpaca"]), str(work / "out.jsonl")]
-            elif eng in ("ptdata", "ptdata-segments"):
+            elif eng.startswith("ptdata"):
                 cmd = [py["ptdata"], str(ENGINES / "ptdata_run.py"), recipe, str(data["alpaca"]), str(work), str(args.workers),
-                       "auto" if eng == "ptdata" else "never"]
+                       "never" if eng == "ptdata-segments" else "auto", "full" if eng == "ptdata-full-rejects" else "compact"]
             elif eng == "datatrove":
                 cmd = [py["datatrove"], str(ENGINES / "datatrove_run.py"), recipe, str(data["parts"]), str(work), str(args.workers)]
             else:
@@ -160,7 +160,7 @@ def report(rows: list[dict], flat: dict, n: int, args) -> str:
                 lines.append(f"| {r['engine']} | | | | | | {r['status']} |")
                 continue
             speed = f"{r['wall'] / pt['wall']:.2f}x" if pt and r["engine"] != "ptdata" else ""
-            lines.append(f"| {r['engine']} | {r['wall']:.1f} | {n / r['wall']:,.0f} | {r['rss_mb']:,.0f} | "
+            lines.append(f"| {r['engine']} | {r['wall']:.2f} | {n / r['wall']:,.0f} | {r['rss_mb']:,.0f} | "
                          f"{r['kept'] if r['kept'] is not None else ''} | {speed} | {r['status']} |")
         if recipe in flat:
             f = flat[recipe]

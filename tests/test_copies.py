@@ -20,6 +20,7 @@ from ptdata.ops.filters import LengthFilter, RefusalFilter
 from ptdata.ops.pii import Pii
 from ptdata.ops.quality import QualityScores
 from ptdata.pipeline import Input, Output, Recipe, run
+from ptdata.pipeline.rejects import write_full_rejects
 
 from .conftest import shared
 
@@ -88,6 +89,15 @@ def test_copies_plan_writes_the_same_files(inputs, tmp_path, recipe):
     assert always[0] == never[0]
     assert always[1] == never[1]
     assert always[2] == never[2]
+    # copies of a kept record are listed by reference; restored, the rows are what `full` writes
+    r = Recipe(inputs=[Input(str(d / "in" / "*")), Input(str(d / "native.jsonl"))], ops=_ops(recipe, inputs["bench"]),
+               output=Output(dir=str(tmp_path / "full"), rejects="full"), shard_bytes=150_000, batch_size=300)
+    full = _outputs(run(r, workers=2, copies="always"))
+    assert full[0] == always[0]
+    write_full_rejects(tmp_path / "always", tmp_path / "restored.jsonl")
+    assert (tmp_path / "restored.jsonl").read_bytes() == full[1]
+    n_refs = always[1].count(b'"copy_of":')
+    assert (n_refs > 500) == (recipe != "filters only") and b'"copy_of":' not in full[1]
     st = outs["always"].stats
     assert st["records_in"] == st["kept"] + st["rejected"] == inputs["lines"] - 2  # the two blank lines are not records
     rejects = [orjson.loads(x) for x in always[1].splitlines()]

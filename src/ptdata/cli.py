@@ -235,6 +235,33 @@ def _print_stats(d: dict) -> None:
     out.print(t)
 
 
+@app.command("rejects")
+def rejects_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="Output directory of a run (kept file, rejects.jsonl, stats.json).")],
+    full: Annotated[bool, typer.Option("--full/--as-written", help="Give copies listed by reference their record back.")] = True,
+    op: Annotated[Optional[str], typer.Option(help="Only rows of this op.")] = None,
+    reason: Annotated[Optional[str], typer.Option(help="Only rows with this reason.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write JSONL here instead of stdout.")] = None,
+) -> None:
+    """Print a run's rejects as JSONL; by default every row carries its record (see output.rejects)."""
+    import sys
+
+    from .pipeline.rejects import read_rejects
+
+    f = open(output, "wb") if output else sys.stdout.buffer
+    n = 0
+    try:
+        for row in read_rejects(out_dir, full=full):
+            if (op is None or row.get("op") == op) and (reason is None or row.get("reason") == reason):
+                f.write(orjson.dumps(row) + b"\n")
+                n += 1
+    finally:
+        if output:
+            f.close()
+    if output:
+        err.print(f"{n:,} rejects -> {output}")
+
+
 @app.command("run")
 def run_cmd(
     recipe_path: Annotated[Path, typer.Argument(help="Recipe YAML.")],

@@ -124,6 +124,9 @@ class Decision:
     reason: str | list[str]
     detail: list[str] | np.ndarray
     report: dict
+    # dedup ops: for each drop, the record kept in its place. A drop that is that record byte for
+    # byte (all but meta.source) is listed in the rejects by reference, not repeated.
+    kept_for: np.ndarray | None = None
 
     def reasons(self) -> list[str]:
         return [self.reason] * len(self.drop) if isinstance(self.reason, str) else self.reason

@@ -49,8 +49,12 @@ def details_with_ids(prefix: str, keys: dict[str, np.ndarray], idx: np.ndarray) 
     p = np.frombuffer(prefix.encode(), dtype=np.uint8)
     out = np.empty((len(idx), len(p) + 32), dtype=np.uint8)
     out[:, :len(p)] = p
-    uniq, inverse = np.unique(idx, return_inverse=True)  # many drops share a keeper: hex each once
-    out[:, len(p):] = _hex_rows(keys, uniq)[inverse.ravel()]
+    # many drops share a keeper: hex each keeper once (indices are < n: a lookup table, no sort)
+    at = np.full(len(keys["id_hi"]), -1, dtype=np.int64)
+    at[idx] = 0
+    uniq = np.flatnonzero(at == 0)
+    at[uniq] = np.arange(len(uniq))
+    out[:, len(p):] = _hex_rows(keys, uniq)[at[idx]]
     return out.view(f"S{len(p) + 32}").ravel()
 
 
@@ -105,7 +109,7 @@ class ExactDedup(GlobalOp):
         keeper, drop, sizes = resolve_groups(groups.astype(np.int64), keys, self.keep)
         detail = details_with_ids("same text as ", keys, keeper[drop])
         return Decision(drop, "exact_duplicate", detail, {"groups_with_duplicates": int((sizes > 1).sum()),
-                                                          "duplicates": int(len(drop)), "group_sizes": _size_hist(sizes)})
+                                                          "duplicates": int(len(drop)), "group_sizes": _size_hist(sizes)}, keeper[drop])
 
 
 def _size_hist(sizes: np.ndarray) -> dict[str, int]:
@@ -284,7 +288,7 @@ class NearDedup(GlobalOp):
         detail = [f"similar to {h} (J={s:.2f})" if f else f"similar to {h} (same cluster)"
                   for h, s, f in zip(hexes, sims.tolist(), found.tolist())]
         return Decision(drop, "near_duplicate", detail, {"pairs": int(len(pairs)), "clusters": int((sizes > 1).sum()),
-                                                         "duplicates": int(len(drop)), "cluster_sizes": _size_hist(sizes)})
+                                                         "duplicates": int(len(drop)), "cluster_sizes": _size_hist(sizes)}, k)
 
 
 def load_embedder(model_dir: str | None = None):
@@ -379,4 +383,5 @@ class SemanticDedup(GlobalOp):
         keeper, drop, sizes = resolve_groups(components(n, pairs), keys, self.keep)
         detail = ["semantically close to " + h for h in ids_hex(keys, keeper[drop])]
         return Decision(drop, "semantic_duplicate", detail, {"pairs": int(len(pairs)), "clusters": int((sizes > 1).sum()),
-                                                             "duplicates": int(len(drop)), "cluster_sizes": _size_hist(sizes)})
+                                                             "duplicates": int(len(drop)), "cluster_sizes": _size_hist(sizes)},
+                        keeper[drop])

@@ -27,7 +27,7 @@ import re
 import time
 from collections import Counter
 from itertools import chain, repeat
-from operator import getitem, itemgetter
+from operator import getitem, itemgetter, mul, not_
 from pathlib import Path
 from typing import Iterator
 
@@ -147,10 +147,37 @@ def _first_copies(h: np.ndarray) -> np.ndarray:
 
 # --- 2. decode ---------------------------------------------------------------------------------
 
-def _decode_shard(args: tuple[int, np.ndarray]) -> int:
-    """Worker: read shard i's first copies only, run the map ops and the global op's keys, and
-    keep each outcome's bytes: the record for a survivor, the reject row otherwise."""
-    i, wanted = args
+def _decode_jobs(work: Path, firsts: np.ndarray, line_off: np.ndarray, n_workers: int) -> np.ndarray:
+    """(shard, lo, hi) per decode job: slices of each shard's first copies, about equal in size
+    and at least four per worker (copies cluster: all first copies may sit in a few shards).
+    Saved, so a resumed run cuts the same jobs whatever its worker count."""
+    path = work / "lines" / "jobs.npy"
+    if path.exists():
+        return np.load(path)
+    per_shard = [int(firsts[line_off[i]:line_off[i + 1]].sum()) for i in range(len(line_off) - 1)]
+    size = max(1, -(-sum(per_shard) // (4 * n_workers)))
+    jobs = [(i, lo, min(lo + size, n)) for i, n in enumerate(per_shard) for lo in range(0, n, size)]
+    arr = np.array(jobs, dtype=np.int64).reshape(-1, 3)
+    local.save_array(path, arr)
+    return arr
+
+
+def _job_meta(work: Path, jobs: np.ndarray, i: int, n_ops: int) -> dict:
+    """Shard i's decode figures: its jobs' summed, in order."""
+    meta = {"seconds": [0.0] * n_ops, "keys_seconds": 0.0, "contamination": {}}
+    for j in np.flatnonzero(jobs[:, 0] == i).tolist():
+        m = orjson.loads((work / "seg0" / f"{j:05d}.canon.json").read_bytes())
+        meta["seconds"] = [a + b for a, b in zip(meta["seconds"], m["seconds"])]
+        meta["keys_seconds"] += m["keys_seconds"]
+        for item, ids in m["contamination"].items():
+            meta["contamination"].setdefault(item, []).extend(ids)
+    return meta
+
+
+def _decode_shard(args: tuple[int, int, np.ndarray]) -> int:
+    """Worker, job j: read shard i's first copies `wanted` only, run the map ops and the global
+    op's keys, and keep each outcome's bytes: the record for a survivor, the reject row otherwise."""
+    j, i, wanted = args
     gc.disable()
     ctx = local._CTX
     recipe = ctx["recipe"]
@@ -195,6 +222,7 @@ def _decode_shard(args: tuple[int, np.ndarray]) -> int:
             t = time.perf_counter()
             keys_parts.append(seg.global_op.keys(batch))
             keys_seconds += time.perf_counter() - t
+        fps = []
         for rec in batch:
             pos, own = where[id(rec)]
             data = dumps(rec.to_dict())
@@ -204,6 +232,10 @@ def _decode_shard(args: tuple[int, np.ndarray]) -> int:
                 sa = data.find(q, data.rfind(b',"meta":{')) + 9
                 sb = sa + len(q) - 9
             emit(pos, SURVIVOR, data, own, sa, sb)
+            if seg.global_op is not None:
+                fps.append(local.copy_fingerprint(data, rec.meta))
+        if seg.global_op is not None and batch:
+            keys_parts[-1][local.COPY_KEY] = np.array(fps, dtype=np.uint64)
 
     batch: list = []
     where: dict[int, tuple[int, bool]] = {}
@@ -218,13 +250,13 @@ def _decode_shard(args: tuple[int, np.ndarray]) -> int:
             batch, where = [], {}
     if batch:
         flush(batch, where)
-    local.commit_file(d / f"{i:05d}.canon.bin", lambda f: f.write(blob))
-    local.save_array(d / f"{i:05d}.canon.npy", np.array(entries, dtype=_ENTRY))
+    local.commit_file(d / f"{j:05d}.canon.bin", lambda f: f.write(blob))
+    local.save_array(d / f"{j:05d}.canon.npy", np.array(entries, dtype=_ENTRY))
     for name in (keys_parts[0] if keys_parts else {}):
-        local.save_array(d / f"{i:05d}.canon.key.{name}.npy", np.concatenate([p[name] for p in keys_parts]))
+        local.save_array(d / f"{j:05d}.canon.key.{name}.npy", np.concatenate([p[name] for p in keys_parts]))
     meta = {"codes": [[k, r] for (k, r) in codes], "seconds": seconds, "keys_seconds": keys_seconds, "contamination": contamination}
-    local.commit_file(d / f"{i:05d}.canon.json", lambda f: f.write(dumps(meta)))  # commit marker: written last
-    return i
+    local.commit_file(d / f"{j:05d}.canon.json", lambda f: f.write(dumps(meta)))  # commit marker: written last
+    return j
 
 
 class Table:
@@ -233,9 +265,10 @@ class Table:
 
     NAMES = ("canon", "first", "shard", "start", "end", "code", "own", "sa", "sb", "surv")
 
-    def __init__(self, arrays: dict[str, np.ndarray], codes: list[tuple[int, str]]) -> None:
+    def __init__(self, arrays: dict[str, np.ndarray], codes: list[tuple[int, str]], jobs: np.ndarray) -> None:
         self.arrays = arrays
         self.codes = codes
+        self.jobs = jobs  # (shard, lo, hi) per decode job; the "shard" column names a job's outcome file
 
     def save(self, d: Path) -> None:
         for name in self.NAMES:
@@ -245,10 +278,10 @@ class Table:
     @classmethod
     def load(cls, d: Path) -> "Table":
         codes = [tuple(c) for c in orjson.loads((d / "table.json").read_bytes())["codes"]]
-        return cls({n: np.load(d / f"table.{n}.npy", mmap_mode="r") for n in cls.NAMES}, codes)
+        return cls({n: np.load(d / f"table.{n}.npy", mmap_mode="r") for n in cls.NAMES}, codes, np.load(d / "jobs.npy"))
 
 
-def _build_table(work: Path, shards: list[local.Shard], canon: np.ndarray, offsets: np.ndarray) -> tuple[Table, dict[str, np.ndarray]]:
+def _build_table(work: Path, jobs: np.ndarray, canon: np.ndarray, offsets: np.ndarray) -> tuple[Table, dict[str, np.ndarray]]:
     """Join the shards' decode outputs into one table; return it with the survivors' keys
     expanded to every surviving line in input order."""
     d = work / "seg0"
@@ -263,25 +296,23 @@ def _build_table(work: Path, shards: list[local.Shard], canon: np.ndarray, offse
     code_index: dict[tuple[int, str], int] = {}  # (op index or -1, reason) -> code, over all shards
     keys: dict[str, list[np.ndarray]] = {}
     n_surv = 0
-    for i in range(len(shards)):
-        if not (d / f"{i:05d}.canon.json").exists():
-            continue  # no first copy in this shard
-        meta = orjson.loads((d / f"{i:05d}.canon.json").read_bytes())
+    for j, i in enumerate(jobs[:, 0].tolist()):  # in shard order, and in line order within a shard
+        meta = orjson.loads((d / f"{j:05d}.canon.json").read_bytes())
         remap = np.array([code_index.setdefault((k, r), len(code_index)) for k, r in meta["codes"]] or [0], dtype=np.int32)
-        e = np.load(d / f"{i:05d}.canon.npy")
+        e = np.load(d / f"{j:05d}.canon.npy")
         pos = np.load(lines / f"{i:05d}.pos.npy")
         c = number[offsets[i] + np.searchsorted(pos, e["pos"])]
-        arr["shard"][c] = i
+        arr["shard"][c] = j  # the outcome file: the job's
         arr["start"][c], arr["end"][c], arr["own"][c] = e["start"], e["end"], e["own"]
         arr["sa"][c], arr["sb"][c] = e["start"] + e["sa"], e["start"] + e["sb"]
         surv = e["code"] == SURVIVOR
         arr["code"][c] = np.where(surv, SURVIVOR, remap[np.where(surv, 0, e["code"])])
         arr["surv"][c[surv]] = np.arange(n_surv, n_surv + int(surv.sum()))
         n_surv += int(surv.sum())
-        for p in sorted(d.glob(f"{i:05d}.canon.key.*.npy")):
+        for p in sorted(d.glob(f"{j:05d}.canon.key.*.npy")):
             keys.setdefault(p.name.split(".")[3], []).append(np.load(p))
     cnum = number[canon]
-    table = Table({"canon": cnum, **arr}, list(code_index))
+    table = Table({"canon": cnum, **arr}, list(code_index), jobs)
     rows = arr["surv"][cnum]
     return table, expand_keys({k: np.concatenate(v) for k, v in keys.items()}, rows[rows >= 0])
 
@@ -324,7 +355,7 @@ def _write_shard(args: tuple[int, int, int]) -> tuple[dict, dict | None]:
     c = np.asarray(t["canon"][line_off:line_off + n])
     code = t["code"][c]
     surv = np.flatnonzero(code == SURVIVOR)  # lines whose record every map op kept
-    d_pos, d_reason, d_detail = local.shard_drop_arrays(work, 0, surv_off, len(surv)) if g_op is not None else ([], [], [])
+    d_pos, d_reason, d_detail, d_copy = local.shard_drop_arrays(work, 0, surv_off, len(surv)) if g_op is not None else ([], [], [], [])
     dropped = np.zeros(n, dtype=bool)
     dropped[surv[d_pos]] = True
     col = {k: t[k][c] for k in ("shard", "start", "end", "sa", "sb")}
@@ -363,48 +394,62 @@ def _write_shard(args: tuple[int, int, int]) -> tuple[dict, dict | None]:
         hist.add(loads(line))
     if rej0_keys:
         rej0 = [rej0[k] for k in sorted(range(len(rej0)), key=rej0_keys.__getitem__)]
-    rej1 = _drop_rows(ctx, g_op, maps, sp, pos, col, c, np.flatnonzero(dropped), d_reason, d_detail, t["own"][c]) if len(d_pos) else b""
+    rej1 = _drop_rows(ctx, g_op, maps, sp, pos, col, c, np.flatnonzero(dropped), d_reason, d_detail, d_copy, t["own"][c]) if len(d_pos) else b""
     maps.close()
     return _commit_shard(i, work, segments, n, len(surv), read_rejects, op_drops, Counter(d_reason), hist, rej0, kept, rej1)
 
 
 def _drop_rows(ctx: dict, g_op, maps: "_Blobs", sp: bytes, pos: np.ndarray, col: dict, c: np.ndarray, lines: np.ndarray,
-               reasons: list[str], details: list[bytes], own: np.ndarray) -> bytes:
+               reasons: list[str], details: list[bytes], copies: list[bool], own: np.ndarray) -> bytes:
     """The global op's reject rows for the dropped lines, in order, as one block of JSONL: each
-    is its first copy's record with this line's source spliced in twice. The parts between the
-    two sources are a template per (first copy, reason, detail, file), built once per worker
-    and kept for the next copies it meets; rows are joined by C-level map/zip/chain, as a
-    Python loop here cost more than all the rest of the step."""
+    is its first copy's record with this line's source spliced in twice, or, for a copy of the
+    record kept, a reference row with the source once. The parts between the sources are a
+    template per (first copy, reason, detail, copy, file), built once per worker and kept for
+    the next copies it meets; rows are joined by C-level map/zip/chain, as a Python loop here
+    cost more than all the rest of the step."""
     dumps = orjson.dumps
     if own[lines].any():  # rows that carried their own source: nothing to splice (rare: native input)
-        return _drop_rows_own(g_op, maps, sp, pos, col, lines, reasons, details, own)
+        return _drop_rows_own(g_op, maps, sp, pos, col, lines, reasons, details, copies, own)
     cache: dict = ctx.setdefault("copies_rows", {})
-    keys = list(zip(c[lines].tolist(), reasons, details, repeat(sp)))
+    keys = list(zip(c[lines].tolist(), reasons, details, copies, repeat(sp)))
     tl = list(map(cache.get, keys))
     if None in tl:
         miss = [j for j, tpl in enumerate(tl) if tpl is None]
-        sel = lines[miss]
         heads = {r: b'",' + dumps(g_op.name).join((b'"op":', b',"reason":')) + dumps(r) + b',"detail":' for r in set(reasons)}
         views = maps.views()
-        mm = list(map(views.__getitem__, col["shard"][sel].tolist()))
-        a, b, sa, sb = (col[k][sel].tolist() for k in ("start", "end", "sa", "sb"))
-        pre = list(map(bytes, map(getitem, mm, map(slice, a, sa))))
-        post = list(map(bytes, map(getitem, mm, map(slice, sb, b))))
-        for j, pr, po in zip(miss, pre, post):
-            _, reason, detail, _ = keys[j]
-            det = b'"' + detail + b'"' if _NEEDS_ESCAPE.search(detail) is None else dumps(detail.decode())
-            tl[j] = (b"".join((heads[reason], det, b',"id":', pr[6:40], b',"record":', pr, sp)), b'"' + po + b"}\n")
+        for copy in (True, False):
+            part = [j for j in miss if copies[j] == copy]
+            if not part:
+                continue
+            sel = lines[part]
+            mm = list(map(views.__getitem__, col["shard"][sel].tolist()))
+            a, b, sa, sb = (col[k][sel].tolist() for k in ("start", "end", "sa", "sb"))
+            if copy:  # a reference row: only the id is needed
+                rids = list(map(bytes, map(getitem, mm, map(slice, [x + 6 for x in a], [x + 40 for x in a]))))
+                pre = post = repeat(b"")
+            else:
+                pre = list(map(bytes, map(getitem, mm, map(slice, a, sa))))
+                post = list(map(bytes, map(getitem, mm, map(slice, sb, b))))
+                rids = [pr[6:40] for pr in pre]
+            for j, rid, pr, po in zip(part, rids, pre, post):
+                _, reason, detail, _, _ = keys[j]
+                det = b'"' + detail + b'"' if _NEEDS_ESCAPE.search(detail) is None else dumps(detail.decode())
+                if copy:
+                    tl[j] = (b"".join((heads[reason], det, b',"id":', rid, b',"copy_of":', rid, b"}\n")), b"")
+                else:
+                    tl[j] = (b"".join((heads[reason], det, b',"id":', rid, b',"record":', pr, sp)), b'"' + po + b"}\n")
         if len(cache) < CACHE_ROWS:
             cache.update((keys[j], tl[j]) for j in miss)
     ps = list(map(b"%d".__mod__, pos[lines].tolist()))
-    return b"".join(chain.from_iterable(zip(repeat(b'{"source":' + sp), ps, map(itemgetter(0), tl), ps, map(itemgetter(1), tl))))
+    ps2 = list(map(mul, ps, map(not_, copies)))  # the second source: none in a reference row
+    return b"".join(chain.from_iterable(zip(repeat(b'{"source":' + sp), ps, map(itemgetter(0), tl), ps2, map(itemgetter(1), tl))))
 
 
 def _drop_rows_own(g_op, maps: "_Blobs", sp: bytes, pos: np.ndarray, col: dict, lines: np.ndarray, reasons: list[str],
-                   details: list[bytes], own: np.ndarray) -> bytes:
+                   details: list[bytes], copies: list[bool], own: np.ndarray) -> bytes:
     """The slow path of `_drop_rows`, one row at a time, for shards with rows that carried their own source."""
     out = []
-    for line, reason, detail in zip(lines.tolist(), reasons, details):
+    for line, reason, detail, copy in zip(lines.tolist(), reasons, details, copies):
         m = maps.views()[int(col["shard"][line])]
         a, b = int(col["start"][line]), int(col["end"][line])
         src = None
@@ -413,7 +458,7 @@ def _drop_rows_own(g_op, maps: "_Blobs", sp: bytes, pos: np.ndarray, col: dict, 
         else:
             src = sp + b'%d"' % int(pos[line])
             rec = bytes(m[a:int(col["sa"][line])]) + src + bytes(m[int(col["sb"][line]):b])
-        out.append(local.reject_row_bytes(rec, g_op.name, reason, detail.decode(), src))
+        out.append(local.reject_row_bytes(rec, g_op.name, reason, detail.decode(), src, copy))
     return b"".join(out)
 
 
@@ -459,9 +504,7 @@ def _commit_shard(i: int, work: Path, segments: list[local.Segment], n: int, n_s
     """Write shard i's files and stats as the segment-by-segment plan does (stats file last)."""
     seg0 = segments[0]
     g_op = seg0.global_op
-    meta_path = work / "seg0" / f"{i:05d}.canon.json"
-    meta = orjson.loads(meta_path.read_bytes()) if meta_path.exists() else {
-        "seconds": [0.0] * len(seg0.map_ops), "keys_seconds": 0.0, "contamination": {}}
+    meta = _job_meta(work, _worker_table(local._CTX).jobs, i, len(seg0.map_ops))
     reach = n - sum(read_rejects.values())
     ops0: dict[str, dict] = {}
     for k, op in enumerate(seg0.map_ops):  # ops sharing a name share a stats entry, as in local.py
@@ -544,15 +587,18 @@ def run_plan(state: dict, n_workers: int, progress: local.Progress | None, force
             if not force and len(canon) and 1 - firsts.mean() < MIN_COPY_SHARE:
                 return None
             d = work / "seg0"
-            todo_a = [(i, np.load(work / "lines" / f"{i:05d}.pos.npy")[firsts[line_off[i]:line_off[i + 1]]]) for i in range(len(shards))
-                      if firsts[line_off[i]:line_off[i + 1]].any() and not (d / f"{i:05d}.canon.json").exists()]
+            jobs = _decode_jobs(work, firsts, line_off, n_workers)
+            todo_a = []
+            for j, (i, lo, hi) in enumerate(jobs.tolist()):
+                if not (d / f"{j:05d}.canon.json").exists():
+                    todo_a.append((j, i, np.load(work / "lines" / f"{i:05d}.pos.npy")[firsts[line_off[i]:line_off[i + 1]]][lo:hi]))
             label = f"distinct lines: {', '.join(op.name for op in segments[0].map_ops) or 'read'}"
-            for _ in _progress(pool.map(_decode_shard, todo_a), progress, label, len(shards), len(shards) - len(todo_a)):
+            for _ in _progress(pool.map(_decode_shard, todo_a), progress, label, len(jobs), len(jobs) - len(todo_a)):
                 pass
-            table, keys = _build_table(work, shards, canon, line_off)
+            table, keys = _build_table(work, jobs, canon, line_off)
             seg = segments[0]
             if seg.global_op is not None and not (work / "seg0" / "decision.json").exists():
-                local.commit_decision(seg, work, keys)
+                local.commit_decision(seg, work, keys, state["recipe"].output.copies_by_reference)
             del keys
             table.save(work / "lines")
         code = np.asarray(table.arrays["code"])[np.asarray(table.arrays["canon"])]

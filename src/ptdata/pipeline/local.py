@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import orjson
+import xxhash
 
 from .. import __version__
 from ..convert import _concat
@@ -109,11 +110,44 @@ def save_array(path: Path, a: np.ndarray) -> None:
     commit_file(path, lambda f: np.save(f, a))
 
 
-def reject_row_bytes(rec: bytes, op_name: str, reason: str, detail: str, source: bytes | None = None) -> bytes:
+def reject_row_bytes(rec: bytes, op_name: str, reason: str, detail: str, source: bytes | None = None, copy: bool = False) -> bytes:
     """A global op's reject row around a record line ptdata wrote (no parsing: id and source are
-    read from the line; `source`, a JSON string, overrides the line's own)."""
+    read from the line; `source`, a JSON string, overrides the line's own). `copy`: the record
+    is a copy of the one kept, listed by reference."""
+    if copy:
+        return copy_row_bytes(source or _source_of(rec), op_name, reason, detail, rec[6:40])
     return b"".join((b'{"source":', source or _source_of(rec), b',"op":', orjson.dumps(op_name), b',"reason":', orjson.dumps(reason),
                      b',"detail":', orjson.dumps(detail), b',"id":', rec[6:40], b',"record":', rec, b"}\n"))
+
+
+COPY_KEY = "_copy_fp"  # the executor's own key beside a global op's: what a drop must equal to be a reference
+
+
+def copy_fingerprint(line: bytes, meta: dict) -> int:
+    """xxh3-64 of a record line ptdata wrote (meta last), all but its meta.source value: two
+    records are copies when these agree. 0 (never a copy) for a record without a source."""
+    src = meta.get("source")
+    if not isinstance(src, str):
+        return 0
+    if len(meta) == 1:  # the usual meta: {"source": ...}
+        cut = len(line) - len(orjson.dumps(src)) - 12
+        if line[cut:cut + 10] != b'{"source":':
+            return 0
+        head, rest, at = line[:cut], b"{}", 0
+    else:
+        mb = orjson.dumps(meta)
+        if not line.endswith(mb + b"}"):
+            return 0
+        head = line[:len(line) - len(mb) - 1]
+        rest, at = orjson.dumps({k: v for k, v in meta.items() if k != "source"}), list(meta).index("source")
+    return xxhash.xxh3_64_intdigest(b"%b%b%d" % (head, rest, at)) or 1
+
+
+def copy_row_bytes(source: bytes, op_name: str, reason: str, detail: str, rid: bytes) -> bytes:
+    """A reject row for a copy of the record the op kept (`copy_of`: its id); the record is not
+    repeated: it is that record with this row's source as its meta.source."""
+    return b"".join((b'{"source":', source, b',"op":', orjson.dumps(op_name), b',"reason":', orjson.dumps(reason),
+                     b',"detail":', orjson.dumps(detail), b',"id":', rid, b',"copy_of":', rid, b"}\n"))
 
 
 def note_contamination(store: dict[str, list[str]], rec: Record, reason: str) -> None:
@@ -177,26 +211,27 @@ def _source_records(seg: Segment, shard_no: int, work: Path, shards: list[Shard]
             yield Record.from_trusted(orjson.loads(line)), None
 
 
-def shard_drop_arrays(work: Path, si: int, offset: int, n: int) -> tuple[list[int], list[str], list[bytes]]:
+def shard_drop_arrays(work: Path, si: int, offset: int, n: int) -> tuple[list[int], list[str], list[bytes], list[bool]]:
     """The previous global op's drops inside [offset, offset + n): local positions (sorted),
-    reasons and details (UTF-8). Decisions live on disk as sorted arrays; each worker maps
-    only its own slice."""
+    reasons, details (UTF-8) and whether each is a copy of the record kept in its place.
+    Decisions live on disk as sorted arrays; each worker maps only its own slice."""
     d = work / f"seg{si}"
     meta = orjson.loads((d / "decision.json").read_bytes())
     drop = np.load(d / "decision_drop.npy", mmap_mode="r")
     lo, hi = np.searchsorted(drop, [offset, offset + n])
     if hi <= lo:
-        return [], [], []
+        return [], [], [], []
     reasons = meta["reasons"]
     codes = np.load(d / "decision_reason.npy", mmap_mode="r")[lo:hi].tolist()
     details = np.load(d / "decision_detail.npy", mmap_mode="r")[lo:hi].tolist()
-    return (np.asarray(drop[lo:hi]) - offset).tolist(), [reasons[c] for c in codes], details
+    copies = np.load(d / "decision_copy.npy", mmap_mode="r")[lo:hi].tolist()
+    return (np.asarray(drop[lo:hi]) - offset).tolist(), [reasons[c] for c in codes], details, copies
 
 
-def _shard_drops(work: Path, si: int, offset: int, n: int) -> dict[int, tuple[str, str]]:
+def _shard_drops(work: Path, si: int, offset: int, n: int) -> dict[int, tuple[str, str, bool]]:
     """The same drops as a dict by local position."""
-    pos, reasons, details = shard_drop_arrays(work, si, offset, n)
-    return {i: (r, t.decode()) for i, r, t in zip(pos, reasons, details)}
+    pos, reasons, details, copies = shard_drop_arrays(work, si, offset, n)
+    return {i: (r, t.decode(), c) for i, r, t, c in zip(pos, reasons, details, copies)}
 
 
 def _process_shard(args: tuple[int, int, int, int]) -> dict:
@@ -252,9 +287,9 @@ def _apply_bytes(src: Path, drops: dict, op_name: str, out, rej, stats: dict, op
                 if hist is not None:
                     hist.add(orjson.loads(line))
                 continue
-            reason, detail = d
+            reason, detail, copy = d
             st["dropped"][reason] += 1
-            rej.write(reject_row_bytes(line.rstrip(b"\n"), op_name, reason, detail))
+            rej.write(reject_row_bytes(line.rstrip(b"\n"), op_name, reason, detail, copy=copy))
 
 
 def _source_of(line: bytes) -> bytes:
@@ -302,11 +337,17 @@ def _apply_records(seg: Segment, shard_no: int, drops: dict, prev_global, out, r
             keys_parts.append(seg.global_op.keys(batch))
             stats["keys_seconds"] = stats.get("keys_seconds", 0.0) + time.perf_counter() - t
         dumps = orjson.dumps
+        fps = []
         for rec in batch:
             d = rec.to_dict()
-            out.write(dumps(d) + b"\n")
+            line = dumps(d)
+            out.write(line + b"\n")
             if hist is not None:
                 hist.add(d)
+            if seg.global_op is not None:
+                fps.append(copy_fingerprint(line, d["meta"]))
+        if seg.global_op is not None and batch:
+            keys_parts[-1][COPY_KEY] = np.array(fps, dtype=np.uint64)
         stats["kept"] += len(batch)
 
     batch: list[Record] = []
@@ -325,7 +366,10 @@ def _apply_records(seg: Segment, shard_no: int, drops: dict, prev_global, out, r
             index += 1
             if d is not None:
                 st["dropped"][d[0]] += 1
-                rej.write(orjson.dumps(_reject(rec, prev_global.name, Drop(*d))) + b"\n")
+                if d[2]:  # a copy of the record kept: by reference
+                    rej.write(copy_row_bytes(orjson.dumps(rec.meta["source"]), prev_global.name, d[0], d[1], orjson.dumps(rec.id)))
+                else:
+                    rej.write(orjson.dumps(_reject(rec, prev_global.name, Drop(d[0], d[1]))) + b"\n")
                 continue
             st["kept"] += 1
         batch.append(rec)
@@ -492,7 +536,7 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
         if seg.global_op is not None:
             t = time.perf_counter()
             if not (seg_dir / "decision.json").exists():
-                _decide(seg, work, len(shards), seg_stats[-1])
+                _decide(seg, work, len(shards), seg_stats[-1], recipe.output.copies_by_reference)
             global_seconds[seg.global_op.name] = time.perf_counter() - t + sum(x.get("keys_seconds", 0.0) for x in seg_stats[-1])
             global_reports[seg.global_op.name] = orjson.loads((seg_dir / "decision.json").read_bytes())["report"]
     return _finish(recipe, segments, seg_stats, global_reports, global_seconds, work, out_dir, resumed)
@@ -524,14 +568,16 @@ def _gather_keys(seg_dir: Path, n_shards: int, stats: list[dict]) -> dict[str, n
     return out
 
 
-def _decide(seg: Segment, work: Path, n_shards: int, stats: list[dict]) -> None:
+def _decide(seg: Segment, work: Path, n_shards: int, stats: list[dict], copies_by_reference: bool) -> None:
     """Run the global op's decide on all keys; commit the drops as arrays (decision.json last)."""
-    commit_decision(seg, work, _gather_keys(work / f"seg{seg.index}", n_shards, stats))
+    commit_decision(seg, work, _gather_keys(work / f"seg{seg.index}", n_shards, stats), copies_by_reference)
 
 
-def commit_decision(seg: Segment, work: Path, keys: dict[str, np.ndarray]) -> None:
-    """Decide on the keys of every record (in record order) and commit the drops."""
+def commit_decision(seg: Segment, work: Path, keys: dict[str, np.ndarray], copies_by_reference: bool) -> None:
+    """Decide on the keys of every record (in record order) and commit the drops, with which of
+    them are copies of the record kept in their place (listed by reference when asked)."""
     d = work / f"seg{seg.index}"
+    fp = keys.pop(COPY_KEY, None)
     if keys:
         dec = seg.global_op.decide(keys)
     else:
@@ -549,7 +595,11 @@ def commit_decision(seg: Segment, work: Path, keys: dict[str, np.ndarray]) -> No
         details = dec.detail.astype(bytes)
     else:
         details = np.array([x.encode() for x in dec.detail], dtype=bytes) if len(dec.detail) else np.empty(0, dtype="S1")
-    arrays = {"drop": np.asarray(dec.drop, dtype=np.int64), "reason": codes, "detail": details}
+    drop = np.asarray(dec.drop, dtype=np.int64)
+    copy = np.zeros(len(drop), dtype=bool)
+    if copies_by_reference and fp is not None and dec.kept_for is not None and len(drop):
+        copy = (fp[drop] == fp[np.asarray(dec.kept_for, dtype=np.int64)]) & (fp[drop] != 0)
+    arrays = {"drop": drop, "reason": codes, "detail": details, "copy": copy}
     for name, a in arrays.items():
         save_array(d / f"decision_{name}.npy", a)
     meta = orjson.dumps({"reasons": reasons, "report": dec.report, "dropped": int(len(dec.drop))})
@@ -646,7 +696,7 @@ def _merge_stats(recipe: Recipe, segments: list[Segment], seg_stats: list[list[d
     added = sum(o["added"] for o in ops.values())
     assert records_in + added == kept + rejected, f"record accounting broke: {records_in} + {added} != {kept} + {rejected}"
     return {
-        "recipe": recipe.name,
+        "recipe": recipe.name, "kept_file": recipe.output.file,
         "records_in": records_in, "kept": kept, "rejected": rejected, **({"derived": added} if added else {}),
         "ops": funnel,
         "kept_kinds": dict(kinds), "kept_languages": dict(langs.most_common()), "kept_flags": dict(flags),

@@ -58,6 +58,15 @@ class Output:
     format: str = "ptdata"
     options: dict = field(default_factory=dict)
     report: bool = True
+    # compact: a record a dedup op dropped that is byte for byte the record it kept in its place
+    # (all but meta.source) is listed by reference ("copy_of"), not repeated; full: every row
+    # carries its record. `ptdata rejects OUT --full` restores the records either way.
+    rejects: str = "compact"
+
+    @property
+    def copies_by_reference(self) -> bool:
+        """References need the kept records in ptdata's own format to point at."""
+        return self.rejects == "compact" and self.format == "ptdata"
 
 
 @dataclass
@@ -140,6 +149,8 @@ def load_recipe(path: str | Path) -> Recipe:
         raise InputError(f"{path}: {e}") from None
     if output.format not in FORMATS:
         raise InputError(f"{path}: output format {output.format!r} is unknown")
+    if output.rejects not in ("compact", "full"):
+        raise InputError(f"{path}: output.rejects must be compact or full, not {output.rejects!r}")
     return Recipe(inputs=inputs, ops=parse_ops(data.get("ops")), output=output, name=data.get("name", path.stem),
                   validation=validation, batch_size=int(data.get("batch_size", 2000)),
                   shard_bytes=int(data.get("shard_bytes", 4 << 20)))
