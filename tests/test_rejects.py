@@ -99,3 +99,14 @@ def test_a_missing_keeper_is_a_clear_error(data, tmp_path):
     cli = run_cli("rejects", str(tmp_path / "o"), "-o", str(tmp_path / "x.jsonl"))
     assert cli.returncode != 0 and "is a copy of is neither kept nor rejected by a later op" in cli.stderr
     assert "Traceback" not in cli.stderr
+
+
+def test_an_unknown_rejects_mode_is_refused(tmp_path):
+    from ptdata.errors import InputError
+    from ptdata.pipeline import load_recipe
+
+    with pytest.raises(InputError, match="output.rejects must be compact or full, not 'refs'"):
+        Output(rejects="refs")
+    (tmp_path / "r.yaml").write_text("inputs: [x.jsonl]\nops: []\noutput: {rejects: refs}\n")
+    with pytest.raises(InputError, match=r"r\.yaml: output\.rejects must be compact or full"):
+        load_recipe(tmp_path / "r.yaml")

@@ -263,12 +263,12 @@ class Table:
     """Every first copy's outcome, indexed by canonical number; `canon` maps each global line
     to its first copy's canonical number. Arrays, so workers map them without a copy."""
 
-    NAMES = ("canon", "first", "shard", "start", "end", "code", "own", "sa", "sb", "surv")
+    NAMES = ("canon", "first", "job", "start", "end", "code", "own", "sa", "sb", "surv")
 
     def __init__(self, arrays: dict[str, np.ndarray], codes: list[tuple[int, str]], jobs: np.ndarray) -> None:
         self.arrays = arrays
         self.codes = codes
-        self.jobs = jobs  # (shard, lo, hi) per decode job; the "shard" column names a job's outcome file
+        self.jobs = jobs  # (shard, lo, hi) per decode job; the "job" column names the outcome file
 
     def save(self, d: Path) -> None:
         for name in self.NAMES:
@@ -290,7 +290,7 @@ def _build_table(work: Path, jobs: np.ndarray, canon: np.ndarray, offsets: np.nd
     number = np.full(len(canon), -1, dtype=np.int64)
     number[firsts] = np.arange(len(firsts))
     n = len(firsts)
-    arr = {"first": firsts, "shard": np.zeros(n, np.int32), "start": np.zeros(n, np.int64), "end": np.zeros(n, np.int64),
+    arr = {"first": firsts, "job": np.zeros(n, np.int32), "start": np.zeros(n, np.int64), "end": np.zeros(n, np.int64),
            "code": np.zeros(n, np.int32), "own": np.zeros(n, bool), "sa": np.zeros(n, np.int64), "sb": np.zeros(n, np.int64),
            "surv": np.full(n, -1, np.int64)}
     code_index: dict[tuple[int, str], int] = {}  # (op index or -1, reason) -> code, over all shards
@@ -302,7 +302,7 @@ def _build_table(work: Path, jobs: np.ndarray, canon: np.ndarray, offsets: np.nd
         e = np.load(d / f"{j:05d}.canon.npy")
         pos = np.load(lines / f"{i:05d}.pos.npy")
         c = number[offsets[i] + np.searchsorted(pos, e["pos"])]
-        arr["shard"][c] = j  # the outcome file: the job's
+        arr["job"][c] = j
         arr["start"][c], arr["end"][c], arr["own"][c] = e["start"], e["end"], e["own"]
         arr["sa"][c], arr["sb"][c] = e["start"] + e["sa"], e["start"] + e["sb"]
         surv = e["code"] == SURVIVOR
@@ -358,7 +358,7 @@ def _write_shard(args: tuple[int, int, int]) -> tuple[dict, dict | None]:
     d_pos, d_reason, d_detail, d_copy = local.shard_drop_arrays(work, 0, surv_off, len(surv)) if g_op is not None else ([], [], [], [])
     dropped = np.zeros(n, dtype=bool)
     dropped[surv[d_pos]] = True
-    col = {k: t[k][c] for k in ("shard", "start", "end", "sa", "sb")}
+    col = {k: t[k][c] for k in ("job", "start", "end", "sa", "sb")}
     whole = (t["first"][c] == np.arange(line_off, line_off + n)) | t["own"][c]
     maps = _Blobs(work)
     name = Path(sh.alias).name
@@ -380,7 +380,7 @@ def _write_shard(args: tuple[int, int, int]) -> tuple[dict, dict | None]:
     rej0_keys: list[tuple[int, int, int]] = []
     rest = np.flatnonzero(~dropped)  # read/op rejects and kept records: a plain loop
     for j, cd, p, w, s, a, b, sa, sb in zip(rest.tolist(), code[rest].tolist(), pos[rest].tolist(), whole[rest].tolist(),
-                                            *(col[k][rest].tolist() for k in ("shard", "start", "end", "sa", "sb"))):
+                                            *(col[k][rest].tolist() for k in ("job", "start", "end", "sa", "sb"))):
         m = maps[s]
         if cd != SURVIVOR:
             op_k, reason = _worker_table(ctx).codes[cd]
@@ -422,7 +422,7 @@ def _drop_rows(ctx: dict, g_op, maps: "_Blobs", sp: bytes, pos: np.ndarray, col:
             if not part:
                 continue
             sel = lines[part]
-            mm = list(map(views.__getitem__, col["shard"][sel].tolist()))
+            mm = list(map(views.__getitem__, col["job"][sel].tolist()))
             a, b, sa, sb = (col[k][sel].tolist() for k in ("start", "end", "sa", "sb"))
             if copy:  # a reference row: only the id is needed
                 rids = list(map(bytes, map(getitem, mm, map(slice, [x + 6 for x in a], [x + 40 for x in a]))))
@@ -450,7 +450,7 @@ def _drop_rows_own(g_op, maps: "_Blobs", sp: bytes, pos: np.ndarray, col: dict, 
     """The slow path of `_drop_rows`, one row at a time, for shards with rows that carried their own source."""
     out = []
     for line, reason, detail, copy in zip(lines.tolist(), reasons, details, copies):
-        m = maps.views()[int(col["shard"][line])]
+        m = maps.views()[int(col["job"][line])]
         a, b = int(col["start"][line]), int(col["end"][line])
         src = None
         if own[line]:
@@ -463,7 +463,7 @@ def _drop_rows_own(g_op, maps: "_Blobs", sp: bytes, pos: np.ndarray, col: dict, 
 
 
 class _Blobs:
-    """The decode step's outcome files, mapped on first use."""
+    """The decode step's outcome files, one per job, mapped on first use."""
 
     def __init__(self, work: Path) -> None:
         self.work, self.maps, self._views = work, {}, None

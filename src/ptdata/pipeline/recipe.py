@@ -63,6 +63,10 @@ class Output:
     # carries its record. `ptdata rejects OUT --full` restores the records either way.
     rejects: str = "compact"
 
+    def __post_init__(self) -> None:
+        if self.rejects not in ("compact", "full"):
+            raise InputError(f"output.rejects must be compact or full, not {self.rejects!r}")
+
     @property
     def copies_by_reference(self) -> bool:
         """References need the kept records in ptdata's own format to point at."""
@@ -145,12 +149,10 @@ def load_recipe(path: str | Path) -> Recipe:
     try:
         output = Output(**(data.get("output") or {}))
         validation = ValidationConfig(**(data.get("validation") or {}))
-    except TypeError as e:
+    except (TypeError, InputError) as e:
         raise InputError(f"{path}: {e}") from None
     if output.format not in FORMATS:
         raise InputError(f"{path}: output format {output.format!r} is unknown")
-    if output.rejects not in ("compact", "full"):
-        raise InputError(f"{path}: output.rejects must be compact or full, not {output.rejects!r}")
     return Recipe(inputs=inputs, ops=parse_ops(data.get("ops")), output=output, name=data.get("name", path.stem),
                   validation=validation, batch_size=int(data.get("batch_size", 2000)),
                   shard_bytes=int(data.get("shard_bytes", 4 << 20)))
