@@ -17,6 +17,7 @@ import pytest
 from ptdata.ops.decontam import Decontaminate
 from ptdata.ops.dedup import ExactDedup, NearDedup
 from ptdata.ops.filters import LengthFilter, RefusalFilter
+from ptdata.ops.language import LanguageId
 from ptdata.ops.pii import Pii
 from ptdata.ops.quality import QualityScores
 from ptdata.pipeline import Input, Output, Recipe, run
@@ -61,7 +62,7 @@ def _ops(name: str, bench: Path) -> list:
     return {
         "filters+exact": [LengthFilter(min_chars=20), ExactDedup(keep="first")],
         "pii+near": [Pii(action="redact"), NearDedup(threshold=0.8)],
-        "filters only": [LengthFilter(min_chars=20), RefusalFilter(), Pii(action="reject")],
+        "filters only": [LanguageId(), LengthFilter(min_chars=20), RefusalFilter(), Pii(action="reject")],
         "decontam+scores+best": [Decontaminate(benchmarks=[str(bench)]), QualityScores(), ExactDedup(keep="best", field="prompt")],
     }[name]
 
@@ -84,7 +85,7 @@ def test_copies_plan_writes_the_same_files(inputs, tmp_path, recipe):
         r = Recipe(inputs=[Input(str(d / "in" / "*")), Input(str(d / "native.jsonl"))], ops=_ops(recipe, inputs["bench"]),
                    output=Output(dir=str(tmp_path / mode)), shard_bytes=150_000, batch_size=300)
         outs[mode] = run(r, workers=2, copies=mode)
-        assert (tmp_path / mode / ".work" / "lines" / "table.json").exists() == (mode == "always")
+        assert (tmp_path / mode / ".work" / "lines" / "table.bin").exists() == (mode == "always")
     never, always = _outputs(outs["never"]), _outputs(outs["always"])
     assert always[0] == never[0]
     assert always[1] == never[1]
@@ -124,7 +125,7 @@ def test_auto_takes_the_plan_only_with_enough_copies(tmp_path):
         out = tmp_path / src.stem
         res[used] = run(Recipe(inputs=[Input(str(src))], ops=[ExactDedup()], output=Output(dir=str(out), report=False),
                                shard_bytes=200_000), workers=2)
-        assert (out / ".work" / "lines" / "table.json").exists() == used
+        assert (out / ".work" / "lines" / "table.bin").exists() == used
     ids = {u: [orjson.loads(x)["id"] for x in r.kept_path.read_bytes().splitlines()] for u, r in res.items()}
     assert ids[True] == ids[False] and len(ids[True]) > 2900
     assert res[True].rejected == res[False].rejected + 500
@@ -162,7 +163,20 @@ def _cli(recipe: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
-@pytest.mark.parametrize("kill_at", [("lines", "*.big.npy", 3), ("seg0", "*.canon.json", 2), ("seg1", "*.stats.json", 4)])
+def _outcomes(work: Path) -> int:
+    return len(list((work / "seg0").glob("*.outcome")))
+
+
+def _shards_written(work: Path) -> int:
+    p = work / "stats.stream.jsonl"
+    return p.read_bytes().count(b"\n") if p.exists() else 0
+
+
+def _after_hashing(work: Path) -> int:
+    return 1 if (work / "lines" / "jobs.npy").exists() else 0
+
+
+@pytest.mark.parametrize("kill_at", [(_after_hashing, 1), (_outcomes, 2), (_shards_written, 4)])
 def test_copies_plan_resumes_after_kill(tmp_path, kill_at):
     rows = _alpaca(9000)
     inp = tmp_path / "in.jsonl"
@@ -171,12 +185,12 @@ def test_copies_plan_resumes_after_kill(tmp_path, kill_at):
         (tmp_path / f"{name}.yaml").write_text(RECIPE.format(inp=inp, out=tmp_path / name))
     p = _cli(tmp_path / "ref.yaml")
     assert p.wait(timeout=600) == 0, p.stderr.read().decode()
-    where, pattern, n = kill_at
+    done, n = kill_at
     p = _cli(tmp_path / "res.yaml")
-    marker = tmp_path / "res" / ".work" / where
+    work = tmp_path / "res" / ".work"
     deadline = time.time() + 300
     while time.time() < deadline and p.poll() is None:
-        if marker.exists() and len(list(marker.glob(pattern))) >= n:
+        if work.exists() and done(work) >= n:
             break
         time.sleep(0.005)
     assert p.poll() is None, "the run finished before it could be interrupted"
@@ -192,3 +206,45 @@ def test_copies_plan_resumes_after_kill(tmp_path, kill_at):
     res = json.loads((tmp_path / "res" / "stats.json").read_text())
     assert [(o["op"], o["in"], o["kept"], o["dropped"]) for o in res["ops"]] == [(o["op"], o["in"], o["kept"], o["dropped"]) for o in ref["ops"]]
     assert res["records_in"] == 30000 and res["kept"] + res["rejected"] == 30000
+
+
+@pytest.mark.parametrize("op", ["exact", "near"])
+def test_reference_rows_and_full_rows_mixed_in_a_shard(tmp_path, monkeypatch, op):
+    """Later copies of kept records (reference rows, built as byte matrices) and other drops of
+    the same op (full rows, from templates) interleaved within shards: the same file as the
+    segment plan, and the full rows restored from the references."""
+    from ptdata.pipeline import copies as plan
+
+    rows = _alpaca(700)
+    lines = []
+    for i, line in enumerate(rows):
+        lines.append(line)
+        r = orjson.loads(line)
+        if i % 2 and len(r["output"].split()) > 12:  # the same text once normalized (exact), or one word changed (near)
+            words = r["output"].split()
+            words[len(words) // 2] = "banana" if op == "near" else words[len(words) // 2]
+            lines.append(orjson.dumps({**r, "output": " ".join(words).upper() + " !"}))
+        if i % 3 == 0:
+            lines.append(rows[i // 2])  # a copy of an earlier line
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(b"\n".join(lines) + b"\n")
+    seen = []
+    real = plan._drop_rows
+
+    def spy(ctx, g_op, maps, sp, pos, col, drops, own):
+        seen.append((bool(drops.refs.any()), bool((~drops.refs).any())))
+        return real(ctx, g_op, maps, sp, pos, col, drops, own)
+    monkeypatch.setattr(plan, "_drop_rows", spy)
+    dedup = ExactDedup(keep="first") if op == "exact" else NearDedup(threshold=0.5, keep="first")
+    out = {}
+    for mode in ("never", "always", "full"):
+        r = Recipe(inputs=[Input(str(inp))], ops=[dedup], shard_bytes=40_000, batch_size=100,
+                   output=Output(dir=str(tmp_path / mode), report=False, rejects="full" if mode == "full" else "compact"))
+        out[mode] = _outputs(run(r, workers=1, copies="always" if mode == "full" else mode))
+    assert (True, True) in seen  # a shard with both kinds
+    assert out["always"] == out["never"]
+    write_full_rejects(tmp_path / "always", tmp_path / "restored.jsonl")
+    assert (tmp_path / "restored.jsonl").read_bytes() == out["full"][1]
+    rej = [orjson.loads(x) for x in out["always"][1].splitlines()]
+    assert sum("copy_of" in x for x in rej) >= len(lines) - len(set(lines)) > 200  # every copy of a kept line, at least
+    assert sum("record" in x for x in rej) > 50

@@ -295,3 +295,81 @@ def test_semantic_dedup_catches_paraphrases(alpaca_rows):
     assert set(range(200, 260)) <= dropped  # every paraphrase goes (its original is earlier)
     assert len(dropped - set(range(200, 260))) <= 2  # and (almost) no original instruction
     assert dec.reasons()[0] == "semantic_duplicate"
+
+
+def _expand_distinct(op, dec, first_of: list[int], ids: list[str]) -> dict[int, tuple[str, str]]:
+    """Rows dropped when each distinct row i stands for the rows r with first_of[r] == i (the
+    contract of GlobalOp.decide with counts): a dropped row's copies share its verdict; the
+    later copies of a kept row go as op.copy_drop says."""
+    out, verdict, seen = {}, dict(zip(dec.drop.tolist(), zip(dec.reasons(), dec.detail))), set()
+    for r, c in enumerate(first_of):
+        if c in verdict:
+            reason, detail = verdict[c]
+            out[r] = (reason, detail.decode() if isinstance(detail, bytes) else detail)
+        elif c in seen:
+            out[r] = (op.copy_drop[0], op.copy_drop[1].replace("{id}", ids[c]))
+        seen.add(c)
+    return out
+
+
+def _with_copies(n: int, seed: int) -> list[int]:
+    """Row -> distinct row: the distinct rows in order, with copies of rows already met between them."""
+    rng = random.Random(seed)
+    rows: list[int] = []
+    for i in range(n):
+        rows.append(i)
+        while rng.random() < 0.5:
+            rows.append(rng.randrange(i + 1))
+    return rows
+
+
+@pytest.mark.parametrize("make", ["exact_first", "exact_best", "near", "semantic"])
+def test_decide_on_distinct_records_with_counts_is_decide_on_all(alpaca, make):
+    """The identical-line plan decides on distinct records told with their counts: the verdict of
+    every row, its detail and the report are what deciding on all the rows gives."""
+    rng = random.Random(3)
+    base = alpaca[:1500]
+    # near copies too (a word changed), so groups mix copies and near-duplicates
+    extra = []
+    for r in rng.sample(base, 200):
+        words = r.messages[-1]["content"].split()
+        if len(words) > 30:
+            words[rng.randrange(len(words))] = "banana"
+            extra.append(Record("sft", [dict(r.messages[0]), {"role": "assistant", "content": " ".join(words)}]))
+    for r in rng.sample(base, 100):  # the same text once normalized: an exact duplicate that is not a copy
+        extra.append(Record("sft", [dict(r.messages[0]), {"role": "assistant", "content": r.messages[-1]["content"].upper() + " !"}]))
+    recs = base + extra
+    if make == "exact_best":
+        for k, r in enumerate(recs):
+            r.scores["quality"] = float(k % 7)
+    op = {"exact_first": ExactDedup(keep="first"), "exact_best": ExactDedup(keep="best", field="prompt"), "near": NearDedup(threshold=0.8),
+          "semantic": None}[make]
+    ids = [r.id for r in recs]
+    if make == "semantic":
+        from ptdata.ops.dedup import SemanticDedup, _id_keys
+
+        op = SemanticDedup(threshold=0.95)
+        emb = np.random.default_rng(0).normal(size=(len(recs), 16)).astype(np.float32)
+        emb[1::9] = emb[0::9][:len(emb[1::9])] + 0.01  # near neighbours
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        distinct = {"emb": emb, "score": np.full(len(recs), np.nan), **_id_keys(recs)}
+    else:
+        distinct = op.keys(recs)
+    first_of = _with_copies(len(recs), 5)
+    counts = np.bincount(first_of, minlength=len(recs))
+    rows = np.array(first_of)
+    full = {k: (v[rows] if not k.endswith("_n") and f"{k}_n" not in distinct else v) for k, v in distinct.items()}
+    if "sh" in distinct:  # ragged: the flattened shingle hashes follow the rows
+        starts = np.cumsum(distinct["sh_n"]) - distinct["sh_n"]
+        full["sh"] = np.concatenate([distinct["sh"][starts[c]:starts[c] + distinct["sh_n"][c]] for c in first_of])
+        full["sh_n"] = distinct["sh_n"][rows]
+    dec_all = op.decide(full)
+    dec_distinct = op.decide(distinct, counts)
+    got = _expand_distinct(op, dec_distinct, first_of, ids)
+    want = {r: (reason, d.decode() if isinstance(d, bytes) else d) for r, reason, d in zip(dec_all.drop.tolist(), dec_all.reasons(), dec_all.detail)}
+    assert got == want
+    assert dec_distinct.report == dec_all.report
+    # both kinds of drop are there: copies of a kept row, and rows (with their copies) dropped for another
+    kept_distinct = set(range(len(recs))) - set(dec_distinct.drop.tolist())
+    assert len(dec_distinct.drop) > 5
+    assert sum(1 for r in want if first_of[r] in kept_distinct) == sum(int(counts[i]) - 1 for i in kept_distinct) > 500

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ptdata.errors import RecordError
-from ptdata.export import best_fit_decreasing, export_tokenized, pack, unpack
+from ptdata.export import best_fit_decreasing, pack, unpack
 from ptdata.export.tokenize import IGNORE, ChatEncoder
 from ptdata.reader import read_records
 from ptdata.records import Record

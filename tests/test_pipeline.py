@@ -173,9 +173,18 @@ def test_recipe_from_python(tmp_path):
 def test_ops_command_lists_every_op_with_defaults():
     r = run_cli("ops")
     assert r.returncode == 0
-    from ptdata.ops import OPS
+    import importlib
+    import pkgutil
 
-    for name, cls in OPS.items():
+    import ptdata.ops
+    from ptdata.ops import OPS, all_ops
+
+    listed = all_ops()
+    for m in pkgutil.iter_modules(ptdata.ops.__path__):  # every op module's ops are in the lazy map, and only those
+        importlib.import_module(f"ptdata.ops.{m.name}")
+    assert list(listed) == list(ptdata.ops.MODULES) and set(listed) == set(OPS)
+    for name, cls in listed.items():
+        assert ptdata.ops.MODULES[name] == cls.__module__.rsplit(".", 1)[1]
         assert name in r.stdout
         for pname, default, _ in cls.describe():
             assert f"{pname} = {default}" in r.stdout

@@ -328,9 +328,9 @@ def run_recipe(recipe, workers: int | None, quiet: bool, executor: str = "local"
 @app.command("ops")
 def ops_cmd() -> None:
     """List every curation op with its parameters and defaults."""
-    from .ops import OPS
+    from .ops import all_ops
 
-    for name, cls in OPS.items():
+    for name, cls in all_ops().items():
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         out.print(f"[bold]{name}[/bold] ({cls.kind}) {doc}", highlight=False)
         for pname, default, help_ in cls.describe():

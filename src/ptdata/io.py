@@ -207,10 +207,10 @@ def split_ranges(path: str | Path, parts: int) -> list[tuple[int, int]]:
 
 def count_newlines(path: str | Path, byte_range: tuple[int, int]) -> int:
     """Newlines in a byte range, so each range knows the number of its first line."""
-    return _newline_counts(path, [byte_range])[0]
+    return newline_counts(path, [byte_range])[0]
 
 
-def _newline_counts(path: str | Path, ranges: list[tuple[int, int]], block: int = 1 << 20) -> list[int]:
+def newline_counts(path: str | Path, ranges: list[tuple[int, int]], block: int = 1 << 20) -> list[int]:
     """Newlines in each byte range: one buffer for all (a fresh one per block costs a page fault
     per 4 KB) and numpy's vector compare (twice as fast as bytes.count)."""
     import numpy as np
@@ -236,7 +236,7 @@ def _newline_counts(path: str | Path, ranges: list[tuple[int, int]], block: int 
 def split_lines(path: str | Path, parts: int) -> list[tuple[int, int, int]]:
     """Line-aligned ranges with their first line numbers: [(start, end, first_line)]."""
     ranges = split_ranges(path, parts)
-    return with_first_lines(ranges, _newline_counts(path, ranges))
+    return with_first_lines(ranges, newline_counts(path, ranges))
 
 
 def with_first_lines(ranges: list[tuple[int, int]], newlines: list[int]) -> list[tuple[int, int, int]]:

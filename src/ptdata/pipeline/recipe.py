@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
 from ..errors import InputError
 from ..formats import FORMATS
@@ -124,6 +123,8 @@ def parse_ops(items: list) -> list[Op]:
 
 
 def load_recipe(path: str | Path) -> Recipe:
+    import yaml  # here: a recipe built in Python needs no YAML parser
+
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
