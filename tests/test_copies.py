@@ -248,3 +248,19 @@ def test_reference_rows_and_full_rows_mixed_in_a_shard(tmp_path, monkeypatch, op
     rej = [orjson.loads(x) for x in out["always"][1].splitlines()]
     assert sum("copy_of" in x for x in rej) >= len(lines) - len(set(lines)) > 200  # every copy of a kept line, at least
     assert sum("record" in x for x in rej) > 50
+
+
+def test_full_rejects_when_every_duplicate_is_a_copy(tmp_path):
+    """Every dropped line is a later copy of a kept one (the decision on distinct records drops
+    none): with rejects written in full, each row has its record, as the segment plan writes it."""
+    rows = _alpaca(400)
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(b"\n".join(rows + rows[::2] + rows[::3]) + b"\n")
+    out = {}
+    for mode in ("never", "always"):
+        r = Recipe(inputs=[Input(str(inp))], ops=[ExactDedup(keep="first")], shard_bytes=50_000,
+                   output=Output(dir=str(tmp_path / mode), report=False, rejects="full"))
+        out[mode] = _outputs(run(r, workers=2, copies=mode))
+    assert out["always"] == out["never"]
+    rej = [orjson.loads(x) for x in out["always"][1].splitlines()]
+    assert len(rej) >= 200 + 134 and all("record" in x and "copy_of" not in x for x in rej)

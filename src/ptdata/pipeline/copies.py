@@ -543,13 +543,15 @@ def _global_drops(ctx: dict, t: Table, c: np.ndarray, surv: np.ndarray, line_off
     k_rest, own_copy = k[rest], copy_of_kept[rest] & ~refs[rest]  # the latter: a later copy of a kept record, in full
 
     def describe(js: list[int], rids: list[bytes]) -> tuple[list[str], list[bytes], list[bool]]:
-        kj = k_rest[js]
-        mine = own_copy[js].tolist()
-        kk = np.maximum(kj, 0)
-        reasons = [copy_reason if m else names[r] for m, r in zip(mine, dec["reason"][kk].tolist())]
-        details = [copy_detail.replace("{id}", rid[1:-1].decode()).encode() if m else d
-                   for m, rid, d in zip(mine, rids, dec["detail"][kk].tolist())]
-        return reasons, details, [False if m else cp for m, cp in zip(mine, dec["copy"][kk].tolist())]
+        mine = own_copy[js]
+        reasons = [copy_reason] * len(js)
+        details = [copy_detail.replace("{id}", rid[1:-1].decode()).encode() for rid in rids]
+        copies = [False] * len(js)
+        theirs = np.flatnonzero(~mine)  # lines the decision itself dropped
+        kk = k_rest[js][theirs]
+        for q, r, d, cp in zip(theirs.tolist(), dec["reason"][kk].tolist(), dec["detail"][kk].tolist(), dec["copy"][kk].tolist()):
+            reasons[q], details[q], copies[q] = names[r], d, cp
+        return reasons, details, copies
     return _Drops(lines, refs, list(zip(c[lines[rest]].tolist(), repeat(sp))), describe)
 
 
