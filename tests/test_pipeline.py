@@ -170,6 +170,27 @@ def test_recipe_from_python(tmp_path):
     assert sel["selected"] == 500
 
 
+def test_a_work_dir_in_another_layout_is_not_resumed(tmp_path):
+    """A work dir an older ptdata left (other files for the same steps) is started afresh, not
+    half reused: the output is the same as a clean run's."""
+    src = tmp_path / "a.jsonl"
+    src.write_bytes(gzip.open(shared("alpaca_en_52k.jsonl.gz")).read()[:600_000])
+    recipe = Recipe(inputs=[Input(str(src))], ops=[LengthFilter(min_chars=20), ExactDedup()],
+                    output=Output(dir=str(tmp_path / "out"), report=False), shard_bytes=100_000)
+    ref = run(recipe, workers=2, copies="never")
+    kept, rejects = ref.kept_path.read_bytes(), ref.rejects_path.read_bytes()
+    work = tmp_path / "out" / ".work"
+    manifest = orjson.loads((work / "manifest.json").read_bytes())
+    assert manifest["layout"] == 2
+    manifest["layout"] = 1  # as if written by an older version, whose key files had other names
+    (work / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
+    for f in (work / "seg0").glob("*.keys.bin"):
+        f.unlink()
+    res = run(recipe, workers=2, copies="never")
+    assert res.resumed_shards == 0
+    assert (res.kept_path.read_bytes(), res.rejects_path.read_bytes()) == (kept, rejects)
+
+
 def test_ops_command_lists_every_op_with_defaults():
     r = run_cli("ops")
     assert r.returncode == 0

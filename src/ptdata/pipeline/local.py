@@ -466,9 +466,12 @@ class _Hist:
 
 # --- parent side -----------------------------------------------------------------------------
 
+WORK_LAYOUT = 2  # the files a run keeps in its work dir; a dir kept in another layout is not resumed
+
+
 def _manifest(recipe: Recipe, files: list[list[Path]]) -> bytes:
     inputs = [[str(p), p.stat().st_size, int(p.stat().st_mtime)] for group in files for p in group]
-    return orjson.dumps({"ptdata": __version__, "recipe": orjson.loads(recipe.fingerprint()), "inputs": inputs},
+    return orjson.dumps({"ptdata": __version__, "layout": WORK_LAYOUT, "recipe": orjson.loads(recipe.fingerprint()), "inputs": inputs},
                         option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
 
 
