@@ -173,7 +173,7 @@ def _shards_written(work: Path) -> int:
 
 
 def _after_hashing(work: Path) -> int:
-    return 1 if (work / "lines" / "jobs.npy").exists() else 0
+    return 1 if (work / "lines" / "jobs.bin").exists() else 0
 
 
 @pytest.mark.parametrize("kill_at", [(_after_hashing, 1), (_outcomes, 2), (_shards_written, 4)])

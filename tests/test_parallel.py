@@ -7,7 +7,8 @@ import orjson
 import pytest
 
 from ptdata import convert
-from ptdata.io import split_lines
+from ptdata.pipeline import Input, Output, Recipe
+from ptdata.pipeline.local import _make_shards, number_shards
 
 from .conftest import shared
 
@@ -41,13 +42,21 @@ def test_parallel_equals_serial(tmp_path, alpaca_with_defects, ext):
             assert lines[rej["line"] - 1] == b'{"instruction": "broken'
 
 
-def test_split_lines_covers_the_file_exactly(tmp_path):
+@pytest.mark.parametrize("counted_by", ["parent", "hash step"])
+def test_shards_cover_the_file_exactly(tmp_path, counted_by):
+    """The executor's shards: line-aligned byte ranges, each told the number of its first line,
+    by a count of its own (the segment plan) or from the newlines the hash step saw."""
     p = tmp_path / "x.jsonl"
     p.write_bytes(b"".join(b'{"a": %d}\n' % i for i in range(10_000)))
-    ranges = split_lines(p, 7)
+    data = p.read_bytes()
+    recipe = Recipe(inputs=[Input(str(p))], ops=[], output=Output(dir=str(tmp_path / "out")), shard_bytes=len(data) // 7)
+    shards = _make_shards(recipe, [[p]], tmp_path / "work")
+    assert len(shards) == 7 and [sh.first_line for sh in shards] == [1] + [0] * 6  # not counted yet
+    newlines = [data[a:b].count(b"\n") for a, b in (sh.byte_range for sh in shards)] if counted_by == "hash step" else None
+    number_shards(shards, newlines)
+    ranges = [(*sh.byte_range, sh.first_line) for sh in shards]
     assert ranges[0][:1] == (0,) and ranges[-1][1] == p.stat().st_size
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
-    data = p.read_bytes()
     for start, end, first_line in ranges:
         assert data[:start].count(b"\n") + 1 == first_line
         assert start == 0 or data[start - 1:start] == b"\n"

@@ -181,8 +181,10 @@ def test_a_work_dir_in_another_layout_is_not_resumed(tmp_path):
     kept, rejects = ref.kept_path.read_bytes(), ref.rejects_path.read_bytes()
     work = tmp_path / "out" / ".work"
     manifest = orjson.loads((work / "manifest.json").read_bytes())
-    assert manifest["layout"] == 2
-    manifest["layout"] = 1  # as if written by an older version, whose key files had other names
+    from ptdata.pipeline.local import WORK_LAYOUT
+
+    assert manifest["layout"] == WORK_LAYOUT
+    manifest["layout"] = WORK_LAYOUT - 1  # as if written by an older version, whose key files had other names
     (work / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
     for f in (work / "seg0").glob("*.keys.bin"):
         f.unlink()

@@ -68,7 +68,7 @@ class RowSource:
     def __init__(self, path: str | Path, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
                  byte_range: tuple[int, int] | None = None, first_line: int = 1, wanted: set[int] | None = None) -> None:
         """`byte_range` (start, end), line-aligned, with `first_line` its line number: one
-        worker's share of a plain JSONL file (see `split_lines`). `wanted`: the only JSONL line
+        worker's share of a plain JSONL file (see `split_ranges`). `wanted`: the only JSONL line
         numbers to parse and yield (the others are skipped unread: copies of earlier lines)."""
         self.path = Path(path)
         if not self.path.exists():
@@ -231,12 +231,6 @@ def newline_counts(path: str | Path, ranges: list[tuple[int, int]], block: int =
                 n += int(np.count_nonzero(np.equal(arr[:got], 10, out=hit[:got])))
             counts.append(n)
     return counts
-
-
-def split_lines(path: str | Path, parts: int) -> list[tuple[int, int, int]]:
-    """Line-aligned ranges with their first line numbers: [(start, end, first_line)]."""
-    ranges = split_ranges(path, parts)
-    return with_first_lines(ranges, newline_counts(path, ranges))
 
 
 def with_first_lines(ranges: list[tuple[int, int]], newlines: list[int]) -> list[tuple[int, int, int]]:

@@ -107,6 +107,10 @@ class GlobalOp(Op):
     # record once, with its count (the executor's identical-line plan does so).
     copy_drop: ClassVar[tuple[str, str] | None] = None
 
+    def copy_detail(self, rid: str) -> str:
+        """The detail of a later copy of the kept record `rid` (see `copy_drop`)."""
+        return self.copy_drop[1].replace("{id}", rid)
+
     def decide(self, keys: dict[str, np.ndarray], counts: np.ndarray | None = None) -> "Decision":
         """Given all keys concatenated in record order, which records to drop and why.
 

@@ -275,21 +275,26 @@ class NearDedup(GlobalOp):
         ok = sim >= self.threshold
         return rep, cand[ok], sim[ok]
 
+    @staticmethod
+    def _copy_pairs(rep: np.ndarray) -> np.ndarray:
+        """(first, copy) for each record whose signature an earlier record has."""
+        copies = np.nonzero(rep != np.arange(len(rep)))[0]
+        return np.stack([rep[copies], copies], axis=1)
+
     def pairs(self, sig: np.ndarray, sh: np.ndarray | None = None, sh_n: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Near-duplicate pairs (i < j) and their similarity: each copy (same signature) with its
         first occurrence at J=1, then the verified pairs among distinct signatures."""
         rep, cand, sim = self._graph(sig, sh, sh_n)
-        copies = np.nonzero(rep != np.arange(len(sig)))[0]
-        return (np.concatenate([np.stack([rep[copies], copies], axis=1), cand]),
-                np.concatenate([np.ones(len(copies), dtype=np.float32), sim.astype(np.float32)]))
+        copy_pairs = self._copy_pairs(rep)
+        return (np.concatenate([copy_pairs, cand]),
+                np.concatenate([np.ones(len(copy_pairs), dtype=np.float32), sim.astype(np.float32)]))
 
     def decide(self, keys: dict[str, np.ndarray], counts: np.ndarray | None = None):
         sig = keys["sig"]
         n = len(sig)
         rep, cand, sim = self._graph(sig, keys.get("sh"), keys.get("sh_n"))
-        copies = np.nonzero(rep != np.arange(n))[0]
-        edges = np.concatenate([np.stack([rep[copies], copies], axis=1), cand])
-        keeper, drop, sizes = resolve_groups(components(n, edges), keys, self.keep, counts)
+        copy_pairs = self._copy_pairs(rep)
+        keeper, drop, sizes = resolve_groups(components(n, np.concatenate([copy_pairs, cand])), keys, self.keep, counts)
         # the similarity to the keeper, where known: 1 for the same signature, else that of the
         # verified pair between the two signatures' first records (so copies get the same detail)
         k = keeper[drop]
@@ -303,8 +308,8 @@ class NearDedup(GlobalOp):
         found |= a == b
         detail = [f"similar to {h} (J={s:.2f})" if f else f"similar to {h} (same cluster)"
                   for h, s, f in zip(ids_hex(keys, k), sims.tolist(), found.tolist())]
-        n_all = n if counts is None else int(counts.sum())
-        return Decision(drop, "near_duplicate", detail, {"pairs": n_all - len(np.unique(rep)) + len(cand),
+        n_all = n if counts is None else int(counts.sum())  # every copy pairs with its signature's first record
+        return Decision(drop, "near_duplicate", detail, {"pairs": n_all - (n - len(copy_pairs)) + len(cand),
                                                          **_dup_report(sizes, "clusters", "cluster_sizes")}, k)
 
 

@@ -27,7 +27,6 @@ than writing megabytes on this kind of machine.
 from __future__ import annotations
 
 import gc
-import math
 import mmap
 import os
 import re
@@ -50,6 +49,7 @@ MIN_COPY_SHARE = 0.05
 KEPT_STREAM, REJECTS_STREAM, STATS_STREAM = "kept.stream.jsonl", "rejects.stream.jsonl", "stats.stream.jsonl"
 CACHE_ROWS = 200_000  # per worker: templates of dropped copies' rows (~1 KB each), kept for the next copies
 SURVIVOR = -1  # outcome code of a record that every map op kept
+JOBS = "jobs.bin"  # the decode jobs, cut once (in lines/)
 
 # One first copy's outcome: its line, code, bytes in the shard's blob, whether its row carried
 # its own meta.source, and where the source value sits in a survivor's record (to splice).
@@ -109,7 +109,7 @@ def _hash_shard(i: int) -> tuple[int, int, int, np.ndarray, np.ndarray, str, int
     f.write(hashes)
     f.write(memoryview(order))
     f.flush()
-    return i, newlines, n_lines, blank, big.astype(np.int64), f.name, at, len(starts)
+    return i, newlines, n_lines, blank, big, f.name, at, len(starts)
 
 
 def _hashed(results: dict[int, tuple], shards: list[local.Shard]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
@@ -167,12 +167,10 @@ def _canon(shards: list[local.Shard], offsets: np.ndarray, hashes: list[np.ndarr
     return canon
 
 
-def _first_copies(h: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+def _first_copies(h: np.ndarray, order: np.ndarray) -> np.ndarray:
     """For rows of 128-bit hashes (n, 2), the index of each row's first equal row. Grouped on
     the high half (`order`: the rows stably sorted by it), then checked on the low half: rows
     whose low half differs from their group's first are grouped on both halves (practically never)."""
-    if order is None:
-        order = np.argsort(h[:, 0], kind="stable")
     hs = h[order, 0]
     start = np.ones(len(hs), dtype=bool)
     start[1:] = hs[1:] != hs[:-1]
@@ -193,14 +191,14 @@ def _decode_jobs(work: Path, firsts: np.ndarray, line_off: np.ndarray, n_workers
     """(shard, lo, hi) per decode job: slices of each shard's first copies, about equal in size
     and at least eight per worker (copies cluster: all first copies may sit in a few shards).
     Saved, so a resumed run cuts the same jobs whatever its worker count."""
-    path = work / "lines" / "jobs.npy"
+    path = work / "lines" / JOBS
     if path.exists():
-        return np.load(path)
+        return local.load_bundle(path)[0]["jobs"]
     per_shard = [int(firsts[line_off[i]:line_off[i + 1]].sum()) for i in range(len(line_off) - 1)]
     size = max(1, -(-sum(per_shard) // (8 * n_workers)))
     jobs = [(i, lo, min(lo + size, n)) for i, n in enumerate(per_shard) for lo in range(0, n, size)]
     arr = np.array(jobs, dtype=np.int64).reshape(-1, 3)
-    local.save_array(path, arr)
+    local.save_bundle(path, {"jobs": arr})
     return arr
 
 
@@ -317,8 +315,8 @@ def _decode_shard(args: tuple[int, int, int, np.ndarray]) -> int:
 class _HistColumns:
     """What `local._Hist.add` takes from each survivor, as columns: the write step then counts
     the kept records with numpy instead of parsing each one again. Values are codes into lists
-    of names (kinds, languages, flags) kept in first-seen order; a score a record lacks, or
-    that is not a finite number (JSON has no NaN: it is written as null), is NaN."""
+    of names (kinds, languages, flags) kept in first-seen order; a score a record lacks (see
+    `_Hist.fields`) is NaN."""
 
     CODED = ("kind", "lang", "flag")
 
@@ -335,17 +333,15 @@ class _HistColumns:
     def add(self, d: dict) -> None:
         i = self.n
         self.n += 1
-        meta = d["meta"]
-        self.len.append(local._response_len(d))
-        self.kind.append(self.names["kind"].setdefault(d["kind"], len(self.names["kind"])))
-        lang = meta.get("lang", "?")
+        length, kind, lang, flags, scores = local._Hist.fields(d)
+        self.len.append(length)
+        self.kind.append(self.names["kind"].setdefault(kind, len(self.names["kind"])))
         self.lang.append(self.names["lang"].setdefault(lang, len(self.names["lang"])))
-        for f in meta.get("flags", ()):
+        for f in flags:
             self.flag_rec.append(i)
             self.flag.append(self.names["flag"].setdefault(f, len(self.names["flag"])))
-        for k, v in d["scores"].items():
-            if isinstance(v, (int, float)) and math.isfinite(v):
-                self.scores.setdefault(k, {})[i] = float(v)
+        for k, v in scores:
+            self.scores.setdefault(k, {})[i] = v
 
     def arrays(self) -> tuple[dict[str, np.ndarray], dict]:
         out = {"len": np.array(self.len, dtype=np.int64), "kind": np.array(self.kind, dtype=np.int32),
@@ -401,8 +397,7 @@ def _count_kept(hist: "local._Hist", t: dict[str, np.ndarray], meta: dict, s: np
             counter[meta[k][int(u[j])]] += int(cnt[j])
     if len(t["h_flag"]):
         uniq, first_at = np.unique(s, return_index=True)
-        weight = np.zeros(len(t["h_len"]), dtype=np.int64)
-        np.add.at(weight, s, 1)
+        weight = np.bincount(s, minlength=len(t["h_len"]))  # kept lines per survivor
         rec = t["h_flag_rec"]
         mine = weight[rec] > 0
         if mine.any():
@@ -433,7 +428,7 @@ class Table:
     @classmethod
     def load(cls, d: Path) -> "Table":
         arrays, meta = local.load_bundle(d / cls.FILE)
-        return cls(arrays, [tuple(c) for c in meta["codes"]], np.load(d / "jobs.npy"), meta["hist"])
+        return cls(arrays, [tuple(c) for c in meta["codes"]], local.load_bundle(d / JOBS)[0]["jobs"], meta["hist"])
 
 
 def _build_table(work: Path, jobs: np.ndarray, canon: np.ndarray, pos: np.ndarray, offsets: np.ndarray
@@ -538,14 +533,14 @@ def _global_drops(ctx: dict, t: Table, c: np.ndarray, surv: np.ndarray, line_off
     lines, k, s = surv[gone], k[gone], s[gone]
     copy_of_kept = k < 0
     refs = copy_of_kept & dec["has_fp"][s] if ctx["recipe"].output.copies_by_reference else np.zeros(len(lines), dtype=bool)
-    copy_reason, copy_detail = g_op.copy_drop
+    copy_reason = g_op.copy_drop[0]
     rest = np.flatnonzero(~refs)
     k_rest, own_copy = k[rest], copy_of_kept[rest] & ~refs[rest]  # the latter: a later copy of a kept record, in full
 
     def describe(js: list[int], rids: list[bytes]) -> tuple[list[str], list[bytes], list[bool]]:
         mine = own_copy[js]
         reasons = [copy_reason] * len(js)
-        details = [copy_detail.replace("{id}", rid[1:-1].decode()).encode() for rid in rids]
+        details = [g_op.copy_detail(rid[1:-1].decode()).encode() for rid in rids]
         copies = [False] * len(js)
         theirs = np.flatnonzero(~mine)  # lines the decision itself dropped
         kk = k_rest[js][theirs]
@@ -763,10 +758,9 @@ def _drop_rows_own(g_op, maps: "_Blobs", sp: bytes, pos: np.ndarray, col: dict, 
     refs = drops.refs.tolist()
     rest = [q for q, r in enumerate(refs) if not r]
     described = iter(zip(*drops.describe(list(range(len(rest))), [recs[q][6:40] for q in rest])))
-    reason_ref, detail_ref = g_op.copy_drop if any(refs) else ("", "")
     rows, counts = [], Counter()
     for rec, src, ref in zip(recs, srcs, refs):
-        reason, detail, copy = (reason_ref, detail_ref.replace("{id}", rec[7:39].decode()).encode(), True) if ref else next(described)
+        reason, detail, copy = (g_op.copy_drop[0], g_op.copy_detail(rec[7:39].decode()).encode(), True) if ref else next(described)
         rows.append(local.reject_row_bytes(rec, g_op.name, reason, detail.decode(), src, copy))
         counts[reason] += 1
     return b"".join(rows), counts

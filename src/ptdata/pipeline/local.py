@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import gzip
+import math
 import mmap
 import os
 import shutil
@@ -104,11 +105,6 @@ def commit_file(path: Path, write: Callable[[Any], None]) -> None:
     with open(part, "wb") as f:
         write(f)
     os.replace(part, path)
-
-
-def save_array(path: Path, a: np.ndarray) -> None:
-    """A committed plain .npy: the decide phase and later steps map it without a copy."""
-    commit_file(path, lambda f: np.save(f, a))
 
 
 _BUNDLE_MAGIC = b"PTDATA-B"
@@ -444,15 +440,23 @@ class _Hist:
         self.flags: Counter = Counter()
         self.kinds: Counter = Counter()
 
-    def add(self, d: dict) -> None:
-        self.len_resp.append(_response_len(d))
-        for k, v in d["scores"].items():
-            if isinstance(v, (int, float)):
-                self.scores.setdefault(k, []).append(float(v))
+    @staticmethod
+    def fields(d: dict) -> tuple[int, str, Any, Any, list[tuple[str, float]]]:
+        """What the report counts of a record: response length, kind, language, flags and the
+        scores that are finite numbers (a record about to be written may hold a NaN, which JSON
+        writes as null, so it is not counted either way)."""
         meta = d["meta"]
-        self.langs[meta.get("lang", "?")] += 1
-        self.kinds[d["kind"]] += 1
-        for f in meta.get("flags", ()):
+        scores = [(k, float(v)) for k, v in d["scores"].items() if isinstance(v, (int, float)) and (isinstance(v, int) or math.isfinite(v))]
+        return _response_len(d), d["kind"], meta.get("lang", "?"), meta.get("flags", ()), scores
+
+    def add(self, d: dict) -> None:
+        length, kind, lang, flags, scores = self.fields(d)
+        self.len_resp.append(length)
+        for k, v in scores:
+            self.scores.setdefault(k, []).append(v)
+        self.langs[lang] += 1
+        self.kinds[kind] += 1
+        for f in flags:
             self.flags[f] += 1
 
     def as_dict(self) -> dict:
@@ -466,7 +470,7 @@ class _Hist:
 
 # --- parent side -----------------------------------------------------------------------------
 
-WORK_LAYOUT = 2  # the files a run keeps in its work dir; a dir kept in another layout is not resumed
+WORK_LAYOUT = 3  # the files a run keeps in its work dir; a dir kept in another layout is not resumed
 
 
 def _manifest(recipe: Recipe, files: list[list[Path]]) -> bytes:
