@@ -184,7 +184,7 @@ def test_steps_reject_with_reasons_and_lose_nothing(local_lm, tmp_path):
         assert r.exit_code == 0, r.output
         calls_before = app.state.log.calls
         r = CliRunner().invoke(cli, ["judge", str(tmp_path / "g" / "kept.jsonl"), "-o", str(tmp_path / "j"), *common])
-        assert r.exit_code == 0, r.output
+        assert r.exit_code == 4, r.output  # every record rejected: nothing produced (README, Exit codes)
         judge_calls = app.state.log.calls - calls_before
     g = orjson.loads((tmp_path / "g" / "stats.json").read_bytes())
     assert (g["records_in"], g["kept"], g["rejected"]) == (6, 5, 1)

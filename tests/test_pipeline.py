@@ -209,8 +209,9 @@ def test_ops_command_lists_every_op_with_defaults():
     for name, cls in listed.items():
         assert ptdata.ops.MODULES[name] == cls.__module__.rsplit(".", 1)[1]
         assert name in r.stdout
-        for pname, default, _ in cls.describe():
-            assert f"{pname} = {default}" in r.stdout
+        assert cls.summary() in r.stdout  # the whole first paragraph, never cut mid-sentence
+        for p in cls.describe():
+            assert f"{p.name} = {p.default}  ({p.allowed})" in r.stdout
 
 
 def test_recipe_errors_are_one_line(tmp_path):

@@ -105,8 +105,8 @@ def test_an_unknown_rejects_mode_is_refused(tmp_path):
     from ptdata.errors import InputError
     from ptdata.pipeline import load_recipe
 
-    with pytest.raises(InputError, match="output.rejects must be compact or full, not 'refs'"):
+    with pytest.raises(InputError, match="^output: rejects: must be one of compact, full, got 'refs'$"):
         Output(rejects="refs")
     (tmp_path / "r.yaml").write_text("inputs: [x.jsonl]\nops: []\noutput: {rejects: refs}\n")
-    with pytest.raises(InputError, match=r"r\.yaml: output\.rejects must be compact or full"):
+    with pytest.raises(InputError, match=r"r\.yaml: output: rejects: must be one of compact, full, got 'refs'$"):
         load_recipe(tmp_path / "r.yaml")

@@ -1,7 +1,9 @@
 """`ptdata` command line: one entry point, one sub-command per job.
 
 Bad input never ends in a traceback: a file-level problem is one `error:` line and exit 1,
-a record-level problem is a row in the rejects file and a count in the summary.
+a record-level problem is a row in the rejects file and a count in the summary. Exit codes
+(README, "Exit codes"): 0 done, 1 could not run, 2 usage, 3 validate found rejects, 4 nothing
+produced (every record rejected), 70 an internal error (a bug), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from . import __version__
 from .convert import RunCounts, convert
 from .errors import InputError
 from .formats import FORMATS
-from .io import RowWriter, rejects_path_for
+from .json_scan import DEFAULT_MAX_DEPTH
+from .io import RowWriter, guard_outputs, rejects_path_for
 from .reader import ReadOptions, RecordReader
 from .report.stats import DatasetStats
 from .validation import ValidationConfig
@@ -29,7 +32,19 @@ err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 EXIT_INPUT = 1
+EXIT_USAGE = 2
 EXIT_INVALID = 3
+EXIT_NOTHING = 4
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+def exit_if_nothing(n_in: int, n_out: int, what: str = "record") -> None:
+    """Exit 4 when a command produced nothing: every input record was rejected (or there was none)."""
+    if n_out == 0:
+        err.print(f"nothing written: {'every one of the ' + format(n_in, ',') + ' input records was rejected' if n_in else 'no input ' + what + 's'}",
+                  highlight=False)
+        raise typer.Exit(EXIT_NOTHING)
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
@@ -42,7 +57,8 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
     return result
 
 
-def _read_options(fmt, fields, options, dataset_info, dataset, max_turn_chars, strict, no_language, max_record_bytes) -> ReadOptions:
+def _read_options(fmt, fields, options, dataset_info, dataset, max_turn_chars, strict, no_language, max_record_bytes,
+                  max_depth: int = DEFAULT_MAX_DEPTH) -> ReadOptions:
     if fmt is not None and fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     opts: dict = _pairs(options, "--option")
@@ -51,7 +67,7 @@ def _read_options(fmt, fields, options, dataset_info, dataset, max_turn_chars, s
     return ReadOptions(
         fmt=fmt, opts=opts, dataset_info=dataset_info, dataset=dataset,
         validation=ValidationConfig(max_turn_chars=max_turn_chars, strict=strict, language=not no_language),
-        max_record_bytes=max_record_bytes,
+        max_record_bytes=max_record_bytes, max_depth=max_depth,
     )
 
 
@@ -98,10 +114,11 @@ FieldOpt = Annotated[Optional[list[str]], typer.Option("--field", help="Column m
 OptionOpt = Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Format option key=value, e.g. style=standard.")]
 InfoOpt = Annotated[Optional[str], typer.Option("--dataset-info", help="LLaMA-Factory dataset_info.json with the column mapping.")]
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="Entry name in --dataset-info.")]
-MaxTurnOpt = Annotated[int, typer.Option("--max-turn-chars", help="Reject turns longer than this.")]
+MaxTurnOpt = Annotated[int, typer.Option("--max-turn-chars", min=1, help="Reject turns longer than this.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Reject flagged records too (language switch, truncation, code fences).")]
 NoLangOpt = Annotated[bool, typer.Option("--no-language-check", help="Do not flag language switches.")]
-MaxRecOpt = Annotated[int, typer.Option("--max-record-bytes", help="Reject single records larger than this.")]
+MaxRecOpt = Annotated[int, typer.Option("--max-record-bytes", min=1, help="Reject single records larger than this.")]
+MaxDepthOpt = Annotated[int, typer.Option("--max-depth", min=1, max=250, help="Reject records nested deeper than this (objects and arrays).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
@@ -122,12 +139,13 @@ def convert_cmd(
     strict: StrictOpt = False,
     no_language_check: NoLangOpt = False,
     max_record_bytes: MaxRecOpt = 16 * 1024 * 1024,
+    max_depth: MaxDepthOpt = DEFAULT_MAX_DEPTH,
     quiet: QuietOpt = False,
 ) -> None:
     """Convert between formats; every record is written or rejected with a reason."""
     if to not in FORMATS:
         raise InputError(f"unknown format {to!r}; known: {', '.join(FORMATS)}")
-    ro = _read_options(fmt, fields, None, dataset_info, dataset, max_turn_chars, strict, no_language_check, max_record_bytes)
+    ro = _read_options(fmt, fields, None, dataset_info, dataset, max_turn_chars, strict, no_language_check, max_record_bytes, max_depth)
     write_opts = _pairs(options, "--option")
     if fields:
         write_opts["fields"] = ro.opts["fields"]
@@ -137,6 +155,7 @@ def convert_cmd(
     _summary(counts.records_in, counts.kept, counts.rejected, counts.reasons, counts.flags, rejects)
     if counts.rows_out != counts.kept:
         err.print(f"  wrote {counts.rows_out:,} rows to {dst}", highlight=False)
+    exit_if_nothing(counts.records_in, counts.kept)
 
 
 @app.command("validate")
@@ -153,17 +172,26 @@ def validate_cmd(
     strict: StrictOpt = False,
     no_language_check: NoLangOpt = False,
     max_record_bytes: MaxRecOpt = 16 * 1024 * 1024,
+    max_depth: MaxDepthOpt = DEFAULT_MAX_DEPTH,
     quiet: QuietOpt = False,
 ) -> None:
     """Check structure and multi-turn coherence. Exit 0 when all records are valid, 3 when some are rejected."""
-    ro = _read_options(fmt, fields, options, dataset_info, dataset, max_turn_chars, strict, no_language_check, max_record_bytes)
+    ro = _read_options(fmt, fields, options, dataset_info, dataset, max_turn_chars, strict, no_language_check, max_record_bytes, max_depth)
     rejects = rejects or (rejects_path_for(out_path) if out_path else Path(rejects_path_for(inputs[0]).name))
+    guard_outputs(inputs, [rejects, *([out_path] if out_path else [])])
     stats = DatasetStats()
     kept_writer = RowWriter(out_path, "ptdata") if out_path else None
     n_in = 0
+    unreadable = 0
     with RowWriter(rejects, "ptdata") as rej:
         for path in inputs:
-            reader = RecordReader(path, ro)
+            try:
+                reader = RecordReader(path, ro)
+                reader.detect()
+            except (InputError, OSError) as e:  # report it, and validate the other files
+                err.print(f"error: {e}", highlight=False, markup=False)
+                unreadable += 1
+                continue
             with _Bar(f"validate {path.name}", quiet) as bar:
                 for i, (rec, bad) in enumerate(reader, 1):
                     n_in += 1
@@ -182,6 +210,10 @@ def validate_cmd(
         kept_writer.close()
     assert n_in == stats.records + stats.rejected
     _summary(n_in, stats.records, stats.rejected, stats.reject_reasons, stats.flags, rejects)
+    if unreadable:
+        err.print(f"{unreadable} of {len(inputs)} file(s) could not be validated", highlight=False)
+        raise typer.Exit(EXIT_INPUT)
+    exit_if_nothing(n_in, stats.records)
     if stats.rejected:
         raise typer.Exit(EXIT_INVALID)
 
@@ -198,10 +230,13 @@ def stats_cmd(
     max_turn_chars: MaxTurnOpt = 100_000,
     no_language_check: NoLangOpt = False,
     max_record_bytes: MaxRecOpt = 16 * 1024 * 1024,
+    max_depth: MaxDepthOpt = DEFAULT_MAX_DEPTH,
     quiet: QuietOpt = False,
 ) -> None:
     """Records by kind, turns per conversation, characters per role, languages, duplicates by id."""
-    ro = _read_options(fmt, fields, options, dataset_info, dataset, max_turn_chars, False, no_language_check, max_record_bytes)
+    ro = _read_options(fmt, fields, options, dataset_info, dataset, max_turn_chars, False, no_language_check, max_record_bytes, max_depth)
+    if json_out:
+        guard_outputs(inputs, [json_out])
     stats = DatasetStats()
     for path in inputs:
         reader = RecordReader(path, ro)
@@ -218,6 +253,7 @@ def stats_cmd(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_bytes(orjson.dumps(d, option=orjson.OPT_INDENT_2))
     _print_stats(d)
+    exit_if_nothing(d["records"] + d["rejected"], d["records"])
 
 
 def _print_stats(d: dict) -> None:
@@ -235,6 +271,26 @@ def _print_stats(d: dict) -> None:
     out.print(t)
 
 
+READ_STEPS = ("read", "detect", "parse", "validate", "write")  # the op of a reject made before or after the recipe's ops
+
+
+def _check_reject_filters(out_dir: Path, op: str | None, reason: str | None) -> None:
+    """An --op or --reason this run cannot have is a mistake, not an empty answer: say which exist."""
+    stats_path = out_dir / "stats.json"
+    if not stats_path.is_file():
+        raise InputError(f"{out_dir}: no stats.json (not the output directory of a finished run)")
+    try:
+        funnel = orjson.loads(stats_path.read_bytes())["ops"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise InputError(f"{stats_path}: not a ptdata run's stats") from None
+    ops = [*READ_STEPS, *(o["op"] for o in funnel if o["op"] not in ("read+validate", "write"))]
+    reasons = sorted({r for o in funnel for r in o.get("dropped", {})})
+    if op is not None and op not in ops:
+        raise InputError(f"--op {op!r}: no such op in this run; its ops: {', '.join(ops)}")
+    if reason is not None and reason not in reasons:
+        raise InputError(f"--reason {reason!r}: no reject has it in this run; its reasons: {', '.join(reasons) or 'none'}")
+
+
 @app.command("rejects")
 def rejects_cmd(
     out_dir: Annotated[Path, typer.Argument(help="Output directory of a run (kept file, rejects.jsonl, stats.json).")],
@@ -248,6 +304,9 @@ def rejects_cmd(
 
     from .pipeline.rejects import read_rejects
 
+    _check_reject_filters(out_dir, op, reason)
+    if output:
+        guard_outputs([p for p in out_dir.glob("*") if p.is_file()], [output])
     f = open(output, "wb") if output else sys.stdout.buffer
     n = 0
     try:
@@ -276,7 +335,8 @@ def run_cmd(
     recipe = load_recipe(recipe_path)
     if executor not in ("local", "ray"):
         raise InputError(f"executor must be local or ray, got {executor!r}")
-    run_recipe(recipe, workers, quiet, executor=executor, address=address)
+    result = run_recipe(recipe, workers, quiet, executor=executor, address=address)
+    exit_if_nothing(result.records_in, result.kept)
 
 
 def run_recipe(recipe, workers: int | None, quiet: bool, executor: str = "local", address: str | None = None):
@@ -328,13 +388,15 @@ def run_recipe(recipe, workers: int | None, quiet: bool, executor: str = "local"
 @app.command("ops")
 def ops_cmd() -> None:
     """List every curation op with its parameters and defaults."""
+    from rich.markup import escape
+
     from .ops import all_ops
 
     for name, cls in all_ops().items():
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        out.print(f"[bold]{name}[/bold] ({cls.kind}) {doc}", highlight=False)
-        for pname, default, help_ in cls.describe():
-            out.print(f"    {pname} = {default}  [dim]{help_}[/dim]", highlight=False, soft_wrap=True)
+        out.print(f"[bold]{name}[/bold] ({cls.kind}) {escape(cls.summary())}", highlight=False, soft_wrap=True)
+        for p in cls.describe():  # the allowed values are the words a recipe error uses
+            out.print(f"    {escape(p.name)} = {escape(p.default)}  ({escape(p.allowed)})  [dim]{escape(p.help)}[/dim]",
+                      highlight=False, soft_wrap=True)
 
 
 @app.command("formats")
@@ -355,15 +417,39 @@ from . import cli_flywheel, cli_llm  # noqa: E402,F401  (register the model step
 
 
 def main() -> None:
-    """Entry point: turn input problems into one line and exit code 1."""
+    """Entry point: every outcome is an exit code from the table and at most one `error:` line."""
+    import os
+
+    from typer import _click  # typer's own click
+
     try:
-        app()
+        code = app(standalone_mode=False)
+    except (_click.exceptions.ClickException, typer.TyperException) as e:  # usage: unknown option, missing argument
+        e.show() if hasattr(e, "show") else err.print(f"error: {e}", highlight=False, markup=False)
+        code = e.exit_code
+    except typer.Abort as e:  # the wrapping of EOFError and Ctrl-C
+        if isinstance(e.__cause__, EOFError):
+            err.print(f"error: input ended before it should ({e.__cause__ or 'end of file'})", highlight=False, markup=False)
+            code = EXIT_INPUT
+        else:
+            err.print("interrupted")
+            code = EXIT_INTERRUPTED
     except (InputError, OSError) as e:
         err.print(f"error: {e}", highlight=False, markup=False)
-        sys.exit(EXIT_INPUT)
+        code = EXIT_INPUT
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        code = EXIT_INTERRUPTED
+    except MemoryError:
+        err.print("error: out of memory (lower --workers, or the recipe's batch_size / shard_bytes)", highlight=False)
+        code = EXIT_INPUT
+    except Exception as e:  # a bug: one line, the traceback only on request
+        if os.environ.get("PTDATA_DEBUG"):
+            raise
+        err.print(f"error: internal error ({type(e).__name__}: {str(e)[:300]}); PTDATA_DEBUG=1 shows the traceback",
+                  highlight=False, markup=False)
+        code = EXIT_INTERNAL
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

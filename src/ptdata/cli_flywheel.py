@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Annotated, Optional
+from urllib.parse import urlparse
 
 import typer
 
@@ -23,24 +25,57 @@ def serve_cmd(upstream: Annotated[str, typer.Option(help="The model's OpenAI-com
               default_consent: Annotated[bool, typer.Option(help="Consent when the request does not say.")] = True,
               max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = 1 << 20,
               timeout: Annotated[float, typer.Option(help="Upstream timeout in seconds (then 504).")] = 120.0,
+              body_timeout: Annotated[float, typer.Option(help="Seconds a client has to send its request body (then 408).")] = 30.0,
               upstream_key_env: Annotated[str, typer.Option(help="Env var with the upstream's API key.")] = "UPSTREAM_API_KEY") -> None:
     """Run the OpenAI-compatible logging proxy and the feedback API. Keys come from the environment:
-    PTDATA_FLYWHEEL_WRITE_KEYS and PTDATA_FLYWHEEL_ADMIN_KEYS (comma-separated), PTDATA_FLYWHEEL_SALT."""
+    PTDATA_FLYWHEEL_WRITE_KEYS and PTDATA_FLYWHEEL_ADMIN_KEYS (comma-separated), PTDATA_FLYWHEEL_SALT
+    (without it, user ids are hashed with a random salt the store keeps)."""
     import uvicorn
 
     from .flywheel.server import config_from_env, make_app
 
     if no_consent not in ("metadata", "drop"):
         raise InputError("--no-consent must be metadata or drop")
+    if not (timeout > 0 and body_timeout > 0):
+        raise InputError("--timeout and --body-timeout must be positive seconds")
     try:
         cfg = config_from_env(upstream, store, model_version=model_version, no_consent=no_consent,
                               default_consent=default_consent, max_body_bytes=max_body_bytes, timeout=timeout,
-                              upstream_key_env=upstream_key_env)
+                              body_timeout=body_timeout, upstream_key_env=upstream_key_env)
     except ValueError as e:
         raise InputError(f"{e}: set PTDATA_FLYWHEEL_WRITE_KEYS and PTDATA_FLYWHEEL_ADMIN_KEYS") from None
+    sock = _listen(host, port)  # before the store is opened: a taken port leaves nothing behind
     asgi, _ = make_app(cfg)
-    err.print(f"flywheel proxy on http://{host}:{port}/v1 -> {upstream} (store: {store.split('@')[-1]})", highlight=False)
-    uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False)
+    if not cfg.user_salt:
+        err.print("PTDATA_FLYWHEEL_SALT not set: user ids are hashed with the store's own random salt", highlight=False)
+    err.print(f"flywheel proxy on http://{host}:{sock.getsockname()[1]}/v1 -> {upstream} (store: {store.split('@')[-1]})",
+              highlight=False)
+    server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", access_log=False))
+    server.run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a port in use is one `error:` line (exit 1)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, OverflowError) as e:
+        raise InputError(f"--host {host!r} --port {port}: {e}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise InputError(f"--port {port}: cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
+def _check_url(url: str) -> str:
+    u = urlparse(url)
+    if u.scheme not in ("http", "https") or not u.netloc:
+        raise InputError(f"--url {url!r}: give the flywheel's base URL, e.g. http://127.0.0.1:8080/v1")
+    return url
 
 
 @fw.command("feedback")
@@ -68,8 +103,8 @@ def feedback_cmd(interaction: Annotated[str, typer.Argument(help="Interaction id
         raise InputError("give exactly one of --thumbs, --rating, --correction, --comment, --regenerated, --chose-over")
     kind, value = events[0]
     try:
-        r = FlywheelClient(url, key).feedback(interaction, kind, value, event_id=event_id)
-    except (FlywheelError, OSError) as e:
+        r = FlywheelClient(_check_url(url), key).feedback(interaction, kind, value, event_id=event_id)
+    except (FlywheelError, OSError, ValueError) as e:
         raise InputError(f"feedback not recorded: {e}") from None
     out.print(f"{'recorded' if r.get('created') else 'already recorded'}: {r.get('event_id')}", highlight=False)
 
@@ -85,15 +120,22 @@ def mine_cmd(version: Annotated[str, typer.Option(help="Name of the new dataset 
              until: Annotated[Optional[str], typer.Option(help="ISO date/time or epoch seconds (default: now).")] = None,
              min_rating: Annotated[int, typer.Option(help="A rating this high counts as positive.")] = 4,
              pii: Annotated[str, typer.Option(help="redact or reject records with PII.")] = "redact",
+             pii_ner: Annotated[bool, typer.Option(help="Also find person names (Presidio + spaCy: the pii-ner extra; slow).")] = False,
              ops: Annotated[Optional[str], typer.Option(help="YAML file with a list of curation ops to run on mined records.")] = None) -> None:
-    """Turn the store into a dataset version: SFT records and preference pairs, scrubbed and deduplicated."""
+    """Turn the store into a dataset version: SFT records and preference pairs, scrubbed and deduplicated.
+    A version name is 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit. Exit 4 when
+    nothing new was mined (no version is written)."""
     from pathlib import Path
 
     import yaml
 
-    from .flywheel.mine import MineConfig, mine, parse_since
+    from .flywheel.mine import MineConfig, check_version_name, mine, parse_since
     from .flywheel.store import Store
     from .pipeline.recipe import parse_ops
+
+    check_version_name(version)
+    t0 = parse_since(since, "--since") if since else None
+    t1 = parse_since(until, "--until") if until else None
 
     op_list = []
     if ops:
@@ -104,9 +146,12 @@ def mine_cmd(version: Annotated[str, typer.Option(help="Name of the new dataset 
         op_list = parse_ops(items.get("ops", items) if isinstance(items, dict) else items)
     if pii not in ("redact", "reject"):
         raise InputError("--pii must be redact or reject")
-    m = mine(Store(store), version, Path(out_dir), parse_since(since) if since else None, parse_since(until) if until else None,
-             MineConfig(min_rating=min_rating, ops=op_list, pii=pii))
+    m = mine(Store(store), version, Path(out_dir), t0, t1, MineConfig(min_rating=min_rating, ops=op_list, pii=pii, pii_ner=pii_ner))
     c = m["counts"]
+    if not m["written"]:
+        err.print(f"nothing new: {c['interactions']:,} interactions since {m['since']:.0f} gave no record "
+                  f"(unused: {c['unused_interactions']}, dropped: {c['dropped_records']}); no version written", highlight=False)
+        raise typer.Exit(4)
     err.print(f"version {version} (parent {m['parent']}): {c['interactions']:,} interactions -> {c['sft']:,} sft, "
               f"{c['pairs']:,} pairs", highlight=False)
     err.print(f"  by source: {c['by_source']}\n  unused interactions: {c['unused_interactions']}\n"

@@ -12,7 +12,7 @@ import orjson
 import typer
 import yaml
 
-from .cli import app, err, run_recipe
+from .cli import app, err, exit_if_nothing, run_recipe
 from .errors import InputError
 from .ops.base import Op
 
@@ -52,12 +52,17 @@ def llm_settings(model, backend, base_url, api_key_env, sets, config_file) -> di
     return d
 
 
-def run_step(op: Op, inputs: list[Path], out: Path, fmt: str | None, workers: int, quiet: bool, name: str):
+def run_step(op: Op, inputs: list[Path], out: Path, fmt: str | None, workers: int, quiet: bool, name: str,
+             allow_empty: bool = False):
+    """A model step as a one-op recipe; exit 4 when it kept nothing (unless the caller goes on)."""
     from .pipeline import Input, Output, Recipe
 
     recipe = Recipe(inputs=[Input(str(p), format=fmt) for p in inputs], ops=[op],
                     output=Output(dir=str(out), report=False), name=name, batch_size=256)
-    return run_recipe(recipe, workers, quiet)
+    result = run_recipe(recipe, workers, quiet)
+    if not allow_empty:
+        exit_if_nothing(result.records_in, result.kept)
+    return result
 
 
 @app.command("generate")
@@ -144,9 +149,10 @@ def pairs_cmd(inputs: InputsArg, out: OutOpt,
     bad = [t for t in to or [] if t not in PAIR_EXPORTS]
     if bad:
         raise InputError(f"--to {bad[0]!r}: choose from {', '.join(PAIR_EXPORTS)}")
-    res = run_step(Pairs(strategy=strategy, min_margin=min_margin, aspects=aspect or []), inputs, out, fmt, 1, quiet, "pairs")
+    res = run_step(Pairs(strategy=strategy, min_margin=min_margin, aspects=aspect or []), inputs, out, fmt, 1, quiet, "pairs",
+                   allow_empty=True)
     judged = [r for p in inputs for r, _ in read_records(p) if r is not None] if strategy == "pairwise" else None
-    pairs = [r for r, _ in read_records(res.kept_path) if r is not None]
+    pairs = [r for r, _ in read_records(res.kept_path) if r is not None] if res.kept else []
     report = bias_report(pairs, judged)
     (out / "bias.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     L = report["length"]
@@ -156,13 +162,14 @@ def pairs_cmd(inputs: InputsArg, out: OutOpt,
                      if report.get("judge_position") else ""), highlight=False)
     for w in report["warnings"]:
         err.print(f"warning: {w}", highlight=False)
-    for t in to or []:
+    for t in (to or []) if pairs else []:
         target, name = PAIR_EXPORTS[t]
         f, opts = TARGETS[target][:2]
         c = convert(res.kept_path, out / name, f, write_opts=opts, rejects=out / f"{name}.rejects.jsonl", workers=1)
         err.print(f"{t}: {out / name} ({c.kept:,} pairs" + (f", {c.rejected} not representable" if c.rejected else "") + ")",
                   highlight=False)
     err.print(f"bias report: {out / 'bias.json'}", highlight=False)
+    exit_if_nothing(res.records_in, len(pairs), "pair")
 
 
 @app.command("llm-serve")
@@ -228,6 +235,7 @@ def distill_cmd(inputs: InputsArg, out: OutOpt,
                   f"{g['low_confidence']:,} not confident -> {g['train_after']:,}", highlight=False)
     err.print(f"train: {out / 'train.jsonl'}\nrejects: {out / 'rejects.jsonl'}\ncalibration: {out / 'calibration.html'}",
               highlight=False)
+    exit_if_nothing(s["prompts_in"], s["labeled"], "prompt")
 
 
 @app.command("export")
@@ -249,6 +257,7 @@ def export_cmd(inputs: InputsArg, out: OutOpt,
         c = export_format(list(inputs), out, to, ro)
         err.print(f"in {c.get('records_in', 0):,} · written {c.get('kept', 0):,} · rejected {c.get('rejected', 0):,} -> {out}",
                   highlight=False)
+        exit_if_nothing(c.get("records_in", 0), c.get("kept", 0))
         return
     if tokenizer is None:
         raise InputError("--to tokenized needs --tokenizer DIR (a local tokenizer with a chat template)")
@@ -259,3 +268,4 @@ def export_cmd(inputs: InputsArg, out: OutOpt,
               highlight=False)
     err.print(f"data: {out / 'tokenized.parquet'}\nstats: {out / 'token_stats.json'}\nreport: {out / 'token_report.html'}",
               highlight=False)
+    exit_if_nothing(s["records_in"], s["kept"])

@@ -13,10 +13,10 @@ from typing import Callable, Iterator
 
 import orjson
 
-from .errors import RecordError
+from .errors import InputError, RecordError
 from .formats import dataset_info_entry, get_format
 from .parallel import pool_context
-from .io import RowWriter, count_newlines, reject_row, rejects_path_for, split_name, split_ranges, with_first_lines
+from .io import RowWriter, guard_outputs, count_newlines, reject_row, rejects_path_for, split_name, split_ranges, with_first_lines
 from .reader import ReadOptions, RecordReader
 
 
@@ -79,6 +79,10 @@ def convert(
     write_opts = write_opts or {}
     dst = Path(dst)
     rejects_path = Path(rejects) if rejects else rejects_path_for(dst)
+    if rejects_path == dst:
+        raise InputError(f"the rejects file {rejects_path} would be the output file")
+    guard_outputs([src, *([ro.dataset_info] if ro.dataset_info else [])],
+                  [dst, rejects_path, *([dst.parent / "dataset_info.json"] if write_dataset_info else [])])
     reader = RecordReader(src, ro)
     fmt_in = reader.detect()
     n_workers = _workers_for(reader, dst, workers)
@@ -109,7 +113,18 @@ def _convert_range(reader: RecordReader, dst: Path, to: str, write_opts: dict, r
     """The serial loop: every record from `reader` is written to `dst` or to the rejects file."""
     write = get_format(to).write
     counts = RunCounts()
-    with no_gc(), RowWriter(dst, to, write_opts) as out, RowWriter(rejects_path, "ptdata") as rej:
+    rej = RowWriter(rejects_path, "ptdata")
+
+    def unfit(tag: tuple, detail: str) -> None:  # a record the output container cannot hold
+        pos, rec, n_rows = tag
+        rej.write(reject_row(str(reader.alias), pos, reader.label, "write", RecordError("not_representable", detail), rec.to_dict()))
+        counts.kept -= 1
+        counts.rejected += 1
+        counts.rows_out -= n_rows
+        counts.kinds[rec.kind] -= 1
+        counts.reasons["not_representable"] += 1
+
+    with no_gc(), rej, RowWriter(dst, to, write_opts, on_unfit=unfit) as out:
         for n, (rec, bad) in enumerate(reader, 1):
             counts.records_in = n
             if rec is None:
@@ -124,7 +139,7 @@ def _convert_range(reader: RecordReader, dst: Path, to: str, write_opts: dict, r
                 counts.rejected += 1
                 counts.reasons[e.reason] += 1
                 continue
-            out.write_many(rows)
+            out.write_many(rows, (reader.position, rec, len(rows)))
             counts.kept += 1
             counts.rows_out += len(rows)
             counts.kinds[rec.kind] += 1

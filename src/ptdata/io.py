@@ -15,17 +15,30 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 import orjson
 
 from .errors import InputError, RecordError
+from .json_scan import BOM, DEFAULT_MAX_DEPTH, array_items, check_depth
 
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 
 Row = dict[str, Any]
+
+
+def head_of_truncated(path: str | Path, n: int = 4096) -> bytes:
+    """The first bytes a truncated or corrupt gzip file still inflates to (b"" if none)."""
+    import zlib
+
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    with open(path, "rb") as f:
+        try:
+            return d.decompress(f.read(1 << 16), n)
+        except zlib.error:
+            return b""
 
 
 def split_name(path: str | Path) -> tuple[str, bool]:
@@ -51,10 +64,12 @@ def sniff(path: Path) -> tuple[str, bool]:
             try:
                 head = g.read(4096)
             except (OSError, EOFError) as e:
-                raise InputError(f"{path}: not a readable gzip file ({e})") from None
+                if not head_of_truncated(path):
+                    raise InputError(f"{path}: not a readable gzip file ({e})") from None
+                head = head_of_truncated(path)
     if head[:4] == PARQUET_MAGIC:
         return "parquet", gz
-    first = head.lstrip()[:1]
+    first = head.removeprefix(BOM).lstrip()[:1]
     if first == b"[":
         return "json", gz
     if first == b"{":
@@ -66,7 +81,8 @@ class RowSource:
     """Rows of one input file, with a byte-level progress reading for progress bars."""
 
     def __init__(self, path: str | Path, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 byte_range: tuple[int, int] | None = None, first_line: int = 1, wanted: set[int] | None = None) -> None:
+                 byte_range: tuple[int, int] | None = None, first_line: int = 1, wanted: set[int] | None = None,
+                 max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         """`byte_range` (start, end), line-aligned, with `first_line` its line number: one
         worker's share of a plain JSONL file (see `split_ranges`). `wanted`: the only JSONL line
         numbers to parse and yield (the others are skipped unread: copies of earlier lines)."""
@@ -80,6 +96,7 @@ class RowSource:
             raise InputError(f"{self.path}: empty file (no records)")
         self.container, self.gz = sniff(self.path)
         self.max_record_bytes = max_record_bytes
+        self.max_depth = max_depth
         self.position_label = {"jsonl": "line", "json": "item", "parquet": "row"}[self.container]
         self._raw: IO[bytes] | None = None
         self._rows_done = 0
@@ -108,13 +125,16 @@ class RowSource:
             if self.byte_range is not None:
                 raw.seek(self.byte_range[0])
             f: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if self.gz else raw
+            self._last = 0
             try:
                 if self.container == "json":
                     yield from self._json_array(f)
                 else:
                     yield from self._jsonl(f)
-            except (OSError, EOFError) as e:  # truncated or corrupt gzip stream
-                yield -1, RecordError("corrupt_file", f"read failed: {e}")
+            except (OSError, EOFError) as e:  # truncated or corrupt gzip stream: what was read stands
+                at = self._last + 1
+                yield at, RecordError("corrupt_file", f"{self.path}: unreadable after {self.position_label} {self._last:,} "
+                                                      f"(the last good one; {e})")
 
     def _jsonl(self, f: IO[bytes]) -> Iterator[tuple[int, Row | RecordError]]:
         limit = self.max_record_bytes
@@ -123,12 +143,18 @@ class RowSource:
         readline = f.readline
         loads = orjson.loads
         wanted = self.wanted
+        depth_limit = self.max_depth
+        at_start = self.byte_range is None or self.byte_range[0] == 0
         while remaining:
             line = readline(limit + 1)
             if not line:
                 return
             remaining -= len(line)
             lineno += 1
+            self._last = lineno
+            if at_start:
+                at_start = False
+                line = line.removeprefix(BOM)
             if len(line) > limit:
                 size = len(line)
                 while not line.endswith(b"\n"):  # skip the rest of the oversized line, keeping nothing
@@ -140,6 +166,10 @@ class RowSource:
                 yield lineno, RecordError("record_too_large", f"{size:,} bytes, over the limit of {limit:,} (--max-record-bytes)")
                 continue
             if wanted is not None and lineno not in wanted:
+                continue
+            deep = check_depth(line, depth_limit)
+            if deep is not None:
+                yield lineno, deep
                 continue
             try:
                 row = loads(line)
@@ -154,20 +184,11 @@ class RowSource:
             yield lineno, row
 
     def _json_array(self, f: IO[bytes]) -> Iterator[tuple[int, Row | RecordError]]:
-        import ijson
-
-        n = 0
-        try:
-            for n, row in enumerate(ijson.items(f, "item", use_float=True), 1):
-                if type(row) is not dict:
-                    yield n, RecordError("not_an_object", f"a record must be a JSON object, got {type(row).__name__}")
-                else:
-                    yield n, row
-        except ijson.JSONError as e:
-            reason = "invalid_utf8" if "utf-8" in str(e).lower() or "utf8" in str(e).lower() else "malformed_json"
-            yield n + 1, RecordError(reason, f"JSON array unreadable from item {n + 1} on: {str(e).splitlines()[0][:200]}")
-        except UnicodeDecodeError as e:
-            yield n + 1, RecordError("invalid_utf8", f"JSON array unreadable from item {n + 1} on: {e}")
+        """Items cut out by `json_scan.array_items` (never built before their size and depth are
+        known), each decoded like a JSONL line."""
+        for n, item in array_items(f, self.max_record_bytes, self.max_depth):
+            self._last = n
+            yield n, item if isinstance(item, RecordError) else decode_row(item)
 
     def _parquet(self) -> Iterator[tuple[int, Row | RecordError]]:
         import pyarrow as pa
@@ -179,12 +200,51 @@ class RowSource:
             except (pa.ArrowInvalid, OSError) as e:
                 raise InputError(f"{self.path}: not a readable Parquet file ({e})") from None
             self._rows_total = pf.metadata.num_rows
+            convert = [f.name for f in pf.schema_arrow if _needs_json_values(f.type)]
             n = 0
             for batch in pf.iter_batches(batch_size=8192):
                 for row in batch.to_pylist():
                     n += 1
                     self._rows_done = n
+                    for k in convert:
+                        row[k] = json_value(row[k])
                     yield n, {k: v for k, v in row.items() if v is not None}
+
+
+def _needs_json_values(t) -> bool:
+    """Whether an Arrow type reads back as Python values JSON has no form for (Decimal, bytes,
+    timedelta, dates and times), at any depth."""
+    import pyarrow.types as pt
+
+    if pt.is_decimal(t) or pt.is_binary(t) or pt.is_large_binary(t) or pt.is_fixed_size_binary(t) or pt.is_duration(t) \
+            or pt.is_temporal(t):
+        return True
+    return any(_needs_json_values(t.field(i).type) for i in range(t.num_fields))
+
+
+def json_value(v: Any) -> Any:
+    """A Parquet value in a form JSON holds: Decimal as its exact text, bytes as UTF-8 text
+    (else `base64:` + base64), times as ISO 8601, durations as seconds; at any depth."""
+    import base64
+    import datetime as dt
+    from decimal import Decimal
+
+    if isinstance(v, dict):
+        return {k: json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_value(x) for x in v]
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, (bytes, bytearray)):
+        try:
+            return bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(v).decode()
+    if isinstance(v, dt.timedelta):
+        return v.total_seconds()
+    if isinstance(v, (dt.datetime, dt.date, dt.time)):
+        return v.isoformat()
+    return v
 
 
 def split_ranges(path: str | Path, parts: int) -> list[tuple[int, int]]:
@@ -256,6 +316,17 @@ def _plain_copy(path: Path, gz: bool) -> Iterator[Path]:
         os.unlink(tmp.name)
 
 
+def decode_row(data: bytes) -> Row | RecordError:
+    """One record's JSON text -> its object, or the reason it is not one."""
+    try:
+        row = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        return decode_error(data, e)
+    if type(row) is not dict:
+        return RecordError("not_an_object", f"a record must be a JSON object, got {type(row).__name__}")
+    return row
+
+
 def decode_error(line: bytes, e: Exception) -> RecordError:
     """Tell invalid UTF-8 apart from malformed JSON, with the byte offset of the bad UTF-8."""
     try:
@@ -274,8 +345,14 @@ class RowWriter:
     leaves a truncated file that looks complete.
     """
 
-    def __init__(self, path: str | Path, fmt: str = "ptdata", opts: dict | None = None, batch_rows: int = 4096) -> None:
+    def __init__(self, path: str | Path, fmt: str = "ptdata", opts: dict | None = None, batch_rows: int = 4096,
+                 on_unfit: Callable[[Any, str], None] | None = None) -> None:
+        """`on_unfit(tag, detail)`: called for each record (the `tag` given to `write_many`)
+        whose rows do not fit the Parquet schema; they are left out and the rest written.
+        Without it, such a batch is an InputError."""
         self.path = Path(path)
+        self.on_unfit = on_unfit
+        self._tags: list[Any] = []
         self.container, self.gz = split_name(self.path)
         self.fmt, self.opts = fmt, opts or {}
         self.count = 0
@@ -292,11 +369,16 @@ class RowWriter:
 
     def write(self, row: Row) -> None:
         self._buf.append(row)
+        if self.on_unfit is not None:
+            self._tags.append(row)
         if len(self._buf) >= self._batch:
             self._flush()
 
-    def write_many(self, rows: list[Row]) -> None:
+    def write_many(self, rows: list[Row], tag: Any = None) -> None:
+        """Rows of one record; `tag` names the record to `on_unfit` if they cannot be written."""
         self._buf.extend(rows)
+        if self.on_unfit is not None:
+            self._tags.extend([tag] * len(rows))
         if len(self._buf) >= self._batch:
             self._flush()
 
@@ -304,8 +386,9 @@ class RowWriter:
         if not self._buf:
             return
         rows, self._buf = self._buf, []
+        tags, self._tags = self._tags, []
         if self.container == "parquet":
-            self._write_parquet(rows)
+            rows = self._write_parquet(rows, tags)
         elif self.container == "json":
             sep = b"\n" if self.count == 0 else b",\n"
             self._f.write(sep + b",\n".join(orjson.dumps(r) for r in rows))
@@ -314,20 +397,40 @@ class RowWriter:
             self._f.write(b"\n".join([dumps(r) for r in rows]) + b"\n")
         self.count += len(rows)
 
-    def _write_parquet(self, rows: list[Row]) -> None:
+    def _write_parquet(self, rows: list[Row], tags: list[Any]) -> list[Row]:
+        """Write a batch; rows that do not fit the schema go to `on_unfit` by record (all rows
+        of a record, or none, are written). Returns the rows written."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         from .formats import arrow_row, parquet_schema
 
         schema = parquet_schema(self.fmt, self.opts)
+        errors = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError, ValueError)
+        converted = [arrow_row(r) for r in rows]
         try:
-            table = pa.Table.from_pylist([arrow_row(r) for r in rows], schema=schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            raise InputError(f"{self.path}: rows do not fit the {self.fmt} Parquet schema ({e})") from None
+            table = pa.Table.from_pylist(converted, schema=schema)
+        except errors as e:
+            if self.on_unfit is None:
+                raise InputError(f"{self.path}: rows do not fit the {self.fmt} Parquet schema ({str(e)[:300]})") from None
+            bad: dict[int, str] = {}
+            for r, tag in zip(converted, tags):
+                try:
+                    pa.Table.from_pylist([r], schema=schema)
+                except errors as e1:
+                    bad.setdefault(id(tag), str(e1).splitlines()[0][:300])
+            keep = [i for i, tag in enumerate(tags) if id(tag) not in bad]
+            reported: set[int] = set()
+            for tag in tags:
+                if id(tag) in bad and id(tag) not in reported:
+                    reported.add(id(tag))
+                    self.on_unfit(tag, f"does not fit the {self.fmt} Parquet schema: {bad[id(tag)]}")
+            rows = [rows[i] for i in keep]
+            table = pa.Table.from_pylist([converted[i] for i in keep], schema=schema)
         if self._pq is None:
             self._pq = pq.ParquetWriter(self._f, schema, compression="zstd")
         self._pq.write_table(table)
+        return rows
 
     def close(self) -> None:
         self._flush()
@@ -363,6 +466,33 @@ class RowWriter:
             self.close()
         else:
             self.abort()
+
+
+def _identity(p: Path) -> tuple[str, tuple[int, int] | None]:
+    """A file's resolved path and, if it exists, (device, inode): a hard link or symlink to an
+    input is that input."""
+    try:
+        st = p.stat()
+        ino = (st.st_dev, st.st_ino)
+    except OSError:
+        ino = None
+    return os.path.realpath(p), ino
+
+
+def guard_outputs(inputs: Iterable[str | Path], files: Iterable[str | Path] = (), dirs: Iterable[str | Path] = ()) -> None:
+    """Refuse, before anything is written, an output file that is an input, or an output
+    directory (whose contents a command replaces or clears) that holds an input."""
+    ins = [(Path(p), *_identity(Path(p))) for p in inputs]
+    for out in files:
+        real, ino = _identity(Path(out))
+        for p, r, i in ins:
+            if real == r or (ino is not None and ino == i):
+                raise InputError(f"refusing to write {out}: it is the input {p}")
+    for d in dirs:
+        real = os.path.realpath(d)
+        for p, r, _ in ins:
+            if r.startswith(real.rstrip(os.sep) + os.sep):
+                raise InputError(f"refusing to write into {d}: it holds the input {p} (choose another output directory)")
 
 
 def rejects_path_for(out: str | Path) -> Path:

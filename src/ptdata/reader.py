@@ -14,6 +14,7 @@ from typing import Iterator
 from .errors import InputError, RecordError
 from .formats import FORMATS, apply_rename, dataset_info_options, get_format, guess_format
 from .io import DEFAULT_MAX_RECORD_BYTES, Row, RowSource, reject_row
+from .json_scan import DEFAULT_MAX_DEPTH
 from .records import Record
 from .validation import ValidationConfig, validate
 
@@ -29,6 +30,7 @@ class ReadOptions:
     validate: bool = True
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_depth: int = DEFAULT_MAX_DEPTH  # JSON nesting of one record
 
 
 def resolve_format(path: Path, ro: ReadOptions) -> tuple[str | None, dict]:
@@ -63,7 +65,7 @@ class RecordReader:
         `alias`: the name to report in rejects and `meta.source` (e.g. the .gz a temporary copy came from).
         `wanted`: the only JSONL line numbers to read (see RowSource)."""
         self.ro = ro or ReadOptions()
-        self.source = RowSource(path, self.ro.max_record_bytes, byte_range, first_line, wanted)
+        self.source = RowSource(path, self.ro.max_record_bytes, byte_range, first_line, wanted, self.ro.max_depth)
         self.path = self.source.path
         self.alias = Path(alias) if alias else self.path
         self.fmt, self.opts = resolve_format(self.path, self.ro)
@@ -78,7 +80,7 @@ class RecordReader:
         """The file's format: given, or the majority shape of its first rows (a short separate pass)."""
         if self.fmt is None:
             head = []
-            for item in RowSource(self.path, self.ro.max_record_bytes):
+            for item in RowSource(self.path, self.ro.max_record_bytes, max_depth=self.ro.max_depth):
                 head.append(item)
                 if sum(1 for _, r in head if isinstance(r, dict)) >= DETECT_SAMPLE:
                     break

@@ -79,7 +79,7 @@ class Record:
             messages=check_messages(d.get("messages"), "messages"),
             chosen=check_messages(d["chosen"], "chosen") if d.get("chosen") is not None else None,
             rejected=check_messages(d["rejected"], "rejected") if d.get("rejected") is not None else None,
-            scores=_check_dict(d.get("scores"), "scores"),
+            scores=check_scores(d.get("scores")),
             meta=_check_dict(d.get("meta"), "meta"),
         )
         return rec
@@ -112,6 +112,15 @@ def _check_dict(value: Any, field: str) -> dict:
     if not isinstance(value, dict):
         raise RecordError("wrong_type", f"field '{field}' must be an object, got {type(value).__name__}")
     return value
+
+
+def check_scores(value: Any) -> dict:
+    """Scores are named numbers (null stands for NaN, as JSON writes it)."""
+    scores = _check_dict(value, "scores")
+    for k, v in scores.items():
+        if not (v is None or (type(v) in (int, float))):
+            raise RecordError("wrong_type", f"scores.{str(k)[:100]} must be a number, got {type(v).__name__}")
+    return scores
 
 
 def message(role: str, content: str, **extra: Any) -> Message:

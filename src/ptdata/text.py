@@ -11,7 +11,10 @@ import unicodedata
 from .records import Record
 
 _WORD_RUN = re.compile(r"[^\W_]+")  # letters and digits; punctuation, "_" and spacing separate words
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_CJK = re.compile(f"[{_CJK_CHARS}]")
+# one CJK character, or a run of other letters and digits: the units of text written in several scripts
+_SCRIPT_UNIT = re.compile(f"[{_CJK_CHARS}]|[^\\W_{_CJK_CHARS}]+")
 
 
 # ASCII fast path: letters and digits lowercased, everything else becomes a space (C speed).
@@ -66,11 +69,19 @@ def is_cjk(text: str, share: float = 0.3) -> bool:
 
 
 def tokens(text: str) -> list[str]:
-    """Match units: words for space-delimited text, single characters for CJK text."""
-    norm = normalize_for_match(text)
-    if is_cjk(norm):
-        return [c for c in norm if not c.isspace()]
-    return norm.split()
+    """Match units by script, within a record: each CJK character is a unit, each word of any
+    other script (letters and digits, normalized as normalize_for_match) is a unit. So a Chinese
+    sentence quoting "Clear Display (micro:bit block)" is compared character by character where
+    it is Chinese and word by word where it is English, whichever script dominates."""
+    if text.isascii():
+        return match_words(text)
+    units: list[str] = []
+    for w in _unicode_words(text):
+        if w.isascii():
+            units.append(w)
+        else:
+            units.extend(_SCRIPT_UNIT.findall(w))
+    return units
 
 
 def ngrams(units: list[str] | str, n: int, joiner: str = " ") -> list[str]:
@@ -81,13 +92,12 @@ def ngrams(units: list[str] | str, n: int, joiner: str = " ") -> list[str]:
 
 
 def shingles(text: str, word_n: int = 5, char_n: int = 5) -> list[str]:
-    """Word n-gram shingles, or character n-gram shingles for CJK text."""
+    """n-grams of script units (`tokens`): `char_n` of them when CJK characters are at least half
+    the units, else `word_n`."""
     if text.isascii():
         return ngrams(match_words(text), word_n)
-    norm = normalize_for_match(text)
-    if is_cjk(norm):
-        return ngrams(norm.replace(" ", ""), char_n, "")
-    return ngrams(norm.split(), word_n)
+    units = tokens(text)
+    return ngrams(units, char_n if 2 * cjk_count(text) >= len(units) else word_n)
 
 
 def record_text(rec: Record, field: str = "all") -> str:

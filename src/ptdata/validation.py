@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import RecordError
+from .params import Count, Positive
 from .records import Message, Record, normalize_text
 
 # Codes, so that callers and tests can rely on them.
@@ -23,10 +24,12 @@ FLAGS = ("language_switch", "unbalanced_code_fence", "truncated_answer")
 
 @dataclass
 class ValidationConfig:
-    max_turn_chars: int = 100_000
+    """What validation checks; the annotations are the ranges a recipe's `validation:` is checked against."""
+
+    max_turn_chars: Positive = 100_000
     language: bool = True
     strict: bool = False
-    min_language_chars: int = 20
+    min_language_chars: Count = 20
 
 
 def validate(rec: Record, cfg: ValidationConfig | None = None) -> list[str]:

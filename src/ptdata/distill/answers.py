@@ -1,41 +1,70 @@
 """Final-answer extraction for self-consistency and verification.
 
-Kinds: `number` (GSM8K's `#### N`, LaTeX `\\boxed{N}`, else the last number), `choice` (a
-multiple-choice letter A-J), `exact` (the whole answer, normalized), `regex:PATTERN` (group 1,
-or the whole match), or `module:function` (a user callable text -> answer or None).
+Kinds: `number` (GSM8K's `#### N`, LaTeX `\\boxed{N}`, else the last number of a sample that
+does not stop mid-sentence), `choice` (a multiple-choice letter A-J), `exact` (the whole answer,
+normalized), `regex:PATTERN` (group 1, or the whole match), or `module:function` (a user callable
+text -> answer or None).
+
+Numbers are compared exactly, as rationals: `1,000.50`, `1000.5` and `2001/2` are one answer,
+and two 31-digit integers that differ in their last digit are two (no rounding to a precision).
+A truncated sample has no answer at all (`sample_answer`): one the model stopped at its token
+limit (`finish_reason: length`), or one that ends in a loop ("...181818181818"); its last number
+is where it was cut, not what it concluded.
 """
 from __future__ import annotations
 
 import importlib
 import re
-from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Callable
 
 from ..errors import InputError
 from ..text import normalize_for_match
+from ..validation import looks_truncated
 
 Extractor = Callable[[str], "str | None"]
 
 _HASHES = re.compile(r"####\s*([^\n]+?)\s*$", re.M)
 _BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+_RATIO = re.compile(r"(-?)\$?(\d[\d,]*(?:\.\d+)?)(?:/(\d[\d,]*(?:\.\d+)?))?")  # a number, or a fraction a/b
+_FRAC = re.compile(r"\\[dt]?frac\{\s*(-?[\d.,]+)\s*\}\{\s*([\d.,]+)\s*\}")
+CUT_OFF = ("length", "max_tokens")  # finish reasons of a sample stopped by its token limit
 _CHOICE_STATED = re.compile(r"answer(?:\s+is)?\s*[:\-]?\s*\(?\**([A-J])\b\)?", re.I)
 _CHOICE_PAREN = re.compile(r"\(([A-J])\)")
 _CHOICE_ALONE = re.compile(r"^\s*\(?([A-J])[\).:]?\s*$", re.M)
 
 
 def normalize_number(s: str) -> str | None:
-    m = _NUMBER.search(s.replace(" ", ""))
+    """The first number (or fraction a/b, or LaTeX \\frac{a}{b}) of `s` as an exact canonical
+    string: an integer, a terminating decimal without trailing zeros, or p/q in lowest terms."""
+    m = _RATIO.search(_FRAC.sub(r"\1/\2", s).replace(" ", ""))
     if not m:
         return None
-    raw = m.group(0).replace("$", "").replace(",", "")
-    try:
-        d = Decimal(raw)
-    except InvalidOperation:
-        return None
-    d = d.normalize()
-    out = format(d, "f")
-    return "0" if out in ("-0", "") else out
+    sign, num, den = m.groups()
+    value = Fraction(num.replace(",", ""))
+    if den is not None:
+        d = Fraction(den.replace(",", ""))
+        if d == 0:
+            return None
+        value /= d
+    return canonical(-value if sign else value)
+
+
+def canonical(x: Fraction) -> str:
+    """One spelling per rational: 72, -0.5, 1000.5, 1/3 (never rounded)."""
+    if x.denominator == 1:
+        return str(x.numerator)
+    q, k = x.denominator, 0
+    for p in (2, 5):
+        while q % p == 0:
+            q //= p
+    if q != 1:  # not a terminating decimal
+        return f"{x.numerator}/{x.denominator}"
+    while (x * 10**k).denominator != 1:
+        k += 1
+    digits = str(abs(x.numerator * 10**k // x.denominator)).rjust(k + 1, "0")
+    return f"{'-' if x < 0 else ''}{digits[:-k]}.{digits[-k:]}"
 
 
 def number(text: str) -> str | None:
@@ -45,8 +74,38 @@ def number(text: str) -> str | None:
     b = _BOXED.findall(text)
     if b:
         return normalize_number(b[-1])
+    if looks_truncated(text):  # no final-answer line, and it stops mid-sentence: no conclusion
+        return None
     nums = _NUMBER.findall(text)
     return normalize_number(nums[-1]) if nums else None
+
+
+def looping_tail(text: str, min_repeats: int = 6, min_chars: int = 30, max_unit: int = 40) -> bool:
+    """True when the text ends by repeating one short piece (with a letter or digit) at least
+    `min_repeats` times over at least `min_chars` characters: a degenerate sample, cut where it was."""
+    t = text.rstrip()
+    for size in range(1, min(max_unit, len(t) // min_repeats) + 1):
+        unit = t[-size:]
+        if not any(c.isalnum() for c in unit):
+            continue
+        end, reps = len(t) - size, 1
+        while end >= size and t[end - size:end] == unit:
+            end, reps = end - size, reps + 1
+        if reps >= min_repeats and reps * size >= min_chars:
+            return True
+    return False
+
+
+def is_truncated(sample: dict) -> bool:
+    """Stopped by the token limit, or ending in a loop."""
+    return sample.get("finish_reason") in CUT_OFF or looping_tail(sample.get("text") or "")
+
+
+def sample_answer(sample: dict, extract: "Extractor") -> str | None:
+    """A sample's final answer; a truncated sample has none (it does not vote)."""
+    if is_truncated(sample):
+        return None
+    return extract(sample.get("text") or "")
 
 
 def choice(text: str) -> str | None:

@@ -6,8 +6,12 @@
 - judge: a judge's quality score of the chosen sample, (q - 1) / 5 on Deita's 1-6 scale;
 - verifier: 1 if the chosen answer matches the reference (or a user callable says so), else 0.
 
-The kept label is the best sample of the majority answer: the one with the highest mean
-log-prob when log-probs exist, else the first.
+The kept label is the best sample of the majority answer (`best_sample`), whatever the order
+the samples came in: the highest mean log-prob when every such sample has one; else, with the
+judge estimator, the highest judge score; else the consensus sample, the one whose words agree
+most with the other samples of that answer (mean Jaccard of their word/CJK-character sets; a
+minimum-Bayes-risk choice: a sample that reaches the majority answer by odd reasoning shares
+little with the rest). Ties go to the consensus order, then the shorter text, then the earlier.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import InputError
+from ..text import tokens
 
 ESTIMATORS = ("consistency", "logprob", "judge", "verifier")
 
@@ -27,19 +32,49 @@ class Vote:
     majority: str | None
     share: float
     chosen: int | None  # index of the kept sample
+    members: list[int] = field(default_factory=list)  # the samples of the majority answer, consensus order first
+    chosen_by: str | None = None  # only | logprob | judge | consensus
 
 
 def vote(samples: list[dict], answers: list[str | None]) -> Vote:
+    """The majority answer (a sample without an answer, such as a truncated one, counts against
+    it) and its best sample by log-prob or consensus; `best_sample` again with judge scores."""
     counts = Counter(a for a in answers if a is not None)
     if not counts:
         return Vote(answers, None, 0.0, None)
     # ties: the answer that appears first among the samples wins, so the result is deterministic
     top = max(counts.values())
     majority = next(a for a in answers if a is not None and counts[a] == top)
-    idx = [i for i, a in enumerate(answers) if a == majority]
-    lps = [samples[i].get("mean_logprob") for i in idx]
-    chosen = idx[max(range(len(idx)), key=lambda j: lps[j])] if all(x is not None for x in lps) else idx[0]
-    return Vote(answers, majority, top / len(samples), chosen)
+    members = consensus_order(samples, [i for i, a in enumerate(answers) if a == majority])
+    chosen, by = best_sample(samples, members)
+    return Vote(answers, majority, top / len(samples), chosen, members, by)
+
+
+def consensus_order(samples: list[dict], idx: list[int]) -> list[int]:
+    """`idx` from the sample agreeing most with the others (mean Jaccard of word sets) to the
+    least; ties: the shorter text, then the earlier sample."""
+    if len(idx) < 2:
+        return list(idx)
+    texts = [samples[i].get("text") or "" for i in idx]
+    sets = [set(tokens(t)) for t in texts]
+    agree = []
+    for a, sa in enumerate(sets):
+        sims = [len(sa & sb) / (len(sa | sb) or 1) for b, sb in enumerate(sets) if b != a]
+        agree.append(sum(sims) / len(sims))
+    order = sorted(range(len(idx)), key=lambda a: (-round(agree[a], 12), len(texts[a]), idx[a]))
+    return [idx[a] for a in order]
+
+
+def best_sample(samples: list[dict], members: list[int], judged: dict[int, float] | None = None) -> tuple[int, str]:
+    """(index, rule) of the label among the majority's samples, given in consensus order."""
+    if len(members) == 1:
+        return members[0], "only"
+    lps = [samples[i].get("mean_logprob") for i in members]
+    if all(x is not None for x in lps):
+        return members[max(range(len(members)), key=lambda j: (lps[j], -j))], "logprob"
+    if judged and all(judged.get(i) is not None for i in members):
+        return members[max(range(len(members)), key=lambda j: (judged[members[j]], -j))], "judge"
+    return members[0], "consensus"
 
 
 @dataclass

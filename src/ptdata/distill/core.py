@@ -22,11 +22,12 @@ from typing import Any, Callable
 import orjson
 
 from ..errors import InputError
+from ..io import guard_outputs
 from ..llm import Backend, LLMConfig, make_llm
 from ..reader import read_records
 from ..records import Record
-from .answers import extractor, reference_answer
-from .confidence import Combiner, logprob_confidence, verify, vote
+from .answers import extractor, is_truncated, reference_answer, sample_answer
+from .confidence import Combiner, best_sample, logprob_confidence, verify, vote
 
 Progress = Callable[[str], None]
 
@@ -112,63 +113,88 @@ class Distiller:
     # ---- one round ---------------------------------------------------------------------
     def decide(self, prompts: list[Record], round_no: int, teacher: str) -> tuple[list[Record], list[dict]]:
         """Labels kept and one decision row per prompt; prompts carry their samples in meta.candidates."""
-        from ..generate.judges import deita_scores
-
-        decisions, labels, chosen_for_judge, chosen_idx = [], [], [], []
+        votes = []
         for p in prompts:
             samples = p.meta.get("candidates") or []
-            ref = reference_answer(p.meta.get("reference"), self.extract)
-            answers = [self.extract(s.get("text") or "") for s in samples]
-            v = vote(samples, answers)
-            values: dict[str, Any] = {}
-            if "consistency" in self.cfg.estimators:
-                values["consistency"] = round(v.share, 6)
-            if v.chosen is not None:
-                s = samples[v.chosen]
-                if s.get("mean_logprob") is not None:
-                    values["logprob"] = round(logprob_confidence(s), 6)
-                    values["logprob_mean"] = s["mean_logprob"]
-                    if s.get("min_logprob") is not None:
-                        values["logprob_min"] = s["min_logprob"]
-                ver = verify(v.majority, ref, p, self.user_verifier)
-                if ver is not None:
-                    values["verifier"] = ver
-            row = {"prompt_id": p.id, "round": round_no, "teacher": teacher, "answer": v.majority,
-                   "answers": answers, "reference": ref, "samples": len(samples), "values": values,
-                   "correct": (v.majority == ref) if ref is not None and v.majority is not None else None}
+            votes.append(vote(samples, [sample_answer(s, self.extract) for s in samples]))
+        judged = self._judge(prompts, votes) if "judge" in self.cfg.estimators else [{} for _ in prompts]
+        decisions, labels = [], []
+        for p, v, scores in zip(prompts, votes, judged):
+            if v.chosen is not None and v.chosen_by == "consensus" and scores:
+                v.chosen, v.chosen_by = best_sample(p.meta["candidates"], v.members, scores)
+            row = self._row(p, v, scores, round_no, teacher)
             decisions.append(row)
-            if v.chosen is not None and "judge" in self.cfg.estimators:
-                chosen_for_judge.append((row, Record("sft", p.messages + [{"role": "assistant",
-                                                                             "content": samples[v.chosen]["text"]}])))
-            chosen_idx.append(v.chosen)
-        if chosen_for_judge:
-            judge_cfg, jl = self.llm({**(self.cfg.teachers[0] if self.cfg.teachers else {}), **(self.cfg.judge or {})})
-            recs = [r for _, r in chosen_for_judge]
-            kept, dropped = deita_scores(recs, jl, judge_cfg.sampling(temperature=0.0), axes=("quality",))
-            judged = {id(r): r.scores.get("deita.quality") for r in kept}
-            for row, r in chosen_for_judge:
-                q = judged.get(id(r))
-                if q is not None:
-                    row["values"]["judge"] = round((q - 1) / 5, 6)
-        for p, row, chosen in zip(prompts, decisions, chosen_idx):
-            values = row["values"]
-            if chosen is None:
-                row["kept"], row["reason"] = False, "no_answer"
-            elif not self.combiner.keep(values):
-                row["kept"], row["reason"] = False, "low_confidence"
-            else:
-                row["kept"], row["reason"] = True, None
-            row["confidence"] = round(self.combiner.score(values), 6) if chosen is not None else 0.0
             if row["kept"]:
-                sample = p.meta["candidates"][chosen]
-                meta = {k: v for k, v in p.meta.items() if k not in ("candidates",)}
-                meta["label_source"] = "teacher"
-                meta["distill"] = {"teacher": sample.get("model") or teacher, "round": round_no, "estimators": values,
-                                   "confidence": row["confidence"], "threshold": self.cfg.threshold,
-                                   "combine": self.cfg.combine, "prompt_id": p.id, "answer": row["answer"],
-                                   "samples": row["samples"], "chosen_sample": chosen}
-                labels.append(Record("sft", p.messages + [{"role": "assistant", "content": sample["text"]}], meta=meta))
+                labels.append(self._label(p, v, row, round_no, teacher))
         return labels, decisions
+
+    def _judge(self, prompts: list[Record], votes: list) -> list[dict[int, float]]:
+        """Judge scores in [0, 1] per sample index: of every distinct text of the majority answer
+        when log-probs do not pick the label (the judge picks it), else of the chosen sample only."""
+        from ..generate.judges import deita_scores
+
+        asks: list[tuple[int, list[int], Record]] = []
+        for at, (p, v) in enumerate(zip(prompts, votes)):
+            if v.chosen is None:
+                continue
+            by_text: dict[str, list[int]] = {}
+            for i in (v.members if v.chosen_by == "consensus" else [v.chosen]):
+                by_text.setdefault(p.meta["candidates"][i]["text"], []).append(i)
+            asks += [(at, idx, Record("sft", p.messages + [{"role": "assistant", "content": text}]))
+                     for text, idx in by_text.items()]
+        out: list[dict[int, float]] = [{} for _ in prompts]
+        if not asks:
+            return out
+        judge_cfg, jl = self.llm({**(self.cfg.teachers[0] if self.cfg.teachers else {}), **(self.cfg.judge or {})})
+        kept, _ = deita_scores([r for _, _, r in asks], jl, judge_cfg.sampling(temperature=0.0), axes=("quality",))
+        quality = {id(r): r.scores.get("deita.quality") for r in kept}
+        for at, idx, r in asks:
+            if quality.get(id(r)) is not None:
+                out[at].update({i: round((quality[id(r)] - 1) / 5, 6) for i in idx})
+        return out
+
+    def _row(self, p: Record, v: Any, judged: dict[int, float], round_no: int, teacher: str) -> dict:
+        """The decision on one prompt: estimator values of the chosen sample, kept or why not."""
+        samples = p.meta.get("candidates") or []
+        ref = reference_answer(p.meta.get("reference"), self.extract)
+        values: dict[str, Any] = {}
+        if "consistency" in self.cfg.estimators:
+            values["consistency"] = round(v.share, 6)
+        if v.chosen is not None:
+            s = samples[v.chosen]
+            if s.get("mean_logprob") is not None:
+                values["logprob"] = round(logprob_confidence(s), 6)
+                values["logprob_mean"] = s["mean_logprob"]
+                if s.get("min_logprob") is not None:
+                    values["logprob_min"] = s["min_logprob"]
+            if judged.get(v.chosen) is not None:
+                values["judge"] = judged[v.chosen]
+            ver = verify(v.majority, ref, p, self.user_verifier)
+            if ver is not None:
+                values["verifier"] = ver
+        row = {"prompt_id": p.id, "round": round_no, "teacher": teacher, "answer": v.majority,
+               "answers": v.answers, "reference": ref, "samples": len(samples),
+               "truncated": sum(map(is_truncated, samples)), "chosen_by": v.chosen_by, "values": values,
+               "correct": (v.majority == ref) if ref is not None and v.majority is not None else None}
+        if v.chosen is None:
+            row["kept"], row["reason"] = False, "no_answer"
+        elif not self.combiner.keep(values):
+            row["kept"], row["reason"] = False, "low_confidence"
+        else:
+            row["kept"], row["reason"] = True, None
+        row["confidence"] = round(self.combiner.score(values), 6) if v.chosen is not None else 0.0
+        return row
+
+    def _label(self, p: Record, v: Any, row: dict, round_no: int, teacher: str) -> Record:
+        """The kept label: the prompt and its best sample, with provenance in meta.distill."""
+        sample = p.meta["candidates"][v.chosen]
+        meta = {k: x for k, x in p.meta.items() if k not in ("candidates",)}
+        meta["label_source"] = "teacher"
+        meta["distill"] = {"teacher": sample.get("model") or teacher, "round": round_no, "estimators": row["values"],
+                           "confidence": row["confidence"], "threshold": self.cfg.threshold,
+                           "combine": self.cfg.combine, "prompt_id": p.id, "answer": row["answer"],
+                           "samples": row["samples"], "chosen_sample": v.chosen, "chosen_by": v.chosen_by}
+        return Record("sft", p.messages + [{"role": "assistant", "content": sample["text"]}], meta=meta)
 
     def sample(self, prompts: list[Record], round_no: int) -> tuple[list[Record], str, list[dict]]:
         """Ask this round's teacher for k samples per prompt (a new seed each round, so a
@@ -195,6 +221,7 @@ class Distiller:
             raise InputError("the offline mode filters samples made elsewhere: one round (drop --rounds)")
         if not offline and not cfg.teachers:
             raise InputError("no teacher: give --model/--base-url, or use --offline with a samples file")
+        guard_outputs([*prompt_paths, *([train_path] if train_path else [])], dirs=[self.out])
         self.out.mkdir(parents=True, exist_ok=True)
         state_path = self.out / "state.json"
         manifest = orjson.dumps({"config": cfg.manifest(), "inputs": [str(p) for p in prompt_paths],

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InputError, RecordError
+from ..io import guard_outputs
 from ..reader import ReadOptions, read_records
 from ..report.stats import numeric_summary
 from .pack import PackedRow, best_fit_decreasing, pack, unpack
@@ -32,6 +33,7 @@ def export_format(inputs: list[Path], out_dir: Path, to: str, ro: ReadOptions | 
     if to not in TARGETS:
         raise InputError(f"--to {to!r}: choose from {', '.join([*TARGETS, 'tokenized'])}")
     fmt, opts, name, _ = TARGETS[to]
+    guard_outputs(inputs, dirs=[out_dir])
     out_dir.mkdir(parents=True, exist_ok=True)
     totals: Counter = Counter()
     for k, src in enumerate(inputs):
@@ -46,6 +48,7 @@ def export_tokenized(inputs: list[Path], out_dir: Path, tokenizer_dir: str | Pat
                      truncation: str = "reject", train_on: str = "all", pack_length: int | None = None,
                      ro: ReadOptions | None = None, tokenizer: Any = None) -> dict:
     """tokenized.parquet (input_ids, labels, attention_mask[, position_ids, seq_lengths]), rejects, stats."""
+    guard_outputs(inputs, dirs=[out_dir])
     tok = tokenizer or load_tokenizer(tokenizer_dir)
     enc = ChatEncoder(tok, train_on=train_on, max_length=max_length, truncation=truncation)
     out_dir.mkdir(parents=True, exist_ok=True)

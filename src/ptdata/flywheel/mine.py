@@ -6,10 +6,21 @@ answer to the same prompt; a regenerated answer vs the one it replaced (unless t
 voted down); "chose A over B". Then: consent (no content, no record), PII scrubbing, the
 curation ops given, exact dedup within the version and against every earlier version. Every
 record names its interactions (`meta.interaction_ids`); every interaction that yields nothing
-is listed in the rejects with the reason, so mined + unused = interactions read.
+is listed in the rejects with the reason, so mined + unused = interactions read. Mined records
+go through the same validation as every other command's (an answer of spaces is no answer).
+
+A version is a name matching `VERSION_PATTERN` (`[A-Za-z0-9][A-Za-z0-9._-]{0,63}`): it is
+also a folder name under `--out`. Mining holds the store's mining lock, so concurrent runs
+take turns; the version's files are written to a temporary folder and moved into place in
+the transaction that registers the version, so a version is registered with its files or not
+at all, and an existing version's files are never touched.
 """
 from __future__ import annotations
 
+import math
+import re
+import shutil
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -21,12 +32,16 @@ import orjson
 import sqlalchemy as sa
 import xxhash
 
-from ..errors import InputError
+from ..errors import InputError, RecordError
 from ..ops.base import MapOp, Op
 from ..ops.pii import Pii
 from ..records import Record
 from ..text import normalize_for_match
+from ..validation import validate
 from .store import Store, version_records, versions
+
+VERSION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+_VERSION_RX = re.compile(VERSION_PATTERN)
 
 
 @dataclass
@@ -34,22 +49,43 @@ class MineConfig:
     min_rating: int = 4
     ops: list[Op] = field(default_factory=list)  # map ops run on the mined records (after PII scrubbing)
     pii: str = "redact"  # redact or reject
+    pii_ner: bool = False  # also look for names and street addresses (the pii-ner extra)
 
 
-def parse_since(s: str | float | None) -> float:
+def check_version_name(name: str) -> str:
+    """A version name is a plain folder name: no separators, no `..`, not empty."""
+    if not isinstance(name, str) or not _VERSION_RX.fullmatch(name):
+        raise InputError(f"--version {name!r}: a version name is 1-64 letters, digits, '.', '_' or '-', "
+                         f"starting with a letter or digit ({VERSION_PATTERN})")
+    return name
+
+
+def version_dir(out_dir: Path, name: str) -> Path:
+    """OUT/NAME, refused unless it resolves to a direct child of OUT."""
+    root = Path(out_dir).resolve()
+    d = (root / check_version_name(name)).resolve()
+    if d.parent != root:
+        raise InputError(f"--version {name!r}: {d} is not inside --out {root}")
+    return d
+
+
+def parse_since(s: str | float | None, what: str = "--since") -> float:
+    """Epoch seconds from epoch seconds or an ISO date/time (UTC unless it says); finite only."""
     if s is None or s == "":
         return 0.0
-    if isinstance(s, (int, float)):
-        return float(s)
     try:
-        return float(s)
-    except ValueError:
-        pass
-    try:
-        d = datetime.fromisoformat(s)
-    except ValueError:
-        raise InputError(f"--since {s!r}: give an ISO date/time (2026-11-01 or 2026-11-01T12:00) or epoch seconds") from None
-    return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).timestamp()
+        t = float(s)
+    except (TypeError, ValueError):
+        t = None
+    if t is None:
+        try:
+            d = datetime.fromisoformat(str(s))
+        except ValueError:
+            raise InputError(f"{what} {s!r}: give an ISO date/time (2026-11-01 or 2026-11-01T12:00) or epoch seconds") from None
+        t = (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).timestamp()
+    if not math.isfinite(t):
+        raise InputError(f"{what} {s!r}: not a finite time")
+    return t
 
 
 def content_key(rec: Record) -> str:
@@ -195,69 +231,146 @@ def _model(row: dict) -> dict:
     return {"model": row.get("model"), "model_version": row.get("model_version")}
 
 
-def mine(store: Store, version: str, out_dir: Path, since: float | None = None, until: float | None = None,
-         cfg: MineConfig | None = None) -> dict[str, Any]:
-    """Write OUT/NAME/{sft,pairs,rejects}.jsonl + manifest.json and register the version.
-    By default a version mines what came in after its parent was mined."""
-    cfg = cfg or MineConfig()
-    with store.engine.connect() as c:
-        if c.execute(sa.select(versions.c.name).where(versions.c.name == version)).first():
-            raise InputError(f"version {version!r} exists; versions are immutable: mine into a new name")
-        last = c.execute(sa.select(versions.c.name, versions.c.manifest).order_by(versions.c.created_at.desc()).limit(1)).first()
-        earlier = {r[0] for r in c.execute(sa.select(version_records.c.content_key))}
-    parent = last[0] if last else None
-    if since is None:
-        since = float(last[1]["until"]) if last else 0.0
-    until = until if until is not None else time.time()
-    rows = list(store.interactions(since, until))
-    events = store.feedback_for([r["id"] for r in rows]) if rows else []
-    recs, rejects = build_records(rows, events, cfg.min_rating)
-    pii_op = Pii(action=cfg.pii)
-    ops: list[MapOp] = [pii_op, *[o for o in cfg.ops if isinstance(o, MapOp)]]
-    if any(not isinstance(o, MapOp) for o in cfg.ops):
-        raise InputError("mining runs map ops only (dedup against earlier versions is built in)")
-    mined_rejects: list[dict] = []
+def _valid(recs: list[Record], redactor: Pii) -> tuple[list[Record], list[dict]]:
+    """The records every other command would accept, and a reject row (PII redacted) for each other one."""
+    ok, bad = [], []
+    for r in recs:
+        try:
+            validate(r)
+        except RecordError as e:
+            bad.append({"op": "validate", "reason": e.reason, "detail": e.detail, "record": _scrubbed(r, redactor),
+                        "interaction_ids": r.meta.get("interaction_ids")})
+            continue
+        ok.append(r)
+    return ok, bad
+
+
+def _scrubbed(rec: Record, redactor: Pii) -> dict:
+    """A dropped record as the rejects file may hold it: with its PII redacted."""
+    copy = Record.from_dict(orjson.loads(orjson.dumps(rec.to_dict())))
+    redactor.check(copy)
+    return copy.to_dict()
+
+
+def _run_ops(recs: list[Record], ops: list[MapOp], redactor: Pii) -> tuple[list[Record], list[dict]]:
+    """Run the map ops in order; every reject row's record has its PII redacted."""
+    rejects: list[dict] = []
     batch = recs
     for op in ops:
         op.setup()
         batch, dropped = op.process(batch)
-        mined_rejects += [{"op": op.name, "reason": d.reason, "detail": d.detail, "record": r.to_dict(),
-                           "interaction_ids": r.meta.get("interaction_ids")} for r, d in dropped]
+        rejects += [{"op": op.name, "reason": d.reason, "detail": d.detail, "record": _scrubbed(r, redactor),
+                     "interaction_ids": r.meta.get("interaction_ids")} for r, d in dropped]
+    return batch, rejects
+
+
+def _dedup(batch: list[Record], earlier: set[str], version: str) -> tuple[list[Record], list[str], list[dict]]:
+    """The records new to this version and every earlier one, their content keys, and a reject
+    row for each other one."""
     kept: list[Record] = []
-    seen: set[str] = set()
     keys: list[str] = []
+    rejects: list[dict] = []
+    seen: set[str] = set()
     for r in batch:
         k = content_key(r)
         if k in earlier or k in seen:
-            mined_rejects.append({"op": "dedup", "reason": "in_earlier_version" if k in earlier else "duplicate",
-                                  "record": r.to_dict(), "interaction_ids": r.meta.get("interaction_ids")})
+            rejects.append({"op": "dedup", "reason": "in_earlier_version" if k in earlier else "duplicate",
+                            "record": r.to_dict(), "interaction_ids": r.meta.get("interaction_ids")})
             continue
         seen.add(k)
         r.meta["version"] = version
         kept.append(r)
         keys.append(k)
-    vdir = Path(out_dir) / version
-    vdir.mkdir(parents=True, exist_ok=True)
-    sft = [r for r in kept if r.kind == "sft"]
-    pairs = [r for r in kept if r.kind == "preference"]
-    for name, items in (("sft.jsonl", [r.to_dict() for r in sft]), ("pairs.jsonl", [r.to_dict() for r in pairs]),
-                        ("rejects.jsonl", rejects + mined_rejects)):
+    return kept, keys, rejects
+
+
+def _write_files(vdir: Path, kept: list[Record], rejects: list[dict], manifest: dict) -> None:
+    vdir.mkdir(parents=True)
+    sft = [r.to_dict() for r in kept if r.kind == "sft"]
+    pairs = [r.to_dict() for r in kept if r.kind == "preference"]
+    for name, items in (("sft.jsonl", sft), ("pairs.jsonl", pairs), ("rejects.jsonl", rejects)):
         (vdir / name).write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in items))
-    counts = {"interactions": len(rows), "feedback": len(events), "sft": len(sft), "pairs": len(pairs),
-              "by_source": dict(Counter(r.meta["mined_from"] for r in kept)),
-              "unused_interactions": dict(Counter(x["reason"] for x in rejects)),
-              "dropped_records": dict(Counter(x["reason"] for x in mined_rejects)),
-              "pii_redacted_records": sum(1 for r in kept if r.meta.get("pii"))}
-    manifest = {"version": version, "parent": parent, "since": since, "until": until, "min_rating": cfg.min_rating,
-                "ops": [{type(o).name: o.params()} for o in ops], "counts": counts}
     (vdir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-    with store.engine.begin() as c:
-        c.execute(versions.insert().values(name=version, created_at=time.time(), parent=parent, counts=counts,
-                                           manifest=manifest))
-        if kept:
-            c.execute(version_records.insert(), [{"version": version, "record_id": r.id, "content_key": k, "kind": r.kind,
-                                                   "interaction_ids": r.meta["interaction_ids"]} for r, k in zip(kept, keys)])
-    return manifest
+
+
+def _register(store: Store, staged: Path, final: Path, manifest: dict, kept: list[Record], keys: list[str]) -> None:
+    """Insert the version and move its files into place in one transaction: a version is
+    registered with its files, or neither is there."""
+    name = manifest["version"]
+    try:
+        with store.write_transaction() as c:
+            if c.execute(sa.select(versions.c.name).where(versions.c.name == name)).first():
+                raise InputError(f"version {name!r} exists; versions are immutable: mine into a new name")
+            c.execute(versions.insert().values(name=name, created_at=time.time(), parent=manifest["parent"],
+                                               counts=manifest["counts"], manifest=manifest))
+            if kept:
+                c.execute(version_records.insert(), [{"version": name, "record_id": r.id, "content_key": k, "kind": r.kind,
+                                                       "interaction_ids": r.meta["interaction_ids"]}
+                                                      for r, k in zip(kept, keys)])
+            staged.rename(final)
+    except sa.exc.IntegrityError:
+        raise InputError(f"version {name!r} exists; versions are immutable: mine into a new name") from None
+    except BaseException:
+        if final.exists() and not staged.exists():
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            final.rename(staged)  # the transaction rolled back: so do the files
+        raise
+
+
+def mine(store: Store, version: str, out_dir: Path, since: float | None = None, until: float | None = None,
+         cfg: MineConfig | None = None) -> dict[str, Any]:
+    """Write OUT/NAME/{sft,pairs,rejects}.jsonl + manifest.json and register the version.
+    By default a version mines what came in after its parent was mined. When no record is
+    mined, nothing is written or registered (`written` is False in the returned manifest)."""
+    cfg = cfg or MineConfig()
+    final = version_dir(out_dir, version)
+    for t, what in ((since, "--since"), (until, "--until")):
+        if t is not None and not math.isfinite(t):
+            raise InputError(f"{what} {t!r}: not a finite time")
+    if any(not isinstance(o, MapOp) for o in cfg.ops):
+        raise InputError("mining runs map ops only (dedup against earlier versions is built in)")
+    pii_op = Pii(action=cfg.pii, ner=cfg.pii_ner)
+    redactor = Pii(action="redact", ner=cfg.pii_ner)
+    ops: list[MapOp] = [pii_op, *cfg.ops]
+    with store.mining_lock():
+        with store.engine.connect() as c:
+            if c.execute(sa.select(versions.c.name).where(versions.c.name == version)).first():
+                raise InputError(f"version {version!r} exists; versions are immutable: mine into a new name")
+            last = c.execute(sa.select(versions.c.name, versions.c.manifest)
+                             .order_by(versions.c.created_at.desc()).limit(1)).first()
+            earlier = {r[0] for r in c.execute(sa.select(version_records.c.content_key))}
+        if final.exists():
+            raise InputError(f"{final} exists but is no version in this store; move it away or mine into a new name")
+        parent = last[0] if last else None
+        if since is None:
+            since = float(last[1]["until"]) if last else 0.0
+        until = until if until is not None else time.time()
+        rows = list(store.interactions(since, until))
+        events = store.feedback_for([r["id"] for r in rows]) if rows else []
+        recs, rejects = build_records(rows, events, cfg.min_rating)
+        recs, invalid = _valid(recs, redactor)
+        batch, dropped = _run_ops(recs, ops, redactor)
+        kept, keys, dups = _dedup(batch, earlier, version)
+        mined_rejects = invalid + dropped + dups
+        n_sft = sum(1 for r in kept if r.kind == "sft")
+        counts = {"interactions": len(rows), "feedback": len(events), "sft": n_sft, "pairs": len(kept) - n_sft,
+                  "by_source": dict(Counter(r.meta["mined_from"] for r in kept)),
+                  "unused_interactions": dict(Counter(x["reason"] for x in rejects)),
+                  "dropped_records": dict(Counter(x["reason"] for x in mined_rejects)),
+                  "pii_redacted_records": sum(1 for r in kept if r.meta.get("pii"))}
+        manifest = {"version": version, "parent": parent, "since": since, "until": until, "min_rating": cfg.min_rating,
+                    "ops": [{type(o).name: o.params()} for o in ops], "counts": counts}
+        if not kept:  # nothing new: no version, so what came in stays in the next version's window
+            return {**manifest, "written": False}
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=final.parent))
+        staged = tmp / "files"
+        try:
+            _write_files(staged, kept, rejects + mined_rejects, manifest)
+            _register(store, staged, final, manifest, kept, keys)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {**manifest, "written": True}
 
 
 def list_versions(store: Store) -> list[dict]:

@@ -1,7 +1,9 @@
 """`ptdata flywheel report`: the loop turning, per model version: interactions, feedback rate,
-satisfaction (thumbs-up share, mean rating), correction rate, and records mined per version."""
+satisfaction (thumbs-up share, mean rating), correction rate, and records mined per version.
+Model-version labels come from any client with a write key: every value is HTML-escaped."""
 from __future__ import annotations
 
+import html
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,9 +66,9 @@ def write_report(store: Store, path: Path) -> dict:
              hbar_chart("mean rating (1-5)", names, [mv[n]["mean_rating"] or 0 for n in names], color="#F58518"),
              hbar_chart("correction rate (%)", names, [pct(mv[n]["correction_rate"]) for n in names], color="#E45756")]
     day = lambda t: "" if t is None else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")  # noqa: E731
-    rows = "".join(f"<tr><td>{n}</td><td>{day(m['first_seen'])} – {day(m['last_seen'])}</td><td>{m['interactions']:,}</td><td>{m['errors']:,}</td><td>{m['feedback_rate']}</td>"
-                   f"<td>{m['thumbs_up_share']}</td><td>{m['mean_rating']}</td><td>{m['correction_rate']}</td></tr>"
-                   for n, m in mv.items())
+    cells = lambda n, m: [n, f"{day(m['first_seen'])} – {day(m['last_seen'])}", f"{m['interactions']:,}",  # noqa: E731
+                          f"{m['errors']:,}", m["feedback_rate"], m["thumbs_up_share"], m["mean_rating"], m["correction_rate"]]
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells(n, m)) + "</tr>" for n, m in mv.items())
     parts.append("<table><tr><th>model version</th><th>served (UTC)</th><th>interactions</th><th>errors</th><th>feedback rate</th>"
                  f"<th>thumbs-up share</th><th>mean rating</th><th>correction rate</th></tr>{rows}</table>")
     dv = s["dataset_versions"]

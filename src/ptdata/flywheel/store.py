@@ -5,19 +5,27 @@ migrations recorded in `schema_migrations`, so an old store opens with a new ptd
 
 An interaction is committed before its response is released to the client, so a server
 killed under load loses no interaction whose answer reached anyone.
+
+Content is stored as JSON text (PostgreSQL `json`, not `jsonb`): `jsonb` refuses U+0000 (NUL),
+which a prompt may hold, while `json` keeps the escaped text as sent. Statement parameters
+(prompt text) never appear in an error message or a log (`hide_parameters`).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import secrets
 import time
 from typing import Any, Callable, Iterator
 
+import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from ..errors import InputError
 
-JSONT = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+JSONT = sa.JSON()  # PostgreSQL `json` (migration 3 moved the jsonb columns): it accepts U+0000
 meta = sa.MetaData()
+MINE_LOCK_KEY = 0x70746461  # PostgreSQL advisory lock id held while a version is mined ("ptda")
 
 interactions = sa.Table(
     "interactions", meta,
@@ -68,6 +76,12 @@ version_records = sa.Table(
     sa.PrimaryKeyConstraint("version", "record_id"),
 )
 
+settings = sa.Table(
+    "settings", meta,  # store-wide values created on first start, such as the user-hash salt
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
 migrations_table = sa.Table(
     "schema_migrations", meta,
     sa.Column("version", sa.Integer, primary_key=True),
@@ -84,14 +98,33 @@ def _m2(conn: sa.Connection) -> None:
     conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_feedback_kind ON feedback (kind)"))
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_m1, _m2]  # append only; never edit an applied one
+JSON_COLUMNS = {"interactions": ("request", "response"), "feedback": ("value",), "versions": ("counts", "manifest"),
+                "version_records": ("interaction_ids",)}
+
+
+def _m3(conn: sa.Connection) -> None:
+    """The settings table; on PostgreSQL, jsonb columns become json (jsonb refuses U+0000)."""
+    settings.create(conn, checkfirst=True)
+    if conn.dialect.name == "postgresql":
+        for table, cols in JSON_COLUMNS.items():
+            for c in cols:
+                conn.execute(sa.text(f"ALTER TABLE {table} ALTER COLUMN {c} TYPE json USING {c}::json"))
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_m1, _m2, _m3]  # append only; never edit an applied one
+
+
+def _json_dumps(obj: Any) -> str:
+    """orjson: U+0000 escaped, and a too-deep value is an error, not Python's RecursionError."""
+    return orjson.dumps(obj).decode()
 
 
 def engine_for(url: str) -> sa.Engine:
     if "://" not in url:
         url = f"sqlite:///{url}"
     if url.startswith("sqlite"):
-        eng = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        eng = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True,
+                               json_serializer=_json_dumps)
 
         @sa.event.listens_for(eng, "connect")
         def _pragmas(dbapi_conn, _):  # noqa: ANN001
@@ -104,7 +137,8 @@ def engine_for(url: str) -> sa.Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     try:
-        return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True,
+                                json_serializer=_json_dumps)
     except (sa.exc.ArgumentError, ImportError) as e:
         raise InputError(f"store URL {url.split('@')[-1]!r}: {e}") from None
 
@@ -112,6 +146,30 @@ def engine_for(url: str) -> sa.Engine:
 def _row(r) -> dict:
     """A plain dict with plain str keys (SQLAlchemy's quoted_name keys upset orjson)."""
     return {str(k): v for k, v in r.items()}
+
+
+INT32 = (1 << 31) - 1
+
+
+def fit_row(table: sa.Table, row: dict[str, Any]) -> dict[str, Any]:
+    """A row both databases accept: text columns hold strings cut to their length and without
+    NUL (PostgreSQL text refuses it), integers are within 32 bits. For values that come from the
+    upstream; what a client sends is validated (422) before the upstream is called."""
+    out = dict(row)
+    for col in table.columns:
+        v = out.get(col.name)
+        if v is not None and isinstance(col.type, sa.String):
+            v = (v if isinstance(v, str) else str(v)).replace("\x00", "\ufffd")
+            n = getattr(col.type, "length", None)
+            out[col.name] = v[:n] if n else v
+        elif isinstance(col.type, sa.Integer) and v is not None:
+            out[col.name] = v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= INT32 else None
+    return out
+
+
+def same_event(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two feedback events with one event id say the same thing (a retry, not a conflict)."""
+    return all(a.get(k) == b.get(k) for k in ("interaction_id", "kind", "value", "user_hash"))
 
 
 class Store:
@@ -140,21 +198,83 @@ class Store:
     # ---- writes --------------------------------------------------------------------------
     def add_interaction(self, row: dict[str, Any]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(interactions.insert().values(**row))
+            conn.execute(interactions.insert().values(**fit_row(interactions, row)))
 
-    def add_feedback(self, row: dict[str, Any]) -> tuple[dict, bool]:
-        """Insert an event; a repeated event id returns the stored one (created=False)."""
+    def add_feedback(self, row: dict[str, Any]) -> tuple[dict, str]:
+        """Insert an event: "created"; a retry of a stored event id with the same content: "same"
+        (the stored event); the same event id with other content: "conflict"."""
         same = sa.select(feedback).where(feedback.c.event_id == row["event_id"])
         try:
             with self.engine.begin() as conn:
                 old = conn.execute(same).mappings().first()
-                if old is not None:
-                    return _row(old), False
-                conn.execute(feedback.insert().values(**row))
+                if old is None:
+                    conn.execute(feedback.insert().values(**row))
+                    return row, "created"
         except sa.exc.IntegrityError:  # a concurrent retry of the same event won the race (rolled back)
             with self.engine.connect() as conn:
-                return _row(conn.execute(same).mappings().one()), False
-        return row, True
+                old = conn.execute(same).mappings().one()
+        old = _row(old)
+        return old, "same" if same_event(old, row) else "conflict"
+
+    def salt(self) -> str:
+        """The store's random salt for user hashes, made on first use and kept: hashes stay
+        stable across restarts without PTDATA_FLYWHEEL_SALT, and are not plain sha256."""
+        q = sa.select(settings.c.value).where(settings.c.key == "user_salt")
+        with self.engine.connect() as conn:
+            v = conn.execute(q).scalar()
+        if v is not None:
+            return v
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(settings.insert().values(key="user_salt", value=secrets.token_hex(32)))
+        except sa.exc.IntegrityError:  # another process made it first
+            pass
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar_one()
+
+    @contextlib.contextmanager
+    def mining_lock(self) -> Iterator[None]:
+        """Held while a version is mined, so two `mine` runs on one store take turns: the second
+        sees the first's version (its parent, its `until`, its records for dedup). PostgreSQL:
+        a session advisory lock; SQLite: an exclusive lock on a file beside the database (a
+        `BEGIN IMMEDIATE` held for the whole run would block the proxy's inserts meanwhile)."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execute(sa.select(sa.func.pg_advisory_lock(MINE_LOCK_KEY)))
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.select(sa.func.pg_advisory_unlock(MINE_LOCK_KEY)))
+                    conn.commit()
+            return
+        db = self.engine.url.database
+        if not db or db == ":memory:":  # one connection, one process: nothing to take turns with
+            yield
+            return
+        with open(db + ".mine-lock", "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[sa.Connection]:
+        """A transaction that holds the write lock from its start (SQLite `BEGIN IMMEDIATE`), for
+        a check-then-insert that must not interleave with another writer."""
+        if self.engine.dialect.name != "sqlite":
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
 
     # ---- reads ---------------------------------------------------------------------------
     def interaction(self, iid: str) -> dict | None:

@@ -24,8 +24,11 @@ def read(row: dict, opts: dict) -> Record:
             row["meta"] = orjson.loads(row["meta"])
         except orjson.JSONDecodeError:
             raise RecordError("wrong_type", "field 'meta' is a string that is not JSON") from None
-    if isinstance(row.get("scores"), list):  # Arrow map columns read back as (key, value) pairs
-        row["scores"] = dict(row["scores"])
+    scores = row.get("scores")
+    if isinstance(scores, list):  # Arrow map columns read back as (key, value) pairs
+        if not all(isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str) for p in scores):
+            raise RecordError("wrong_type", "field 'scores' must be an object of named numbers, got a list")
+        row["scores"] = dict(scores)
     return Record.from_dict(row)
 
 

@@ -8,7 +8,7 @@ where each response is a string or an object with its text (`response`, `text`, 
 number per response instead. The record is a `prompt` whose `meta.candidates` hold them.
 
 The same shape carries teacher samples made elsewhere for offline distillation:
-``{"prompt", "samples": [text | {"text", "logprobs" | "mean_logprob", "min_logprob"}], "reference"?}``.
+``{"prompt", "samples": [text | {"text", "logprobs" | "mean_logprob", "min_logprob", "finish_reason"?}], "reference"?}``.
 """
 from __future__ import annotations
 
@@ -46,8 +46,9 @@ def _candidate(item: Any, i: int, score: Any) -> dict:
         if key is None:
             raise RecordError("missing_field", f"{where} has no text field (one of {', '.join(TEXT_KEYS)})")
         cand = {"text": item[key]}
-        if isinstance(item.get("model"), str):
-            cand["model"] = item["model"]
+        for k in ("model", "finish_reason"):  # finish_reason "length": cut by the token limit (distill gives it no answer)
+            if isinstance(item.get(k), str):
+                cand[k] = item[k]
         ratings = {}
         if isinstance(item.get("ratings"), dict):
             ratings.update({a: _number(v, f"{where} rating {a!r}") for a, v in item["ratings"].items()})

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, Literal
 
 import orjson
 import xxhash
+from annotated_types import Gt, Interval
 
 from ..errors import InputError
+from ..params import Count, NonNegative, Positive, check
 
 Progress = Callable[[int], None]  # called with the number of requests just finished
 
@@ -124,22 +126,22 @@ class LLMConfig:
     hard-coded. The key is read from the environment variable `api_key_env` (default
     OPENAI_API_KEY) at call time and is never stored in the config, the cache or a log."""
 
-    backend: str = "openai"  # openai | transformers | vllm
+    backend: Literal["openai", "transformers", "vllm"] = "openai"
     model: str = ""
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 16
-    timeout: float = 60.0
-    max_retries: int = 5
-    backoff: float = 0.5  # first retry waits about this long, doubling each time (with jitter)
-    backoff_max: float = 30.0
+    concurrency: Positive = 16
+    timeout: Annotated[float, Gt(0)] = 60.0
+    max_retries: Count = 5
+    backoff: NonNegative = 0.5  # first retry waits about this long, doubling each time (with jitter)
+    backoff_max: NonNegative = 30.0
     stream: bool = False
     cache_dir: str | None = ".ptdata-cache"
     device: str = "cpu"  # transformers backend
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_tokens: int = 512
-    seed: int | None = None
+    temperature: Annotated[float, Interval(ge=0, le=2)] = 0.7
+    top_p: Annotated[float, Interval(gt=0, le=1)] = 1.0
+    max_tokens: Positive = 512
+    seed: Count | None = None
     logprobs: bool = False
 
     @classmethod
@@ -152,13 +154,14 @@ class LLMConfig:
         unknown = set(d) - known
         if unknown:
             raise LLMError(f"llm: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        cfg = cls(**d)
-        if cfg.backend not in ("openai", "transformers", "vllm"):
-            raise LLMError(f"llm backend must be openai, transformers or vllm, got {cfg.backend!r}")
+        try:
+            cfg = cls(**check(cls, d, "llm"))  # each setting's type and range (the annotations above)
+        except LLMError:
+            raise
+        except InputError as e:
+            raise LLMError(str(e)) from None
         if not cfg.model:
             raise LLMError("llm: `model` is required (a served model name, or a local model directory)")
-        if cfg.concurrency < 1 or cfg.max_retries < 0 or cfg.timeout <= 0:
-            raise LLMError("llm: concurrency >= 1, max_retries >= 0 and timeout > 0 are required")
         return cfg
 
     def sampling(self, **over: Any) -> Sampling:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from ..errors import InputError
+from ..params import allowed, check, check_instance
 from ..records import Record
 
 OPS: dict[str, type["Op"]] = {}  # filled as op modules are imported (see ptdata.ops.get_op)
@@ -23,6 +24,12 @@ def register(cls: type["Op"]) -> type["Op"]:
     OPS[cls.name] = cls
     return cls
 
+
+class ParamDoc(NamedTuple):
+    name: str
+    default: str
+    allowed: str  # the values the field's annotation accepts, in words (also the error's wording)
+    help: str
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,8 @@ class Drop:
 
 @dataclass
 class Op:
-    """Base of all ops. Parameters are dataclass fields; `help` metadata documents them."""
+    """Base of all ops. Parameters are dataclass fields declared with `param`: the annotation is
+    the type and range (Literal choices, params.Share/Count/Positive bounds), `help` documents it."""
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "map"
@@ -45,29 +53,50 @@ class Op:
     pure: ClassVar[bool] = False
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "Op":
-        known = {f.name: f for f in fields(cls) if f.init}
-        unknown = set(params) - set(known)
-        if unknown:
-            raise InputError(f"op {cls.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}")
+    def from_params(cls, params: dict[str, Any], where: str = "") -> "Op":
+        """Build the op from recipe values, each checked against its field's type and range first
+        (params.check), so a bad value is one line naming the parameter and what it allows."""
+        where = where or f"op {cls.name}"
+        values = check(cls, params, where)
         try:
-            return cls(**params)
-        except (TypeError, ValueError) as e:
-            raise InputError(f"op {cls.name}: {e}") from None
+            op = cls(**values)
+        except (TypeError, ValueError, InputError) as e:  # settings checked while the op sets itself up
+            raise InputError(f"{where}: {e}") from None
+        return op.validate(where)
+
+    def validate(self, where: str = "") -> "Op":
+        """Check every parameter (defaults too) by its annotation, then the rules across them.
+        Run once when a recipe is loaded or built, never per batch."""
+        where = where or f"op {self.name}"
+        check_instance(self, type(self), where)
+        try:
+            self.rules()
+        except ValueError as e:
+            raise InputError(f"{where}: {e}") from None
+        return self
+
+    def rules(self) -> None:
+        """Rules across parameters (raise ValueError), run after each one's own type and range check."""
 
     def params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
     @classmethod
-    def describe(cls) -> list[tuple[str, str, str]]:
-        """(param, default, help) rows for `ptdata ops`."""
+    def summary(cls) -> str:
+        """The docstring's first paragraph on one line (what `ptdata ops` prints, never cut)."""
+        first = (cls.__doc__ or "").strip().split("\n\n", 1)[0]
+        return " ".join(first.split())
+
+    @classmethod
+    def describe(cls) -> list["ParamDoc"]:
+        """One row per parameter for `ptdata ops`: default, what values it allows, help."""
         rows = []
         for f in fields(cls):
             if not f.init:
                 continue
             default = f.default if f.default is not dataclasses.MISSING else (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
-            rows.append((f.name, repr(default), f.metadata.get("help", "")))
+            rows.append(ParamDoc(f.name, repr(default), allowed(cls, f.name), f.metadata.get("help", "")))
         return rows
 
     def setup(self) -> None:
@@ -141,8 +170,10 @@ class Decision:
         return [self.reason] * len(self.drop) if isinstance(self.reason, str) else self.reason
 
 
-def param(default: Any, help: str) -> Any:
-    """A documented op parameter."""
+def param(default: Any, help: str, allowed: str | None = None) -> Any:
+    """A documented op parameter. Its type and range are the field's annotation (checked by
+    pydantic when a recipe is loaded); `allowed` words them where the schema says too little."""
+    meta = {"help": help, **({"allowed": allowed} if allowed else {})}
     if isinstance(default, (list, dict, set)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)

@@ -10,14 +10,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import xxhash
+from annotated_types import MinLen
 
 from ..errors import InputError
+from ..params import Positive
 from ..records import Record
 from ..text import is_cjk, normalize_for_match, record_text
 from .base import Drop, MapOp, param, register
+from .filters import TextField
 
 
 def _units(text: str) -> tuple[list[str], bool]:
@@ -46,19 +49,16 @@ class Decontaminate(MapOp):
 
     name: ClassVar[str] = "decontaminate"
     pure: ClassVar[bool] = True
-    benchmarks: list = param([], "benchmark files (any supported format); their prompts (and answers with include_answers) are indexed")
-    word_ngram: int = param(13, "n-gram size in words")
-    char_ngram: int = param(50, "n-gram size in characters for CJK text")
-    min_ngram: int = param(6, "smallest n used for short benchmark items")
-    field: str = param("all", "record text to check: all, prompt or response")
+    benchmarks: Annotated[list[str], MinLen(1)] = param(
+        [], "benchmark files (any supported format); their prompts (and answers with include_answers) are indexed")
+    word_ngram: Positive = param(13, "n-gram size in words")
+    char_ngram: Positive = param(50, "n-gram size in characters for CJK text")
+    min_ngram: Positive = param(6, "smallest n used for short benchmark items")
+    field: TextField = param("all", "record text to check: all, prompt or response")
     include_answers: bool = param(False, "also index the benchmark answers")
     _candidates: dict = dataclasses.field(default_factory=dict, init=False, repr=False)  # min_ngram hash -> items
     _items: list = dataclasses.field(default_factory=list, init=False, repr=False)  # (name, n, cjk, gram set)
     _cand_sizes: set = dataclasses.field(default_factory=set, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self.benchmarks:
-            raise ValueError("decontaminate needs at least one benchmark file")
 
     def setup(self) -> None:
         if self._items:

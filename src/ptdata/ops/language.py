@@ -2,21 +2,30 @@
 
 CJK text is decided by script first (Han without kana is Chinese), because n-gram models
 split Chinese into zh/wuu/yue and stumble on short mixed text; everything else goes to
-py3langid with normalized probabilities.
+py3langid with normalized probabilities. Text with no word in any script ("91-33=") is
+language-neutral: it takes the language of the rest of the conversation, or `zxx`, which the
+filter keeps.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
-from ..records import Record
-from ..text import han_count, record_text
 import re
+from dataclasses import dataclass
+from typing import Annotated, ClassVar
+
+from annotated_types import MaxLen, MinLen
+
+from ..params import Share
+from ..records import Record
+from ..text import cjk_count, han_count, record_text
+from .base import Drop, MapOp, param, register
+from .filters import TextField
 
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HANGUL = re.compile(r"[\uac00-\ud7af]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
-from .base import Drop, MapOp, param, register
+_WORD = re.compile(r"[^\W\d_]{2,}")  # two or more letters in a row: a lone x in "x+2=5" is no word
+NEUTRAL = "zxx"  # ISO 639-2 "no linguistic content": digits, operators, punctuation
+LanguageCode = Annotated[str, MinLen(2), MaxLen(3)]
 
 _IDENTIFIER = None
 # py3langid labels that are Chinese varieties or scripts we fold into one code
@@ -37,6 +46,12 @@ def cjk_script(text: str) -> str | None:
     return "ko" if hangul > han else "zh"
 
 
+def is_neutral(text: str) -> bool:
+    """No word in any script (arithmetic such as "91-33=", numbers, symbols): n-gram
+    identifiers give such text an arbitrary language, so it has none of its own."""
+    return not _WORD.search(text) and not cjk_count(text)
+
+
 def load() -> None:
     """Load the model (once per process; call before forking workers so they share it)."""
     global _IDENTIFIER
@@ -52,6 +67,8 @@ def identify(text: str) -> tuple[str, float]:
     text = text[:2000]
     if not text.strip():
         return "und", 0.0
+    if is_neutral(text):
+        return NEUTRAL, 1.0
     script = cjk_script(text)
     if script is not None:
         return script, 1.0
@@ -65,8 +82,11 @@ SHORT_PROMPT = 80
 
 def identify_record(rec: Record, field: str) -> tuple[str, float]:
     """Language of a record's text; a short prompt is judged together with the answer,
-    since n-gram identifiers are unsure on a few words."""
+    since n-gram identifiers are unsure on a few words, and a text with no words (math only)
+    takes the language of the rest of the conversation (NEUTRAL when that has none either)."""
     text = record_text(rec, field)
+    if field != "all" and is_neutral(text):
+        return identify(record_text(rec, "all"))
     if field == "prompt" and len(text) < SHORT_PROMPT:
         lang, conf = identify(text)
         if conf >= 0.9 or lang in ("zh", "ja", "ko"):
@@ -82,7 +102,7 @@ class LanguageId(MapOp):
 
     name: ClassVar[str] = "language_id"
     pure: ClassVar[bool] = True
-    field: str = param("prompt", "text to identify: prompt (the user's language), response or all")
+    field: TextField = param("prompt", "text to identify: prompt (the user's language), response or all")
 
     def setup(self) -> None:
         load()
@@ -101,9 +121,11 @@ class LanguageFilter(MapOp):
 
     name: ClassVar[str] = "language_filter"
     pure: ClassVar[bool] = True
-    languages: list = param(["en", "zh"], "ISO 639-1 codes to keep")
-    min_confidence: float = param(0.0, "also drop when the identifier is less sure than this (0: never)")
-    field: str = param("prompt", "text to identify: prompt (the user's language), response or all")
+    languages: Annotated[list[LanguageCode], MinLen(1)] = param(
+        ["en", "zh"], "ISO 639-1 codes to keep", allowed="a non-empty list of ISO 639 codes such as en, zh")
+    min_confidence: Share = param(0.0, "also drop when the identifier is less sure than this (0: never)")
+    field: TextField = param("prompt", "text to identify: prompt (the user's language), response or all")
+    keep_neutral: bool = param(True, f"keep records with no words in any language (math only: {NEUTRAL})")
 
     def setup(self) -> None:
         load()
@@ -113,6 +135,8 @@ class LanguageFilter(MapOp):
             lang, conf = identify_record(rec, self.field)
             rec.meta["lang"], rec.scores["lang_conf"] = lang, round(conf, 4)
         lang, conf = rec.meta["lang"], rec.scores.get("lang_conf", 1.0)
+        if lang == NEUTRAL and self.keep_neutral:
+            return None
         if lang not in self.languages:
             return Drop("wrong_language", f"{lang} not in {self.languages}")
         if conf < self.min_confidence:

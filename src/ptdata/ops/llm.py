@@ -7,14 +7,22 @@ stats.json. Requests of a batch run concurrently; the disk cache makes a rerun f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
-from typing import Any, ClassVar
+from annotated_types import MinLen
 
-from ..errors import InputError
+from ..distill.confidence import ESTIMATORS
+from ..generate.prompts import EVOL_BREADTH, EVOL_METHODS
 from ..llm import Backend, LLMConfig, make_llm
+from ..params import Count, NonNegative, Positive, Share
+from ..preference.pairs import STRATEGIES
 from ..records import Record
 from .base import Drop, MapOp, param, register
+
+EvolMethod = Literal[(*EVOL_METHODS, EVOL_BREADTH)]
+Strategy = Literal[STRATEGIES]
+Estimator = Literal[ESTIMATORS]
 
 Outcome = tuple[list[Record], list[tuple[Record, Drop]]]
 LLM_HELP = ("model settings: backend (openai|transformers|vllm), model, base_url, api_key_env, concurrency, timeout, "
@@ -23,7 +31,7 @@ LLM_HELP = ("model settings: backend (openai|transformers|vllm), model, base_url
 
 @dataclass
 class LLMOp(MapOp):
-    llm: dict = param({}, LLM_HELP)
+    llm: dict[str, Any] = param({}, LLM_HELP)
     _backend: Any = field(default=None, init=False, repr=False, compare=False)
     _seen: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -56,14 +64,10 @@ class Generate(LLMOp):
     """Sample N responses per prompt from a teacher: as candidates for pair building, or as sft records."""
 
     name: ClassVar[str] = "generate"
-    n: int = param(4, "responses per prompt")
-    mode: str = param("candidates", "candidates: one prompt record holding the N answers; sft: one sft record per answer")
+    n: Positive = param(4, "responses per prompt")
+    mode: Literal["candidates", "sft"] = param(
+        "candidates", "candidates: one prompt record holding the N answers; sft: one sft record per answer")
     keep_original: bool = param(False, "with mode=candidates, an sft record's own answer becomes candidate 0")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.mode not in ("candidates", "sft"):
-            raise InputError(f"generate: mode must be candidates or sft, got {self.mode!r}")
 
     def process(self, batch: list[Record]) -> Outcome:
         from ..generate.sampling import sample_responses
@@ -78,10 +82,10 @@ class Evolve(LLMOp):
     answer them, and eliminate failed evolutions."""
 
     name: ClassVar[str] = "evolve"
-    methods: list = param([], "evolution methods to draw from (default: all six)")
-    rounds: int = param(1, "evolution rounds; each round evolves the last round's survivors")
-    min_new_words: int = param(2, "fewer new words than this is 'no information gain'")
-    min_response_words: int = param(5, "a shorter answer to the evolved prompt eliminates it")
+    methods: list[EvolMethod] = param([], "evolution methods to draw from (default: all six)")
+    rounds: Positive = param(1, "evolution rounds; each round evolves the last round's survivors")
+    min_new_words: Count = param(2, "fewer new words than this is 'no information gain'")
+    min_response_words: Count = param(5, "a shorter answer to the evolved prompt eliminates it")
 
     def process(self, batch: list[Record]) -> Outcome:
         from ..generate.evol import evolve
@@ -96,7 +100,7 @@ class Rewrite(LLMOp):
     """Rewrite sft answers for accuracy and knowledge density; a worse rewrite is not taken."""
 
     name: ClassVar[str] = "rewrite"
-    min_ratio: float = param(0.5, "a rewrite shorter than this share of the original is not taken")
+    min_ratio: NonNegative = param(0.5, "a rewrite shorter than this share of the original is not taken")
 
     def process(self, batch: list[Record]) -> Outcome:
         from ..generate.sampling import rewrite_responses
@@ -114,17 +118,11 @@ class Judge(LLMOp):
     or multi-turn consistency. A malformed answer is re-asked, then the record is rejected with the reason."""
 
     name: ClassVar[str] = "judge"
-    judge: str = param("aspects", "aspects | deita | pairwise | consistency")
-    aspects: list = param(["helpfulness", "truthfulness", "harmlessness", "instruction_following"], "aspects to rate")
-    retries: int = param(2, "re-asks after a malformed answer")
+    judge: Literal[JUDGES] = param("aspects", "aspects | deita | pairwise | consistency")
+    aspects: Annotated[list[str], MinLen(1)] = param(
+        ["helpfulness", "truthfulness", "harmlessness", "instruction_following"], "aspects to rate")
+    retries: Count = param(2, "re-asks after a malformed answer")
     drop_inconsistent: bool = param(False, "consistency judge: reject conversations that contradict themselves")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.judge not in JUDGES:
-            raise InputError(f"judge: judge must be one of {JUDGES}, got {self.judge!r}")
-        if not self.aspects:
-            raise InputError("judge: aspects must not be empty")
 
     def process(self, batch: list[Record]) -> Outcome:
         from ..generate import judges as J
@@ -145,16 +143,10 @@ class Pairs(MapOp):
     """Build preference pairs from rated candidates (judge ratings or existing scores) or pairwise verdicts."""
 
     name: ClassVar[str] = "pairs"
-    strategy: str = param("best_worst", "best_worst | best_vs_rest (best vs each lower one above the margin) | pairwise")
-    min_margin: float = param(1.0, "minimum score gap between chosen and rejected")
-    aspects: list = param([], "aspects averaged into a candidate's score (default: all it has, else its score)")
-    weights: dict = param({}, "per-aspect weights for that average")
-
-    def __post_init__(self) -> None:
-        from ..preference.pairs import STRATEGIES
-
-        if self.strategy not in STRATEGIES:
-            raise InputError(f"pairs: strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+    strategy: Strategy = param("best_worst", "best_worst | best_vs_rest (best vs each lower one above the margin) | pairwise")
+    min_margin: NonNegative = param(1.0, "minimum score gap between chosen and rejected")
+    aspects: list[str] = param([], "aspects averaged into a candidate's score (default: all it has, else its score)")
+    weights: dict[str, NonNegative] = param({}, "per-aspect weights for that average")
 
     def process(self, batch: list[Record]) -> Outcome:
         from ..preference.pairs import build_pairs
@@ -178,15 +170,15 @@ class Distill(MapOp):
     Records carry their samples (meta.candidates) or, with `llm`, the teacher is asked for `k` of them."""
 
     name: ClassVar[str] = "distill"
-    k: int = param(8, "samples per prompt when the teacher is asked")
+    k: Positive = param(8, "samples per prompt when the teacher is asked")
     answer: str = param("number", "final-answer extractor: number, choice, exact, regex:PATTERN, module:function")
-    estimators: list = param(["consistency"], "consistency, logprob, judge, verifier")
-    threshold: float = param(0.6, "confidence needed to keep the label")
-    combine: str = param("all", "all (each estimator) or weighted (weighted mean)")
-    weights: dict = param({}, "estimator weights for combine=weighted")
+    estimators: Annotated[list[Estimator], MinLen(1)] = param(["consistency"], "consistency, logprob, judge, verifier")
+    threshold: Share = param(0.6, "confidence needed to keep the label")
+    combine: Literal["all", "weighted"] = param("all", "all (each estimator) or weighted (weighted mean)")
+    weights: dict[Estimator, NonNegative] = param({}, "estimator weights for combine=weighted")
     verifier: str = param("", "module:function(record, answer) -> bool; default: the record's reference answer")
-    llm: dict = param({}, "teacher settings (optional: without them the records must carry their samples)")
-    judge: dict = param({}, "judge settings for the judge estimator (default: the teacher's)")
+    llm: dict[str, Any] = param({}, "teacher settings (optional: without them the records must carry their samples)")
+    judge: dict[str, Any] = param({}, "judge settings for the judge estimator (default: the teacher's)")
 
     def __post_init__(self) -> None:
         from ..distill import DistillConfig
@@ -199,6 +191,9 @@ class Distill(MapOp):
                                   combine=self.combine, weights=dict(self.weights), verifier=self.verifier or None,
                                   judge=self.judge or None, teachers=teachers)
         self._cfg.combiner()  # validate now
+        from ..distill.answers import extractor
+
+        extractor(self.answer)
 
     def distiller(self):
         """One per process, so a teacher backend (a local model, a client and its cache) is built once."""

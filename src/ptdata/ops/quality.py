@@ -22,6 +22,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
+from ..params import Count, Positive, Share
 from ..records import Record
 from ..text import match_words, prompt_text, response_text
 from .base import Decision, Drop, GlobalOp, MapOp, param, register
@@ -267,7 +268,7 @@ class ScoreFilter(MapOp):
     name: ClassVar[str] = "score_filter"
     pure: ClassVar[bool] = True
     score: str = param("quality", "score name")
-    min: float = param(0.5, "minimum value to keep")
+    min: float = param(0.5, "minimum value to keep")  # any finite number: scores are not all in [0, 1]
 
     def check(self, rec: Record) -> Drop | None:
         v = rec.scores.get(self.score)
@@ -287,15 +288,17 @@ class Select(GlobalOp):
     name: ClassVar[str] = "select"
     pure: ClassVar[bool] = True
     score: str = param("quality", "score to rank by (higher is better)")
-    top_n: int = param(0, "number of records to keep (0: use fraction)")
-    fraction: float = param(0.0, "share of records to keep when top_n is 0")
-    diversity_threshold: float = param(0.7, "skip candidates at least this similar (Jaccard) to a kept record; 1 disables")
-    num_perm: int = param(64, "MinHash permutations for the similarity")
-    bands: int = param(16, "LSH bands used to find similar kept records")
+    top_n: Count = param(0, "number of records to keep (0: use fraction)")
+    fraction: Share = param(0.0, "share of records to keep when top_n is 0")
+    diversity_threshold: Share = param(0.7, "skip candidates at least this similar (Jaccard) to a kept record; 1 disables")
+    num_perm: Positive = param(64, "MinHash permutations for the similarity")
+    bands: Positive = param(16, "LSH bands used to find similar kept records")
 
-    def __post_init__(self) -> None:
-        if not self.top_n and not (0 < self.fraction <= 1):
+    def rules(self) -> None:
+        if not self.top_n and not self.fraction:
             raise ValueError("select needs top_n > 0 or 0 < fraction <= 1")
+        if self.num_perm % self.bands:
+            raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
 
     def keys(self, batch: list[Record]) -> dict[str, np.ndarray]:
         from .dedup import NearDedup, _id_keys, _score_keys

@@ -22,6 +22,7 @@ import mmap
 import os
 import shutil
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,8 @@ import xxhash
 from .. import __version__
 from ..convert import _concat
 from ..formats import get_format
-from ..io import RowWriter, newline_counts, split_name, split_ranges, with_first_lines
+from ..io import RowWriter, guard_outputs, newline_counts, split_name, split_ranges, with_first_lines
+from ..errors import RecordError
 from ..ops.base import Drop, GlobalOp, MapOp, Op
 from ..parallel import pool_context
 from ..reader import RecordReader
@@ -473,10 +475,64 @@ class _Hist:
 WORK_LAYOUT = 3  # the files a run keeps in its work dir; a dir kept in another layout is not resumed
 
 
+def file_fingerprint(path: Path, block: int = 8 << 20) -> str:
+    """xxh3-128 of a file's bytes: what resume trusts (an input edited in place keeps its size
+    and can keep its mtime). About 0.1 s per GB from the page cache."""
+    h = xxhash.xxh3_128()
+    buf = bytearray(block)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
 def _manifest(recipe: Recipe, files: list[list[Path]]) -> bytes:
-    inputs = [[str(p), p.stat().st_size, int(p.stat().st_mtime)] for group in files for p in group]
-    return orjson.dumps({"ptdata": __version__, "layout": WORK_LAYOUT, "recipe": orjson.loads(recipe.fingerprint()), "inputs": inputs},
+    inputs = [[str(p), p.stat().st_size, file_fingerprint(p)] for group in files for p in group]
+    return orjson.dumps({"ptdata": __version__, "layout": WORK_LAYOUT, "recipe": orjson.loads(recipe.fingerprint()), "inputs": inputs,
+                         "outputs": _output_names(recipe)},
                         option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+
+
+SUCCESS = "_SUCCESS"  # written last: the outputs beside it are whole and belong to the recipe it names
+
+
+def _output_names(recipe: Recipe) -> list[str]:
+    return [recipe.output.file, "rejects.jsonl", "stats.json", "report.html", SUCCESS]
+
+
+def _clear_outputs(out_dir: Path, old_manifest: bytes | None, recipe: Recipe) -> None:
+    """Before a run writes anything: no completion marker, and the outputs of an earlier,
+    different recipe (or inputs) moved to `.previous/`, so nothing stale looks complete."""
+    (out_dir / SUCCESS).unlink(missing_ok=True)
+    names = set(_output_names(recipe))
+    if old_manifest is not None:
+        try:
+            names |= set(orjson.loads(old_manifest).get("outputs") or [])
+        except orjson.JSONDecodeError:
+            pass
+    prev = out_dir / ".previous"
+    for name in sorted(names):
+        p = out_dir / name
+        if name != SUCCESS and "/" not in name and p.is_file():
+            prev.mkdir(exist_ok=True)
+            os.replace(p, prev / name)
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """What the recipe does (inputs, ops, output format), not where it writes."""
+    d = orjson.loads(recipe.fingerprint())
+    d["output"].pop("dir", None)
+    return xxhash.xxh3_64_hexdigest(orjson.dumps(d, option=orjson.OPT_SORT_KEYS))
+
+
+def _mark_done(result: "RunResult", recipe: Recipe, manifest: bytes) -> "RunResult":
+    """The completion marker, written after every output is whole."""
+    commit_file(result.out_dir / SUCCESS, lambda f: f.write(orjson.dumps(
+        {"recipe": recipe.name, "recipe_hash": recipe_hash(recipe), "inputs": orjson.loads(manifest)["inputs"],
+         "records_in": result.records_in, "kept": result.kept, "rejected": result.rejected, "ptdata": __version__},
+        option=orjson.OPT_INDENT_2) + b"\n"))
+    return result
 
 
 def _make_shards(recipe: Recipe, files: list[list[Path]], work: Path) -> list[Shard]:
@@ -487,13 +543,10 @@ def _make_shards(recipe: Recipe, files: list[list[Path]], work: Path) -> list[Sh
             container, gz = split_name(path)
             src = path
             if gz and container == "jsonl":
-                plain = work / "inputs" / f"{ii}-{path.name[:-3]}"
-                if not plain.exists():
-                    plain.parent.mkdir(parents=True, exist_ok=True)
-                    part = plain.with_name(plain.name + ".partial")
-                    with gzip.open(path, "rb") as g, open(part, "wb") as f:
-                        shutil.copyfileobj(g, f, 8 << 20)
-                    os.replace(part, plain)
+                plain = _inflated(path, work / "inputs" / f"{ii}-{path.name[:-3]}")
+                if plain is None:  # truncated or corrupt: read as it is, so its readable lines are kept
+                    shards.append(Shard(str(path), str(path), ii))
+                    continue
                 src, container, gz = plain, "jsonl", False
             if container == "jsonl" and not gz and src.stat().st_size > recipe.shard_bytes:
                 ranges = split_ranges(src, max(1, src.stat().st_size // recipe.shard_bytes))
@@ -501,6 +554,24 @@ def _make_shards(recipe: Recipe, files: list[list[Path]], work: Path) -> list[Sh
             else:
                 shards.append(Shard(str(src), str(path), ii))
     return shards
+
+
+def _inflated(path: Path, plain: Path) -> Path | None:
+    """A gzipped JSONL input inflated once into the work dir (so it can be split), or None when
+    the stream is truncated or corrupt: its reader then keeps the readable lines and rejects the
+    rest as `corrupt_file`, naming the last good line."""
+    if plain.exists():
+        return plain
+    plain.parent.mkdir(parents=True, exist_ok=True)
+    part = plain.with_name(plain.name + ".partial")
+    try:
+        with gzip.open(path, "rb") as g, open(part, "wb") as f:
+            shutil.copyfileobj(g, f, 8 << 20)
+    except (OSError, EOFError, zlib.error):
+        part.unlink(missing_ok=True)
+        return None
+    os.replace(part, plain)
+    return plain
 
 
 def number_shards(shards: list[Shard], newlines: list[int] | None = None) -> None:
@@ -541,10 +612,16 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
     out_dir = recipe.out_dir()
     work = out_dir / ".work"
     files = [inp.files(recipe.base_dir) for inp in recipe.inputs]
+    guard_outputs([p for group in files for p in group], dirs=[out_dir])
     manifest = _manifest(recipe, files)
     mpath = work / "manifest.json"
-    if mpath.exists() and mpath.read_bytes() != manifest:
+    old = mpath.read_bytes() if mpath.exists() else None
+    if old is not None and old != manifest:
         shutil.rmtree(work)  # the recipe or an input changed: nothing done can be reused
+    if old != manifest:
+        _clear_outputs(out_dir, old, recipe)
+    else:
+        (out_dir / SUCCESS).unlink(missing_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     mpath.write_bytes(manifest)
     segments = plan_segments(recipe.ops)
@@ -566,7 +643,8 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
             done = plan_copies.run_plan(state, n_workers, progress, force=copies == "always")
             if done is not None:
                 seg_stats, reports, seconds, resumed, streams = done
-                return _finish(recipe, segments, seg_stats, reports, seconds, work, out_dir, resumed, streams)
+                return _mark_done(_finish(recipe, segments, seg_stats, reports, seconds, work, out_dir, resumed, streams),
+                                  recipe, manifest)
     number_shards(shards)
     resumed = 0
     global_reports: dict[str, dict] = {}
@@ -601,7 +679,7 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
                 _decide(seg, work, len(shards), seg_stats[-1], recipe.output.copies_by_reference)
             global_seconds[seg.global_op.name] = time.perf_counter() - t + sum(x.get("keys_seconds", 0.0) for x in seg_stats[-1])
             global_reports[seg.global_op.name] = load_decision(work, seg.index)[1]["report"]
-    return _finish(recipe, segments, seg_stats, global_reports, global_seconds, work, out_dir, resumed)
+    return _mark_done(_finish(recipe, segments, seg_stats, global_reports, global_seconds, work, out_dir, resumed), recipe, manifest)
 
 
 def _offsets(stats: list[dict]) -> list[int]:
@@ -688,23 +766,21 @@ def _finish(recipe: Recipe, segments: list[Segment], seg_stats: list[list[dict]]
     kept_path = out_dir / recipe.output.file
     rejects_path = out_dir / "rejects.jsonl"
     parts = [streams[0]] if streams else [work / f"seg{last}" / f"{i:05d}.jsonl" for i in range(n_shards)]
+    unfit: list[bytes] = []
     if recipe.output.format == "ptdata" and split_name(kept_path) == ("jsonl", False):
         if streams:
             os.replace(streams[0], kept_path)
         else:
             _concat(parts, kept_path)
     else:
-        write = get_format(recipe.output.format).write
-        with RowWriter(kept_path, recipe.output.format, recipe.output.options) as w:
-            for p in parts:
-                with open(p, "rb") as f:
-                    for line in f:
-                        w.write_many(write(Record.from_trusted(orjson.loads(line)), recipe.output.options))
+        unfit = _write_kept(recipe, parts, kept_path)
     if streams:
         os.replace(streams[1], rejects_path)
     else:
         _concat([work / f"seg{s.index}" / f"{i:05d}.rejects.jsonl" for i in range(n_shards) for s in segments], rejects_path)
     stats = _merge_stats(recipe, segments, seg_stats, global_reports, global_seconds)
+    if unfit:
+        _add_write_rejects(stats, unfit, rejects_path)
     stats_path = out_dir / "stats.json"
     stats_path.write_bytes(orjson.dumps(stats, option=orjson.OPT_INDENT_2))
     report_path = None
@@ -713,6 +789,40 @@ def _finish(recipe: Recipe, segments: list[Segment], seg_stats: list[list[dict]]
 
         report_path = write_report(stats, out_dir / "report.html")
     return RunResult(out_dir, kept_path, rejects_path, stats_path, report_path, stats, resumed)
+
+
+def _write_kept(recipe: Recipe, parts: list[Path], kept_path: Path) -> list[bytes]:
+    """The kept records in the output format; returns the reject rows of those the format or
+    container cannot hold (`not_representable`, op `write`)."""
+    fmt = get_format(recipe.output.format)
+    unfit: list[bytes] = []
+
+    def reject(rec: Record, detail: str) -> None:
+        unfit.append(orjson.dumps(_reject(rec, "write", Drop("not_representable", detail))) + b"\n")
+
+    with RowWriter(kept_path, recipe.output.format, recipe.output.options, on_unfit=reject) as w:
+        for p in parts:
+            with open(p, "rb") as f:
+                for line in f:
+                    rec = Record.from_trusted(orjson.loads(line))
+                    try:
+                        rows = fmt.write(rec, recipe.output.options)
+                    except RecordError as e:
+                        reject(rec, e.detail or e.reason)
+                        continue
+                    w.write_many(rows, rec)
+    return unfit
+
+
+def _add_write_rejects(stats: dict, rows: list[bytes], rejects_path: Path) -> None:
+    """Records the output could not hold: appended to the rejects, counted as a `write` step."""
+    with open(rejects_path, "ab") as f:
+        f.writelines(rows)
+    n = len(rows)
+    stats["kept"] -= n
+    stats["rejected"] += n
+    stats["ops"].append({"op": "write", "in": stats["kept"] + n, "kept": stats["kept"], "dropped": {"not_representable": n},
+                         "seconds": None})
 
 
 def _merge_stats(recipe: Recipe, segments: list[Segment], seg_stats: list[list[dict]], global_reports: dict, global_seconds: dict) -> dict:
@@ -769,7 +879,7 @@ def _merge_stats(recipe: Recipe, segments: list[Segment], seg_stats: list[list[d
     added = sum(o["added"] for o in ops.values())
     assert records_in + added == kept + rejected, f"record accounting broke: {records_in} + {added} != {kept} + {rejected}"
     return {
-        "recipe": recipe.name, "kept_file": recipe.output.file,
+        "recipe": recipe.name, "recipe_hash": recipe_hash(recipe), "kept_file": recipe.output.file,
         "records_in": records_in, "kept": kept, "rejected": rejected, **({"derived": added} if added else {}),
         "ops": funnel,
         "kept_kinds": dict(kinds), "kept_languages": dict(langs.most_common()), "kept_flags": dict(flags),

@@ -15,24 +15,35 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import orjson
+from annotated_types import MinLen
 
 from ..errors import InputError
 from ..formats import FORMATS
 from ..ops import get_op
 from ..ops.base import Op
+from ..params import NonEmptyStr, Positive, check, check_instance
 from ..reader import ReadOptions
 from ..validation import ValidationConfig
+
+FormatName = Literal[tuple(FORMATS)]
+# A recipe may use YAML anchors and aliases (shared llm settings), but they may not blow it up:
+# expanded, it holds at most this many nodes and characters beyond 10x the file's size.
+YAML_EXPANSION = 100_000
+YAML_DEPTH = 64
 
 
 @dataclass
 class Input:
-    path: str
-    format: str | None = None
-    fields: dict = field(default_factory=dict)
-    options: dict = field(default_factory=dict)
+    path: NonEmptyStr
+    format: FormatName | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_instance(self, Input, "input", "key")
 
     def files(self, base: Path) -> list[Path]:
         pattern = self.path if Path(self.path).is_absolute() else str(base / self.path)
@@ -42,8 +53,6 @@ class Input:
         return found
 
     def read_options(self, validation: ValidationConfig) -> ReadOptions:
-        if self.format is not None and self.format not in FORMATS:
-            raise InputError(f"input {self.path}: unknown format {self.format!r}")
         opts = dict(self.options)
         if self.fields:
             opts["fields"] = dict(self.fields)
@@ -52,19 +61,18 @@ class Input:
 
 @dataclass
 class Output:
-    dir: str = "out"
-    file: str = "kept.jsonl"
-    format: str = "ptdata"
-    options: dict = field(default_factory=dict)
+    dir: NonEmptyStr = "out"
+    file: NonEmptyStr = "kept.jsonl"
+    format: FormatName = "ptdata"
+    options: dict[str, Any] = field(default_factory=dict)
     report: bool = True
     # compact: a record a dedup op dropped that is byte for byte the record it kept in its place
     # (all but meta.source) is listed by reference ("copy_of"), not repeated; full: every row
     # carries its record. `ptdata rejects OUT --full` restores the records either way.
-    rejects: str = "compact"
+    rejects: Literal["compact", "full"] = "compact"
 
     def __post_init__(self) -> None:
-        if self.rejects not in ("compact", "full"):
-            raise InputError(f"output.rejects must be compact or full, not {self.rejects!r}")
+        check_instance(self, Output, "output", "key")
 
     @property
     def copies_by_reference(self) -> bool:
@@ -77,11 +85,26 @@ class Recipe:
     inputs: list[Input]
     ops: list[Op]
     output: Output = field(default_factory=Output)
-    name: str = "recipe"
+    name: NonEmptyStr = "recipe"
     validation: ValidationConfig = field(default_factory=ValidationConfig)
-    batch_size: int = 2000
-    shard_bytes: int = 4 << 20
+    batch_size: Positive = 2000
+    shard_bytes: Positive = 4 << 20
     base_dir: Path = field(default_factory=Path.cwd)
+
+    def __post_init__(self) -> None:
+        """A recipe built in Python is checked like a loaded one: every section and op parameter
+        by its annotation (Recipe(ops=[NearDedup(threshold=1.5)]) is refused)."""
+        check(Recipe, {"name": self.name, "batch_size": self.batch_size, "shard_bytes": self.shard_bytes}, partial=True)
+        for key, items, cls in (("inputs", self.inputs, Input), ("ops", self.ops, Op)):
+            if not isinstance(items, list):
+                raise InputError(f"{key}: must be a list of {cls.__name__} objects, got {type(items).__name__}")
+            for i, x in enumerate(items):
+                if isinstance(x, Op):
+                    x.validate(f"ops[{i}] {x.name}")
+                else:
+                    check_instance(x, cls, f"{key}[{i}]")
+        check_instance(self.output, Output, "output")
+        check_instance(self.validation, ValidationConfig, "validation")
 
     def out_dir(self) -> Path:
         d = Path(self.output.dir)
@@ -103,7 +126,23 @@ class Recipe:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS, default=str)
 
 
-def parse_ops(items: list) -> list[Op]:
+@dataclass
+class RecipeFile:
+    """The top level of a recipe file, as types; each section is then checked by its own class
+    (Input, an op, Output, ValidationConfig). A key left empty (`ops:`) counts as absent."""
+
+    name: NonEmptyStr = "recipe"
+    inputs: Annotated[list[NonEmptyStr | dict[str, Any]], MinLen(1)] = field(default_factory=list)
+    ops: list[NonEmptyStr | dict[str, Any]] = field(default_factory=list)
+    output: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    batch_size: Positive = 2000
+    shard_bytes: Positive = 4 << 20
+
+
+def parse_ops(items: list, where: str = "") -> list[Op]:
+    """Ops from their recipe form: a name, {name: {params}} or {op: name, params...}."""
+    at = f"{where}: " if where else ""
     ops = []
     for i, item in enumerate(items or []):
         if isinstance(item, str):
@@ -113,47 +152,98 @@ def parse_ops(items: list) -> list[Op]:
             name = params.pop("op")
         elif isinstance(item, dict) and len(item) == 1:
             name, params = next(iter(item.items()))
-            params = params or {}
+            params = params if params is not None else {}
         else:
-            raise InputError(f"ops[{i}] must be an op name, {{name: {{params}}}} or {{op: name, ...}}")
+            raise InputError(f"{at}ops[{i}] must be an op name, {{name: {{params}}}} or {{op: name, ...}}")
+        if not isinstance(name, str):
+            raise InputError(f"{at}ops[{i}]: the op name must be a string, got {name!r}")
         if not isinstance(params, dict):
-            raise InputError(f"ops[{i}] ({name}): parameters must be a mapping")
-        ops.append(get_op(name).from_params(params))
+            raise InputError(f"{at}ops[{i}] {name}: parameters must be a mapping, got {type(params).__name__}")
+        try:
+            cls = get_op(name)
+        except InputError as e:
+            raise InputError(f"{at}ops[{i}]: {e}") from None
+        ops.append(cls.from_params(params, f"{at}ops[{i}] {name}"))
     return ops
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    import yaml  # here: a recipe built in Python needs no YAML parser
-
+    """A recipe from YAML, every field and op parameter checked: a problem is one InputError line
+    naming the file, the section or op, the parameter and what it allows."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read recipe ({e})") from None
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    data = parse_yaml(text, path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: a recipe is a mapping with inputs, ops and output")
-    unknown = set(data) - {"name", "inputs", "ops", "output", "validation", "batch_size", "shard_bytes"}
-    if unknown:
-        raise InputError(f"{path}: unknown recipe keys {sorted(unknown)}")
-    inputs = []
-    for i, item in enumerate(data.get("inputs") or []):
-        if isinstance(item, str):
-            item = {"path": item}
-        try:
-            inputs.append(Input(**item))
-        except TypeError as e:
-            raise InputError(f"{path}: inputs[{i}]: {e}") from None
-    if not inputs:
+    data = {k: v for k, v in data.items() if v is not None}
+    if "inputs" not in data:
         raise InputError(f"{path}: no inputs")
+    top = check(RecipeFile, data, str(path), "key")
+    inputs = [Input(**check(Input, {"path": item} if isinstance(item, str) else item, f"{path}: inputs[{i}]", "key"))
+              for i, item in enumerate(top["inputs"])]
+    output = Output(**check(Output, top.get("output", {}), f"{path}: output", "key"))
+    validation = ValidationConfig(**check(ValidationConfig, top.get("validation", {}), f"{path}: validation", "key"))
+    return Recipe(inputs=inputs, ops=parse_ops(top.get("ops"), str(path)), output=output, name=top.get("name", path.stem),
+                  validation=validation, batch_size=top.get("batch_size", 2000), shard_bytes=top.get("shard_bytes", 4 << 20))
+
+
+def parse_yaml(text: str, path: Path) -> Any:
+    """safe_load, refusing a document whose aliases expand it past a small bound (a few hundred
+    bytes of nested aliases, a "billion laughs", would otherwise expand to gigabytes when the
+    recipe is hashed or printed), a cyclic alias, or nesting deeper than YAML_DEPTH."""
+    import yaml  # here: a recipe built in Python needs no YAML parser
+
+    loader = yaml.SafeLoader(text)
     try:
-        output = Output(**(data.get("output") or {}))
-        validation = ValidationConfig(**(data.get("validation") or {}))
-    except (TypeError, InputError) as e:
-        raise InputError(f"{path}: {e}") from None
-    if output.format not in FORMATS:
-        raise InputError(f"{path}: output format {output.format!r} is unknown")
-    return Recipe(inputs=inputs, ops=parse_ops(data.get("ops")), output=output, name=data.get("name", path.stem),
-                  validation=validation, batch_size=int(data.get("batch_size", 2000)),
-                  shard_bytes=int(data.get("shard_bytes", 4 << 20)))
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, YAML_EXPANSION + 10 * len(text), path)
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise InputError(f"{path}: invalid YAML (nested more than {YAML_DEPTH} levels deep)") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: Any, limit: int, path: Path) -> None:
+    """Size of the document with every alias expanded (nodes plus scalar characters), computed
+    on the composed graph, where an alias is a shared node, without expanding it."""
+    import yaml
+
+    size: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[Any, int, bool]] = [(root, 0, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        kids = _yaml_children(node, yaml)
+        if done:
+            open_.discard(key)
+            size[key] = 1 + (len(node.value) if not kids and isinstance(node.value, str) else sum(size[id(k)] for k in kids))
+            if size[key] > limit:
+                raise InputError(f"{path}: YAML aliases expand the recipe past {limit:,} nodes and characters; "
+                                 "write the values out or use fewer aliases")
+            continue
+        if key in size:
+            continue
+        if key in open_:
+            raise InputError(f"{path}: invalid YAML (an alias refers to a node that contains it)")
+        if depth > YAML_DEPTH:
+            raise InputError(f"{path}: invalid YAML (nested more than {YAML_DEPTH} levels deep)")
+        open_.add(key)
+        stack.append((node, depth, True))
+        stack.extend((k, depth + 1, False) for k in kids if id(k) not in size)
+
+
+def _yaml_children(node: Any, yaml: Any) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [x for pair in node.value for x in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []

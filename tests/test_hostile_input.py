@@ -1,0 +1,356 @@
+"""Hostile input through the real CLI: readers, outputs, stale runs, exit codes (issue: hardening).
+
+Every case runs `ptdata` in a subprocess under an address-space cap (tests/hostile.py) and
+checks: no traceback, the documented exit code, records in = kept + rejected, and the inputs
+byte-identical afterwards.
+"""
+from __future__ import annotations
+
+import datetime
+import decimal
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from .conftest import load_jsonl, shared, write_jsonl
+from .hostile import (EXIT_ALL_REJECTED, EXIT_ERROR, EXIT_OK, EXIT_SOME_REJECTED, EXIT_USAGE, digest, one_error_line,
+                      run_capped, summary)
+
+ROWS = [{"instruction": f"Name colour number {i}.", "input": "", "output": f"Colour {i} is blue."} for i in range(50)]
+
+
+def _convert(tmp_path: Path, src: Path, *extra: str, memory_mb: int = 1024) -> tuple:
+    before = digest(src)
+    out = tmp_path / "out.jsonl"
+    r = run_capped("convert", src, out, "--to", "openai", "-q", *extra, cwd=tmp_path, memory_mb=memory_mb)
+    assert digest(src) == before
+    rejects = tmp_path / "out.rejects.jsonl"
+    return r, (load_jsonl(out) if out.exists() else []), (load_jsonl(rejects) if rejects.exists() else [])
+
+
+def _deep_item(depth: int) -> bytes:
+    return b'{"instruction":"a","input":"","output":"b","x":' + b"[" * depth + b"]" * depth + b"}"
+
+
+# --- 1. JSON arrays: depth, size, time ------------------------------------------------------------
+
+@pytest.mark.parametrize("depth", [20_000, 100_000])
+def test_a_deeply_nested_json_array_item_is_too_deep_in_bounded_memory(tmp_path, depth):
+    src = tmp_path / "deep.json"
+    src.write_bytes(b"[" + orjson.dumps(ROWS[0]) + b"," + _deep_item(depth) + b"," + orjson.dumps(ROWS[1]) + b"]")
+    r, kept, rejects = _convert(tmp_path, src, memory_mb=768)
+    assert r.returncode == EXIT_OK, r.stderr
+    assert summary(r.stderr) == (3, 2, 1)
+    assert [(x["item"], x["reason"]) for x in rejects] == [(2, "too_deep")]
+    assert f"nested {depth + 1:,} levels deep" in rejects[0]["detail"]
+    assert [m["messages"][0]["content"] for m in kept] == [ROWS[0]["instruction"], ROWS[1]["instruction"]]
+
+
+def test_jsonl_and_json_arrays_share_the_depth_limit(tmp_path):
+    """The same records, as JSONL and as a JSON array, give the same verdicts; --max-depth moves the limit."""
+    items = [ROWS[0], orjson.loads(_deep_item(150)), ROWS[1]]
+    jsonl, arr = tmp_path / "d.jsonl", tmp_path / "d.json"
+    write_jsonl(jsonl, items)
+    arr.write_bytes(orjson.dumps(items))
+    for src in (jsonl, arr):
+        r, kept, rejects = _convert(tmp_path, src)
+        assert summary(r.stderr) == (3, 2, 1) and rejects[0]["reason"] == "too_deep"
+        r, kept, rejects = _convert(tmp_path, src, "--max-depth", "200")
+        assert summary(r.stderr) == (3, 3, 0)
+
+
+def test_a_json_array_item_over_max_record_bytes_is_skipped_unread(tmp_path):
+    src = tmp_path / "big.json"
+    big = {"instruction": "big", "input": "", "output": "x" * (20 << 20)}
+    src.write_bytes(orjson.dumps([ROWS[0], big, ROWS[1]]))
+    r, kept, rejects = _convert(tmp_path, src, "--max-record-bytes", str(8 << 20), memory_mb=768)
+    assert summary(r.stderr) == (3, 2, 1)
+    assert rejects[0]["item"] == 2 and rejects[0]["reason"] == "record_too_large" and "record" not in rejects[0]
+    r, kept, rejects = _convert(tmp_path, src, "--max-record-bytes", str(32 << 20), "--max-turn-chars", str(30 << 20))
+    assert summary(r.stderr) == (3, 3, 0) and len(kept[1]["messages"][1]["content"]) == 20 << 20
+
+
+def test_json_array_items_with_escapes_and_brackets_in_strings_read_as_orjson_reads_them(tmp_path):
+    """Cut by the scanner or read line by line from JSONL (orjson on each line), the records agree."""
+    tricky = [{"instruction": 'say "]}, [{" please', "input": "a\\", "output": "b\\\"c\\\\"},
+              {"instruction": "中文\"引号\"", "input": "", "output": "[1, {2}]"}]
+    rows = tricky + alpaca_head(3000)
+    arr, jsonl = tmp_path / "t.json", tmp_path / "t.jsonl"
+    arr.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+    write_jsonl(jsonl, rows)
+    r, kept_arr, rejects = _convert(tmp_path, arr)
+    assert summary(r.stderr)[0] == 3002 and not [x for x in rejects if x["op"] == "read"]
+    r, kept_jsonl, _ = _convert(tmp_path, jsonl)
+    assert kept_arr == kept_jsonl and kept_arr[1]["messages"][1]["content"] == "[1, {2}]"
+
+
+def alpaca_head(n: int) -> list[dict]:
+    with gzip.open(shared("alpaca_en_52k.jsonl.gz"), "rb") as f:
+        return [orjson.loads(next(f)) for _ in range(n)]
+
+
+# --- 2, 3. BOM, and a bad item in the middle of an array --------------------------------------
+
+def test_a_utf8_bom_is_stripped_from_json_arrays_and_jsonl(tmp_path):
+    arr, jsonl = tmp_path / "bom.json", tmp_path / "bom.jsonl"
+    arr.write_bytes(b"\xef\xbb\xbf" + orjson.dumps(ROWS[:5]))
+    jsonl.write_bytes(b"\xef\xbb\xbf" + b"\n".join(orjson.dumps(r) for r in ROWS) + b"\n")
+    r, kept, _ = _convert(tmp_path, arr)
+    assert summary(r.stderr) == (5, 5, 0)
+    r, kept, _ = _convert(tmp_path, jsonl)
+    assert summary(r.stderr) == (50, 50, 0) and kept[0]["messages"][0]["content"] == ROWS[0]["instruction"]
+
+
+def test_a_bad_item_in_a_json_array_is_one_reject_and_the_rest_are_read(tmp_path):
+    src = tmp_path / "bad.json"
+    src.write_bytes(b"[" + orjson.dumps(ROWS[0]) + b',{"instruction": nope},' + orjson.dumps(ROWS[1]) + b",[1,2],"
+                    + orjson.dumps(ROWS[2]) + b"]")
+    r, kept, rejects = _convert(tmp_path, src)
+    assert summary(r.stderr) == (5, 3, 2)
+    assert [(x["item"], x["reason"]) for x in rejects] == [(2, "malformed_json"), (4, "not_an_object")]
+
+
+def test_a_truncated_json_array_keeps_its_complete_items(tmp_path):
+    src = tmp_path / "cut.json"
+    whole = orjson.dumps(ROWS[:10])
+    src.write_bytes(whole[: whole.index(orjson.dumps(ROWS[9])) + 20])
+    r, kept, rejects = _convert(tmp_path, src)
+    assert summary(r.stderr) == (10, 9, 1)
+    assert rejects[0]["item"] == 10 and rejects[0]["reason"] == "malformed_json" and "truncated" in rejects[0]["detail"]
+
+
+# --- 4. a truncated .jsonl.gz through `run` ------------------------------------------------------
+
+def _recipe(tmp_path: Path, inputs: list[str], out: str, ops: str = "[{exact_dedup: {}}]", name: str = "r.yaml",
+            output_extra: str = "") -> Path:
+    p = tmp_path / name
+    p.write_text(f"inputs: [{', '.join('{path: ' + i + '}' for i in inputs)}]\nops: {ops}\n"
+                 f"output: {{dir: {out}{output_extra}}}\n")
+    return p
+
+
+def test_run_salvages_a_truncated_gzip_input_and_names_the_last_good_line(tmp_path):
+    data = gzip.compress(b"".join(orjson.dumps(r) + b"\n" for r in alpaca_head(2000)))
+    src = tmp_path / "cut.jsonl.gz"
+    src.write_bytes(data[: len(data) // 2])
+    before = digest(src)
+    r = run_capped("run", _recipe(tmp_path, ["cut.jsonl.gz"], "out"), "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_OK, r.stderr
+    n_in, kept, rejected = summary(r.stderr)
+    (bad,) = [x for x in load_jsonl(tmp_path / "out" / "rejects.jsonl") if x["op"] == "read"]
+    assert bad["reason"] == "corrupt_file" and str(src.name) in bad["detail"]
+    last_good = bad["line"] - 1
+    assert f"after line {last_good:,}" in bad["detail"] and 500 < last_good < 2000
+    assert n_in == last_good + 1 and kept + rejected == n_in
+    assert not list((tmp_path / "out").rglob("*.partial")) and digest(src) == before
+
+
+# --- 5. values JSON or Parquet cannot hold ------------------------------------------------------
+
+def test_parquet_values_json_cannot_hold_do_not_abort_the_job(tmp_path):
+    src = tmp_path / "odd.parquet"
+    pq.write_table(pa.table({
+        "instruction": ["q1", "", "q3"], "input": ["", "", ""], "output": ["a1", "a2", "a3"],
+        "price": pa.array([decimal.Decimal("1.50")] * 3, pa.decimal128(5, 2)),
+        "blob": [b"\x00\xff", b"x", b"y"],
+        "ts": pa.array([datetime.datetime(2024, 1, 1)] * 3, pa.timestamp("us")),
+        "took": pa.array([datetime.timedelta(seconds=3)] * 3, pa.duration("ms"))}), src)
+    r, kept, rejects = _convert(tmp_path, src)
+    assert r.returncode == EXIT_OK and summary(r.stderr) == (3, 2, 1)
+    (row,) = rejects
+    assert row["reason"] == "empty_turn"
+    assert {k: row["record"][k] for k in ("price", "blob", "ts", "took")} == \
+        {"price": "1.50", "blob": "x", "ts": "2024-01-01T00:00:00", "took": 3.0}
+
+
+def _native(content: str, **extra) -> dict:
+    return {"kind": "sft", "messages": [{"role": "user", "content": content}, {"role": "assistant", "content": "ok"}],
+            "meta": {}, **extra}
+
+
+def test_bad_scores_are_rejects_and_a_score_parquet_cannot_hold_is_not_representable(tmp_path):
+    src = tmp_path / "scores.jsonl"
+    src.write_bytes(b"\n".join([
+        orjson.dumps(_native("a", scores=[1, 2])),
+        orjson.dumps(_native("b", scores={"q": "high"})),
+        orjson.dumps(_native("c", scores={"q": True})),
+        orjson.dumps(_native("d", scores={"q": 0.5})),
+        orjson.dumps(_native("e", scores={"q": 2 ** 63})),
+    ]) + b"\n")
+    out = tmp_path / "o.parquet"
+    r = run_capped("convert", src, out, "--to", "ptdata", "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_OK and summary(r.stderr) == (5, 1, 4)
+    rejects = {x["line"]: (x["op"], x["reason"]) for x in load_jsonl(tmp_path / "o.rejects.jsonl")}
+    assert rejects == {1: ("parse", "wrong_type"), 2: ("parse", "wrong_type"), 3: ("parse", "wrong_type"),
+                       5: ("write", "not_representable")}
+    assert pq.read_table(out).num_rows == 1
+    # as JSONL the big integer is representable
+    r = run_capped("convert", src, tmp_path / "o.jsonl", "--to", "ptdata", "-q", cwd=tmp_path)
+    assert summary(r.stderr) == (5, 2, 3)
+
+
+def test_run_with_a_parquet_kept_file_rejects_what_the_schema_cannot_hold(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", [_native("fits", scores={"q": 1}), _native("too big", scores={"q": 2 ** 63})])
+    recipe = _recipe(tmp_path, ["in.jsonl"], "out", ops="[]", output_extra=", file: kept.parquet")
+    r = run_capped("run", recipe, "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_OK, r.stderr
+    assert summary(r.stderr) == (2, 1, 1)
+    (row,) = load_jsonl(tmp_path / "out" / "rejects.jsonl")
+    assert (row["op"], row["reason"]) == ("write", "not_representable")
+    stats = orjson.loads((tmp_path / "out" / "stats.json").read_bytes())
+    assert (stats["kept"], stats["rejected"]) == (1, 1) and pq.read_table(tmp_path / "out" / "kept.parquet").num_rows == 1
+
+
+# --- 6. outputs that are inputs ----------------------------------------------------------------
+
+def test_no_command_writes_over_its_input(tmp_path):
+    src = write_jsonl(tmp_path / "x.jsonl", ROWS)
+    os.link(src, tmp_path / "hard.jsonl")
+    (tmp_path / "sym.jsonl").symlink_to(src)
+    before = digest(src)
+    cases = [
+        ("convert", src, src, "--to", "openai"),
+        ("convert", src, tmp_path / "y.jsonl", "--to", "openai", "--rejects", src),
+        ("convert", src, tmp_path / "hard.jsonl", "--to", "openai"),
+        ("convert", src, tmp_path / "sym.jsonl", "--to", "openai"),
+        ("validate", src, "--out", src),
+        ("stats", src, "--json", src),
+    ]
+    for args in cases:
+        r = run_capped(*args, "-q", cwd=tmp_path)
+        assert r.returncode == EXIT_ERROR, (args, r.stderr)
+        one_error_line(r.stderr, "refusing to write")
+        assert digest(src) == before, args
+    assert not (tmp_path / "y.jsonl").exists() and not (tmp_path / "y.rejects.jsonl").exists()
+
+
+def test_a_run_whose_output_dir_holds_an_input_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    src = write_jsonl(out / "kept.jsonl", ROWS)
+    before = digest(src)
+    r = run_capped("run", _recipe(tmp_path, ["out/kept.jsonl"], "out"), "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_ERROR
+    one_error_line(r.stderr, "refusing to write into", "kept.jsonl")
+    assert digest(src) == before and sorted(p.name for p in out.iterdir()) == ["kept.jsonl"]
+
+
+# --- 7. completion marker, stale outputs, content-keyed resume -----------------------------------
+
+def _run_bg(recipe: Path, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "from ptdata.cli import main; main()", "run", str(recipe), "-q"],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def test_a_killed_run_of_a_changed_recipe_leaves_no_stale_output_that_looks_complete(tmp_path):
+    with gzip.open(shared("alpaca_en_52k.jsonl.gz"), "rb") as f:
+        (tmp_path / "in.jsonl").write_bytes(f.read())
+    first = _recipe(tmp_path, ["in.jsonl"], "out", ops="[{length_filter: {min_chars: 3}}]", name="a.yaml")
+    r = run_capped("run", first, "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_OK
+    out = tmp_path / "out"
+    done = orjson.loads((out / "_SUCCESS").read_bytes())
+    assert done["kept"] == summary(r.stderr)[1] and done["recipe_hash"] == orjson.loads((out / "stats.json").read_bytes())["recipe_hash"]
+    changed = tmp_path / "b.yaml"
+    changed.write_text(first.read_text().replace("[{length_filter: {min_chars: 3}}]",
+                                                 "[{length_filter: {min_chars: 20}}, {near_dedup: {threshold: 0.8}}]")
+                       .replace("inputs:", "shard_bytes: 200000\ninputs:"))
+    p = _run_bg(changed, tmp_path)
+    deadline = time.time() + 120
+    manifest = out / ".work" / "manifest.json"
+
+    def started() -> bool:  # the changed recipe's own shards, not the first run's
+        try:
+            return b"near_dedup" in manifest.read_bytes() and len(list((out / ".work" / "seg0").glob("*.stats.json"))) >= 3
+        except OSError:
+            return False
+
+    while time.time() < deadline and p.poll() is None and not started():
+        time.sleep(0.01)
+    assert p.poll() is None, "the run finished before it could be killed"
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    # nothing in out/ claims to be the result: the first recipe's outputs were moved aside
+    assert not (out / "_SUCCESS").exists() and not (out / "kept.jsonl").exists() and not (out / "stats.json").exists()
+    assert (out / ".previous" / "kept.jsonl").exists()
+    r = run_capped("run", changed, "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_OK and "resumed:" in r.stderr
+    assert orjson.loads((out / "_SUCCESS").read_bytes())["kept"] == summary(r.stderr)[1]
+
+
+def test_resume_notices_an_input_edited_in_place_with_the_same_size_and_mtime(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", ROWS)
+    recipe = _recipe(tmp_path, ["in.jsonl"], "out")
+    assert run_capped("run", recipe, "-q", cwd=tmp_path).returncode == EXIT_OK
+    st = src.stat()
+    data = src.read_bytes().replace(b"Colour 7 is blue.", b"Colour 7 is pink.")
+    src.write_bytes(data)
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert src.stat().st_size == st.st_size and src.stat().st_mtime_ns == st.st_mtime_ns
+    r = run_capped("run", recipe, "-q", cwd=tmp_path)
+    assert "resumed:" not in r.stderr
+    assert b"Colour 7 is pink." in (tmp_path / "out" / "kept.jsonl").read_bytes()
+
+
+# --- 10, 11. exit codes, rejects filters, validate of several files --------------------------------
+
+def test_exit_codes_follow_the_table(tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", ROWS[:3])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "", "input": "", "output": "x"}] * 3)
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", ROWS[:2] + [{"instruction": "", "input": "", "output": "x"}])
+    assert run_capped("convert", good, tmp_path / "o1.jsonl", "--to", "openai", "-q").returncode == EXIT_OK
+    r = run_capped("convert", bad, tmp_path / "o2.jsonl", "--to", "openai", "-q")
+    assert r.returncode == EXIT_ALL_REJECTED and "nothing written" in r.stderr
+    assert run_capped("validate", mixed, "-q", cwd=tmp_path).returncode == EXIT_SOME_REJECTED
+    assert run_capped("validate", bad, "-q", cwd=tmp_path).returncode == EXIT_ALL_REJECTED
+    assert run_capped("validate", good, "-q", cwd=tmp_path).returncode == EXIT_OK
+    assert run_capped("stats", bad, "-q").returncode == EXIT_ALL_REJECTED
+    r = run_capped("run", _recipe(tmp_path, ["bad.jsonl"], "out"), "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_ALL_REJECTED
+    r = run_capped("convert", tmp_path / "missing.jsonl", tmp_path / "o3.jsonl", "--to", "openai")
+    assert r.returncode == EXIT_ERROR
+    one_error_line(r.stderr, "missing.jsonl", "no such file")
+    r = run_capped("convert", good, tmp_path / "o4.jsonl", "--to", "openai", "--no-such-flag")
+    assert r.returncode == EXIT_USAGE and "No such option" in r.stderr
+    assert run_capped("convert", good).returncode == EXIT_USAGE
+
+
+def test_pairs_with_no_pair_exits_4_and_still_writes_its_report(tmp_path):
+    rows = [{"prompt": f"Question {i}?", "completions": [{"response": f"answer {i}", "overall_score": 5},
+                                                         {"response": f"other {i}", "overall_score": 5}]} for i in range(4)]
+    src = write_jsonl(tmp_path / "rated.jsonl", rows)
+    r = run_capped("pairs", src, "-o", tmp_path / "pairs", "--to", "trl", "-q")
+    assert r.returncode == EXIT_ALL_REJECTED, r.stderr
+    assert summary(r.stderr) == (4, 0, 4) and (tmp_path / "pairs" / "bias.json").exists()
+
+
+def test_rejects_names_an_unknown_op_or_reason(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", ROWS + ROWS[:5])
+    assert run_capped("run", _recipe(tmp_path, ["in.jsonl"], "out"), "-q", cwd=tmp_path).returncode == EXIT_OK
+    r = run_capped("rejects", tmp_path / "out", "--op", "nosuchop")
+    assert r.returncode == EXIT_ERROR
+    one_error_line(r.stderr, "nosuchop", "exact_dedup", "validate")
+    r = run_capped("rejects", tmp_path / "out", "--reason", "nosuchreason")
+    assert r.returncode == EXIT_ERROR
+    one_error_line(r.stderr, "nosuchreason", "exact_duplicate")
+    r = run_capped("rejects", tmp_path / "out", "--op", "exact_dedup", "--reason", "exact_duplicate")
+    assert r.returncode == EXIT_OK and len(r.stdout.splitlines()) == 5
+
+
+def test_validate_reports_every_file_it_cannot_read_and_validates_the_others(tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", ROWS[:4])
+    odd = write_jsonl(tmp_path / "odd.jsonl", [{"foo": 1, "bar": 2}])
+    r = run_capped("validate", odd, tmp_path / "missing.jsonl", good, "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_ERROR
+    errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 2 and "odd.jsonl" in errors[0] and "missing.jsonl" in errors[1]
+    assert summary(r.stderr) == (4, 4, 0)
