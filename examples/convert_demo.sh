@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-out/convert}
+# the project's own ptdata (scripts/install.sh puts it in .venv), else the one on PATH
+ptdata() { if [ -x .venv/bin/ptdata ]; then .venv/bin/ptdata "$@"; else command ptdata "$@"; fi; }
 D=examples/data
 rm -rf "$OUT" && mkdir -p "$OUT/records" "$OUT/rejects" "$OUT/export"
 for f in alpaca_mixed.jsonl sharegpt_tools.json openai_chat.jsonl.gz hh_pairs.jsonl trl_prefs.parquet; do

@@ -471,7 +471,7 @@ def test_blank_feedback_is_refused_and_mined_records_are_valid(service, tmp_path
     rejects = load_jsonl(tmp_path / "d" / "v1" / "rejects.jsonl")
     assert [(x["op"], x["reason"], x["interaction_ids"]) for x in rejects if x.get("op") == "validate"] == \
         [("validate", "empty_turn", [blank])]
-    r = run_capped("validate", tmp_path / "d" / "v1" / "sft.jsonl")
+    r = run_capped("validate", tmp_path / "d" / "v1" / "sft.jsonl", cwd=tmp_path)
     assert r.returncode == EXIT_OK, r.stderr
 
 

@@ -354,3 +354,16 @@ def test_validate_reports_every_file_it_cannot_read_and_validates_the_others(tmp
     errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 2 and "odd.jsonl" in errors[0] and "missing.jsonl" in errors[1]
     assert summary(r.stderr) == (4, 4, 0)
+
+
+def test_llm_serve_on_a_port_in_use_is_one_error_line_before_the_model_loads(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        t = time.perf_counter()
+        r = run_capped("llm-serve", "smollm2", "--port", str(port))
+        assert r.returncode == EXIT_ERROR and time.perf_counter() - t < 30
+        one_error_line(r.stderr, f"--port {port}", "in use")

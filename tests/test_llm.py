@@ -2,6 +2,7 @@
 random Qwen2 built from a config (no download), plus fault injection and the disk cache."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import orjson
 import pytest
 
 from ptdata.llm import LLMConfig, LLMError, Request, make_llm
+from ptdata.llm.base import Result, Sample
 from ptdata.llm.serve import Fault, LoopbackServer, make_app
 
 from .llm_helpers import build_tiny_model, scripted
@@ -194,3 +196,40 @@ def test_steps_reject_with_reasons_and_lose_nothing(local_lm, tmp_path):
     assert (j["records_in"], j["kept"], j["rejected"]) == (5, 0, 5)
     assert j["ops"][1]["dropped"] == {"judge_malformed": 5}
     assert judge_calls == 5 * 2 * 3  # 5 records x 2 candidates x (1 + 2 re-asks)
+
+
+def test_an_interrupted_step_keeps_every_answer_it_got(tmp_path):
+    """Ctrl-C in the middle of `generate`: the answers that arrived are in the cache, so the rerun
+    asks only for the rest (each answer is committed as it arrives, not at the end of a batch)."""
+    import asyncio
+    import signal
+    import subprocess
+    import sys
+
+    async def slow(req: Request) -> Result:
+        await asyncio.sleep(0.05)
+        return Result(samples=[Sample(f"answer to {req.messages[-1]['content']}", "stop")], prompt_tokens=3, completion_tokens=3)
+
+    src = tmp_path / "p.jsonl"
+    src.write_bytes(b"".join(orjson.dumps({"prompt": f"Question {i}?"}) + b"\n" for i in range(200)))
+    app = make_app(slow)
+    with LoopbackServer(app) as srv:
+        args = [sys.executable, "-c", "from ptdata.cli import main; main()", "generate", str(src), "-o", str(tmp_path / "g"),
+                "--n", "1", "--mode", "sft", "--base-url", srv.base_url, "--model", "m", "-q",
+                "--llm", f"cache_dir={tmp_path / 'cache'}", "--llm", "concurrency=4"]
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.time() + 60
+        while app.state.log.calls < 40 and time.time() < deadline:
+            time.sleep(0.01)
+        os.killpg(p.pid, signal.SIGINT)
+        _, errout = p.communicate(timeout=60)
+        assert p.returncode == 130, errout.decode()
+        first = app.state.log.calls
+        assert 40 <= first < 200
+        r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        again = app.state.log.calls - first
+    # at most the requests in flight when the step was interrupted are asked twice
+    assert 200 - first <= again <= 200 - first + 4
+    kept = [orjson.loads(x) for x in (tmp_path / "g" / "kept.jsonl").read_bytes().splitlines()]
+    assert len(kept) == 200

@@ -208,6 +208,7 @@ def test_ops_command_lists_every_op_with_defaults():
     assert list(listed) == list(ptdata.ops.MODULES) and set(listed) == set(OPS)
     for name, cls in listed.items():
         assert ptdata.ops.MODULES[name] == cls.__module__.rsplit(".", 1)[1]
+        assert getattr(ptdata.ops, cls.__name__) is cls and ptdata.ops.CLASSES[cls.__name__] == name  # `from ptdata.ops import X`
         assert name in r.stdout
         assert cls.summary() in r.stdout  # the whole first paragraph, never cut mid-sentence
         for p in cls.describe():

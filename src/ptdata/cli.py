@@ -362,7 +362,7 @@ def run_recipe(recipe, workers: int | None, quiet: bool, executor: str = "local"
         if executor == "ray":
             from .pipeline.ray_exec import run_ray
 
-            result = run_ray(recipe, address, workers, progress)
+            result = run_ray(recipe, address, workers, progress, quiet=quiet)
         else:
             result = run(recipe, workers=workers, progress=progress)
     finally:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from typing import Annotated, Optional
 from urllib.parse import urlparse
 
@@ -44,7 +43,9 @@ def serve_cmd(upstream: Annotated[str, typer.Option(help="The model's OpenAI-com
                               body_timeout=body_timeout, upstream_key_env=upstream_key_env)
     except ValueError as e:
         raise InputError(f"{e}: set PTDATA_FLYWHEEL_WRITE_KEYS and PTDATA_FLYWHEEL_ADMIN_KEYS") from None
-    sock = _listen(host, port)  # before the store is opened: a taken port leaves nothing behind
+    from .llm.serve import listen_socket
+
+    sock = listen_socket(host, port)  # before the store is opened: a taken port leaves nothing behind
     asgi, _ = make_app(cfg)
     if not cfg.user_salt:
         err.print("PTDATA_FLYWHEEL_SALT not set: user ids are hashed with the store's own random salt", highlight=False)
@@ -52,23 +53,6 @@ def serve_cmd(upstream: Annotated[str, typer.Option(help="The model's OpenAI-com
               highlight=False)
     server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", access_log=False))
     server.run(sockets=[sock])
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """The listening socket, bound here so a port in use is one `error:` line (exit 1)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, OverflowError) as e:
-        raise InputError(f"--host {host!r} --port {port}: {e}") from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(addr)
-    except OSError as e:
-        sock.close()
-        raise InputError(f"--port {port}: cannot listen on {host}:{port}: {e.strerror or e}") from None
-    return sock
 
 
 def _check_url(url: str) -> str:
@@ -127,23 +111,15 @@ def mine_cmd(version: Annotated[str, typer.Option(help="Name of the new dataset 
     nothing new was mined (no version is written)."""
     from pathlib import Path
 
-    import yaml
-
     from .flywheel.mine import MineConfig, check_version_name, mine, parse_since
     from .flywheel.store import Store
-    from .pipeline.recipe import parse_ops
+    from .pipeline.recipe import load_ops_file
 
     check_version_name(version)
     t0 = parse_since(since, "--since") if since else None
     t1 = parse_since(until, "--until") if until else None
 
-    op_list = []
-    if ops:
-        try:
-            items = yaml.safe_load(Path(ops).read_text(encoding="utf-8")) or []
-        except (OSError, yaml.YAMLError) as e:
-            raise InputError(f"{ops}: {e}") from None
-        op_list = parse_ops(items.get("ops", items) if isinstance(items, dict) else items)
+    op_list = load_ops_file(ops) if ops else []
     if pii not in ("redact", "reject"):
         raise InputError("--pii must be redact or reject")
     m = mine(Store(store), version, Path(out_dir), t0, t1, MineConfig(min_rating=min_rating, ops=op_list, pii=pii, pii_ner=pii_ner))

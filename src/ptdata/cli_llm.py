@@ -184,15 +184,17 @@ def llm_serve_cmd(model: Annotated[Path, typer.Argument(help="Local model direct
     import uvicorn
 
     from .llm import make_llm
-    from .llm.serve import make_app
+    from .llm.serve import listen_socket, make_app
 
-    backend = make_llm({"backend": "transformers", "model": str(model), "cache_dir": None})
     key = os.environ.get(api_key_env) if api_key_env else None
     if api_key_env and not key:
         raise InputError(f"--api-key-env {api_key_env}: the variable is not set")
-    err.print(f"serving {model} as {name!r} on http://{host}:{port}/v1", highlight=False)
-    uvicorn.run(make_app(backend.complete, model_name=name, api_key=key), host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=2)
+    sock = listen_socket(host, port)  # before the model loads: a port in use is one error line
+    backend = make_llm({"backend": "transformers", "model": str(model), "cache_dir": None})
+    err.print(f"serving {model} as {name!r} on http://{host}:{sock.getsockname()[1]}/v1", highlight=False)
+    server = uvicorn.Server(uvicorn.Config(make_app(backend.complete, model_name=name, api_key=key), log_level="warning",
+                                           timeout_graceful_shutdown=2))
+    server.run(sockets=[sock])
 
 
 @app.command("distill")
@@ -241,7 +243,8 @@ def distill_cmd(inputs: InputsArg, out: OutOpt,
 @app.command("export")
 def export_cmd(inputs: InputsArg, out: OutOpt,
                to: Annotated[str, typer.Option(help="trl-sft, trl-dpo, trl-kto, llamafactory, openai, openai-pref or tokenized.")] = "tokenized",
-               tokenizer: Annotated[Optional[Path], typer.Option(help="Local tokenizer directory with a chat template (tokenized).")] = None,
+               tokenizer: Annotated[Optional[str], typer.Option(help="`qwen` (built offline), or a local tokenizer directory with a "
+                                                                "chat template, as save_pretrained writes it (tokenized).")] = None,
                max_length: Annotated[Optional[int], typer.Option(help="Longest tokenized record.")] = None,
                truncation: Annotated[str, typer.Option(help="reject, truncate (never inside the first user turn) or "
                                                        "drop_turns (drop the earliest exchanges).")] = "reject",
@@ -260,7 +263,7 @@ def export_cmd(inputs: InputsArg, out: OutOpt,
         exit_if_nothing(c.get("records_in", 0), c.get("kept", 0))
         return
     if tokenizer is None:
-        raise InputError("--to tokenized needs --tokenizer DIR (a local tokenizer with a chat template)")
+        raise InputError("--to tokenized needs --tokenizer qwen or --tokenizer DIR (a local tokenizer with a chat template)")
     s = export_tokenized(list(inputs), out, tokenizer, max_length, truncation, train_on, pack, ro)
     err.print(f"in {s['records_in']:,} · tokenized {s['kept']:,} · rejected {s['rejected']:,} {s['reasons'] or ''}", highlight=False)
     err.print(f"  {s['tokens']:,} tokens, {s['trained_share'] or 0:.1%} trained"

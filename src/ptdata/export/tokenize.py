@@ -23,14 +23,21 @@ END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "</s>", "<
 
 
 def load_tokenizer(path: str | Path):
-    """A tokenizer with a chat template from a local directory (nothing is downloaded)."""
+    """A tokenizer with a chat template: `qwen` (Qwen2's, built offline from the qwen-tokenizer
+    package), or a local Hugging Face tokenizer directory, as `tokenizer.save_pretrained(DIR)`
+    writes it (nothing is downloaded)."""
+    if str(path) == "qwen":
+        from ..tokenizers import qwen_tokenizer
+
+        return qwen_tokenizer()
     try:
         from transformers import AutoTokenizer
     except ImportError:
         raise InputError("tokenized export needs transformers: pip install 'ptdata[trl]'") from None
     p = Path(path)
     if not p.is_dir():
-        raise InputError(f"{p}: not a tokenizer directory")
+        raise InputError(f"{p}: not a tokenizer directory (give `qwen`, or a directory saved with "
+                         "`tokenizer.save_pretrained(DIR)`)")
     try:
         tok = AutoTokenizer.from_pretrained(p, local_files_only=True)
     except (OSError, ValueError) as e:

@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..params import Count, NonNegative, Positive, check
 
 Progress = Callable[[int], None]  # called with the number of requests just finished
+Done = Callable[[int, "Result"], None]  # a backend calls it with each request's index and result as it arrives
 
 
 class LLMError(InputError):
@@ -209,16 +210,22 @@ class Backend:
         if progress and len(todo) < len(requests):
             progress(len(requests) - len(todo))
         if todo:
-            computed = self._compute([requests[i] for i in todo], progress)
-            for i, res in zip(todo, computed):
+            def done(j: int, res: Result) -> None:
+                """Each answer is cached as it arrives: an interrupted step keeps what it paid for."""
+                i = todo[j]
                 results[i] = res
                 if self.cache is not None and res.ok:
                     self.cache.put(keys[i], _result_to_json(res))
+                if progress:
+                    progress(1)
+
+            self._compute([requests[i] for i in todo], done)
         for r in results:
             self.usage.add(r)
         return results  # type: ignore[return-value]
 
-    def _compute(self, requests: list[Request], progress: Progress | None) -> list[Result]:
+    def _compute(self, requests: list[Request], done: Done) -> None:
+        """Answer every request, calling `done(index, result)` for each as soon as it is known."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from .base import Backend, LLMConfig, LLMError, Progress, Request, Result, Sample
+from .base import Backend, Done, LLMConfig, LLMError, Request, Result, Sample
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -55,13 +55,9 @@ class TransformersBackend(Backend):
         self.lm = tf.AutoModelForCausalLM.from_pretrained(path, **kw).to(config.device).eval()
         self._lock = threading.Lock()  # one generate at a time: the model is not re-entrant on CPU
 
-    def _compute(self, requests: list[Request], progress: Progress | None) -> list[Result]:
-        out = []
-        for req in requests:
-            out.append(self.complete(req))
-            if progress:
-                progress(1)
-        return out
+    def _compute(self, requests: list[Request], done: Done) -> None:
+        for i, req in enumerate(requests):
+            done(i, self.complete(req))
 
     def complete(self, req: Request) -> Result:
         """One request, all n samples in one `generate` call."""

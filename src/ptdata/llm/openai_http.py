@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .base import Backend, LLMConfig, Progress, Request, Result, Sample
+from .base import Backend, Done, LLMConfig, Progress, Request, Result, Sample
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -45,19 +45,18 @@ class OpenAIBackend(Backend):
         key = self.config.api_key()
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def _compute(self, requests: list[Request], progress: Progress | None) -> list[Result]:
+    def _compute(self, requests: list[Request], done: Done) -> None:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.agenerate(requests, progress))
+            asyncio.run(self.agenerate(requests, done=done))
+            return
         # called from inside an event loop (a notebook, a server): run on a thread of its own
-        out: list[list[Result]] = []
-        t = threading.Thread(target=lambda: out.append(asyncio.run(self.agenerate(requests, progress))))
+        t = threading.Thread(target=lambda: asyncio.run(self.agenerate(requests, done=done)))
         t.start()
         t.join()
-        return out[0]
 
-    async def agenerate(self, requests: list[Request], progress: Progress | None = None) -> list[Result]:
+    async def agenerate(self, requests: list[Request], progress: Progress | None = None, done: Done | None = None) -> list[Result]:
         """`concurrency` workers pull requests in order; results keep the input order."""
         cfg = self.config
         results: list[Result | None] = [None] * len(requests)
@@ -69,6 +68,8 @@ class OpenAIBackend(Backend):
             async def worker() -> None:
                 for i in todo:
                     results[i] = await self._one(client, requests[i])
+                    if done:
+                        done(i, results[i])
                     if progress:
                         progress(1)
 

@@ -7,6 +7,7 @@ call is counted, so a test can assert that a cached rerun made zero calls.
 """
 
 import asyncio
+import socket
 import inspect
 import threading
 import time
@@ -185,6 +186,26 @@ def _pieces(s) -> list[tuple[str, dict | None]]:
         return [(t, {"token": t, "logprob": lp, "top_logprobs": []}) for t, lp in zip(s.tokens, s.logprobs)]
     words = s.text.split(" ")
     return [(w if j == 0 else " " + w, None) for j, w in enumerate(words)] if s.text else []
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A bound listening socket for uvicorn, so a port in use is one `error:` line (exit 1) before
+    anything (a model, a store) is loaded."""
+    from ..errors import InputError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, OverflowError) as e:
+        raise InputError(f"--host {host!r} --port {port}: {e}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise InputError(f"--port {port}: cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
 
 
 class LoopbackServer:

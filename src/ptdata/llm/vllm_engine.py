@@ -1,7 +1,7 @@
 """vLLM's offline engine, for GPU machines (optional: `pip install vllm`)."""
 from __future__ import annotations
 
-from .base import Backend, LLMConfig, LLMError, Progress, Request, Result, Sample
+from .base import Backend, Done, LLMConfig, LLMError, Request, Result, Sample
 
 
 class VLLMBackend(Backend):
@@ -15,12 +15,11 @@ class VLLMBackend(Backend):
         self.vllm = vllm
         self.engine = vllm.LLM(model=config.model, seed=config.seed or 0)
 
-    def _compute(self, requests: list[Request], progress: Progress | None) -> list[Result]:
+    def _compute(self, requests: list[Request], done: Done) -> None:
         # one engine call per distinct sampling setting: vLLM batches the prompts itself
         groups: dict = {}
         for i, r in enumerate(requests):
             groups.setdefault(r.sampling, []).append(i)
-        results: list[Result | None] = [None] * len(requests)
         for s, idx in groups.items():
             params = self.vllm.SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                                               seed=s.seed, stop=list(s.stop) if s.stop else None,
@@ -32,8 +31,5 @@ class VLLMBackend(Backend):
                     lp = ([float(d[t].logprob) for d, t in zip(c.logprobs, c.token_ids)] if s.logprobs and c.logprobs
                           else None)
                     samples.append(Sample(c.text, c.finish_reason, lp))
-                results[i] = Result(samples=samples, prompt_tokens=len(o.prompt_token_ids or []),
-                                    completion_tokens=sum(len(c.token_ids) for c in o.outputs))
-            if progress:
-                progress(len(idx))
-        return results  # type: ignore[return-value]
+                done(i, Result(samples=samples, prompt_tokens=len(o.prompt_token_ids or []),
+                                completion_tokens=sum(len(c.token_ids) for c in o.outputs)))

@@ -1,5 +1,6 @@
-"""Curation ops. An op's module is imported when the op is first asked for by name (`get_op`),
-so a run starts with only the ops its recipe uses; `all_ops()` imports them all (`ptdata ops`)."""
+"""Curation ops. An op's module is imported when the op is first asked for by name (`get_op`)
+or by class (`from ptdata.ops import NearDedup`), so a run starts with only the ops its recipe
+uses; `all_ops()` imports them all (`ptdata ops`)."""
 from __future__ import annotations
 
 from importlib import import_module
@@ -15,6 +16,24 @@ MODULES = {
     "quality_scores": "quality", "score_filter": "quality", "select": "quality",
     "generate": "llm", "evolve": "llm", "rewrite": "llm", "judge": "llm", "pairs": "llm", "distill": "llm",
 }
+
+
+# class name -> op name, for `from ptdata.ops import LengthFilter`
+CLASSES = {
+    "LengthFilter": "length_filter", "TurnFilter": "turn_filter", "RepetitionFilter": "repetition_filter",
+    "GarbledFilter": "garbled_filter", "RefusalFilter": "refusal_filter", "Pii": "pii", "LanguageId": "language_id",
+    "LanguageFilter": "language_filter", "ExactDedup": "exact_dedup", "NearDedup": "near_dedup",
+    "SemanticDedup": "semantic_dedup", "Decontaminate": "decontaminate", "QualityScores": "quality_scores",
+    "ScoreFilter": "score_filter", "Select": "select", "Generate": "generate", "Evolve": "evolve", "Rewrite": "rewrite",
+    "Judge": "judge", "Pairs": "pairs", "Distill": "distill",
+}
+__all__ = ["Op", "MapOp", "GlobalOp", "get_op", "all_ops", *CLASSES]
+
+
+def __getattr__(name: str) -> type[Op]:
+    if name in CLASSES:
+        return get_op(CLASSES[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_op(name: str) -> type[Op]:

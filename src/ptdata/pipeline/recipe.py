@@ -167,6 +167,21 @@ def parse_ops(items: list, where: str = "") -> list[Op]:
     return ops
 
 
+def load_ops_file(path: str | Path) -> list[Op]:
+    """Ops from a YAML file holding a list of ops (or a mapping with `ops:`), checked as a recipe's are."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read the ops file ({e})") from None
+    items = parse_yaml(text, path) or []
+    if isinstance(items, dict):
+        items = items.get("ops") or []
+    if not isinstance(items, list):
+        raise InputError(f"{path}: a list of ops, or a mapping with ops:")
+    return parse_ops(items, str(path))
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """A recipe from YAML, every field and op parameter checked: a problem is one InputError line
     naming the file, the section or op, the parameter and what it allows."""
