@@ -367,3 +367,116 @@ def test_llm_serve_on_a_port_in_use_is_one_error_line_before_the_model_loads(tmp
         r = run_capped("llm-serve", "smollm2", "--port", str(port))
         assert r.returncode == EXIT_ERROR and time.perf_counter() - t < 30
         one_error_line(r.stderr, f"--port {port}", "in use")
+
+
+# --- cases an adversarial review found after the first round -------------------------------------
+
+def test_a_kept_file_outside_the_output_dir_is_refused(tmp_path):
+    src = write_jsonl(tmp_path / "data.jsonl", ROWS[:3])
+    before = digest(src)
+    for file in ("../data.jsonl", str(src), "sub/kept.jsonl", ".."):
+        r = run_capped("run", _recipe(tmp_path, ["data.jsonl"], "out", ops="[]", output_extra=f", file: '{file}'"), "-q",
+                       cwd=tmp_path)
+        assert r.returncode == EXIT_ERROR, file
+        one_error_line(r.stderr, "r.yaml", "output: file: must be a file name inside output.dir")
+    assert digest(src) == before
+
+
+def test_a_corrupt_gzip_stream_keeps_the_lines_before_the_damage(tmp_path):
+    rows = alpaca_head(3000)
+    data = bytearray(gzip.compress(b"".join(orjson.dumps(r) + b"\n" for r in rows)))
+    data[len(data) * 2 // 3] ^= 0xFF
+    src = tmp_path / "bad.jsonl.gz"
+    src.write_bytes(bytes(data))
+    r, kept, rejects = _convert(tmp_path, src)
+    n_in, n_kept, n_rej = summary(r.stderr)
+    assert r.returncode == EXIT_OK and n_kept > 1000
+    last = rejects[-1]
+    assert last["reason"] == "corrupt_file" and f"after line {last['line'] - 1:,}" in last["detail"]
+    r = run_capped("run", _recipe(tmp_path, ["bad.jsonl.gz"], "out"), "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_OK and summary(r.stderr)[1] > 1000
+
+
+def test_a_truncated_gzipped_json_array_keeps_its_complete_items(tmp_path):
+    data = gzip.compress(orjson.dumps(ROWS * 400))
+    src = tmp_path / "cut.json.gz"
+    src.write_bytes(data[: len(data) // 2])
+    r, kept, rejects = _convert(tmp_path, src)
+    n_in, n_kept, n_rej = summary(r.stderr)
+    assert n_kept > 5000 and n_rej == 1
+    assert rejects[0]["reason"] == "corrupt_file" and rejects[0]["item"] == n_kept + 1
+    assert f"after item {n_kept:,}" in rejects[0]["detail"]
+
+
+def test_json_objects_that_are_not_in_an_array_are_read_as_records(tmp_path):
+    one = tmp_path / "one.json"
+    one.write_text(orjson.dumps(ROWS[0], option=orjson.OPT_INDENT_2).decode())
+    r, kept, _ = _convert(tmp_path, one)
+    assert summary(r.stderr) == (1, 1, 0)
+    several = tmp_path / "several.json"
+    several.write_text("\n".join(orjson.dumps(x, option=orjson.OPT_INDENT_2).decode() for x in ROWS[:3]))
+    r, kept, _ = _convert(tmp_path, several)
+    assert summary(r.stderr) == (3, 3, 0) and [k["messages"][0]["content"] for k in kept] == [x["instruction"] for x in ROWS[:3]]
+
+
+def test_inputs_with_nothing_to_read_are_one_error_line(tmp_path):
+    blank = tmp_path / "blank.json"
+    blank.write_text("  \n\n ")
+    r = run_capped("convert", blank, tmp_path / "o.jsonl", "--to", "openai")
+    assert r.returncode == EXIT_ERROR
+    one_error_line(r.stderr, "blank.json", "no records")
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    r = run_capped("convert", fifo, tmp_path / "o.jsonl", "--to", "openai")
+    assert r.returncode == EXIT_ERROR
+    one_error_line(r.stderr, "pipe.jsonl", "not a regular file")
+    d = tmp_path / "d"
+    d.mkdir()
+    r = run_capped("validate", d, "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_ERROR and r.stderr.strip().count("\n") == 0 and not list(tmp_path.glob("*.rejects.jsonl"))
+    src = write_jsonl(d / "in.jsonl", ROWS[:2])
+    r = run_capped("convert", src, d, "--to", "ptdata")
+    assert r.returncode == EXIT_ERROR and not list(d.glob(".*partial"))
+    one_error_line(r.stderr, "is a directory")
+
+
+def test_unparseable_lines_keep_their_text_in_the_rejects(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(orjson.dumps(ROWS[0]) + b'\n{"instruction": "cut\n{"instruction": "caf\xe9", "output": "x"}\n')
+    r, kept, rejects = _convert(tmp_path, src)
+    assert [(x["reason"], x["raw"]) for x in rejects] == [("malformed_json", '{"instruction": "cut'),
+                                                           ("invalid_utf8", '{"instruction": "caf\\xe9", "output": "x"}')]
+
+
+def test_rejects_output_never_goes_into_the_run_dir_or_over_its_inputs(tmp_path):
+    src = write_jsonl(tmp_path / "data.jsonl", ROWS + ROWS[:3])
+    assert run_capped("run", _recipe(tmp_path, ["data.jsonl"], "out"), "-q", cwd=tmp_path).returncode == EXIT_OK
+    before = digest(src, *(tmp_path / "out" / ".work").rglob("*.jsonl"))
+    for target in (tmp_path / "out" / ".work" / "seg0" / "00000.jsonl", tmp_path / "out" / "x.jsonl", src):
+        r = run_capped("rejects", tmp_path / "out", "-o", target)
+        assert r.returncode == EXIT_ERROR, target
+        one_error_line(r.stderr, "refusing to write")
+    assert digest(src, *(tmp_path / "out" / ".work").rglob("*.jsonl")) == before
+
+
+def test_a_repeated_op_is_counted_on_its_own(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", ROWS[:10] + [{"instruction": "ab", "input": "", "output": "cd"}])
+    recipe = _recipe(tmp_path, ["in.jsonl"], "out", ops="[{length_filter: {min_chars: 1}}, {turn_filter: {}}, "
+                                                         "{length_filter: {min_chars: 3}}]")
+    r = run_capped("run", recipe, "-q", cwd=tmp_path)
+    stats = orjson.loads((tmp_path / "out" / "stats.json").read_bytes())
+    assert [(o["op"], o["in"], o["kept"]) for o in stats["ops"][1:]] == \
+        [("length_filter", 11, 11), ("turn_filter", 11, 11), ("length_filter#2", 11, 10)]
+    (row,) = load_jsonl(tmp_path / "out" / "rejects.jsonl")
+    assert row["op"] == "length_filter#2"
+
+
+def test_changed_recipe_keeps_the_previous_run_whole_in_previous(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", ROWS)
+    assert run_capped("run", _recipe(tmp_path, ["in.jsonl"], "out", ops="[]"), "-q", cwd=tmp_path).returncode == EXIT_OK
+    first = orjson.loads((tmp_path / "out" / "_SUCCESS").read_bytes())
+    r = run_capped("run", _recipe(tmp_path, ["in.jsonl"], "out", ops="[{length_filter: {min_chars: 18}}]"), "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_OK
+    prev = tmp_path / "out" / ".previous"
+    assert orjson.loads((prev / "_SUCCESS").read_bytes()) == first
+    assert sorted(p.name for p in prev.iterdir()) == ["_SUCCESS", "kept.jsonl", "rejects.jsonl", "report.html", "stats.json"]

@@ -62,6 +62,12 @@ BAD = [  # (recipe lines after `inputs`, the error after "error: recipe.yaml: ")
     ("ops: []\nshard_bytes: -5", "shard_bytes: must be an integer >= 1, got -5"),
     ("ops: []\nvalidation: {max_turn_chars: \"x\"}", "validation: max_turn_chars: must be an integer >= 1, got 'x'"),
     ("ops: []\noutput: {dir: o, rejects: sideways}", "output: rejects: must be one of compact, full, got 'sideways'"),
+    ("ops:\n  - pii: {template: \"{nope}\"}",
+     "ops[0] pii: template: {type} is the only placeholder (the PII type), got ['{nope}']"),
+    ("ops:\n  - refusal_filter: {extra_patterns: [\"\"]}",
+     "ops[0] refusal_filter: extra_patterns: '' matches the empty text, so it would drop every record"),
+    ("ops:\n  - length_filter: {min_chars: 1, min_chars: 5}", "line 3: key 'min_chars' given twice"),
+    ("ops:\n  - decontaminate: {benchmarks: [nonexist.jsonl]}", "ops[0] decontaminate: benchmark file nonexist.jsonl not found"),
 ]
 
 
@@ -443,3 +449,52 @@ def test_judge_picks_the_label_when_log_probs_do_not(tmp_path, gsm):
         d = x["meta"]["distill"]
         assert d["chosen_by"] == "judge" and d["estimators"]["judge"] == 1.0
         assert x["messages"][-1]["content"] == prefer[x["messages"][-2]["content"]]
+
+
+def test_run_time_errors_name_the_recipe_and_the_input(tmp_path):
+    recipe = _recipe(tmp_path, "inputs: [{path: nomatch*.jsonl}]\nops: []\n")
+    r = run_capped("run", recipe.name, cwd=tmp_path)
+    assert r.returncode == EXIT_ERROR
+    assert one_error_line(r.stderr) == "error: recipe.yaml: inputs[0]: input 'nomatch*.jsonl' matches no file"
+
+
+def test_math_written_in_latex_or_with_function_names_passes_the_language_filter(tmp_path):
+    rows = [("sin(x)+cos(x)", "√2·sin(x+π/4)"), ("Solve: 3 + 4 * 2", "11"), ("$\\frac{1}{2}+\\frac{1}{3}$", "$\\frac{5}{6}$"),
+            ("e^{i\\pi}+1=0 ?", "0"), ("Quelle est la capitale de la France, s'il vous plaît ?", "La capitale est Paris.")]
+    write_jsonl(tmp_path / "m.jsonl", [{"instruction": a, "input": "", "output": b} for a, b in rows])
+    recipe = _recipe(tmp_path, "inputs: [m.jsonl]\nops:\n  - language_id: {}\n  - language_filter: {languages: [en, zh]}\n"
+                               "output: {dir: out}\n")
+    r = run_capped("run", recipe.name, "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_OK and summary(r.stderr) == (5, 4, 1)
+    (row,) = load_jsonl(tmp_path / "out" / "rejects.jsonl")
+    assert row["reason"] == "wrong_language" and row["record"]["meta"]["lang"] == "fr"
+
+
+def test_distill_reads_no_answer_where_a_sample_breaks_off(tmp_path):
+    rows = [{"prompt": "q5", "samples": ["The answer is 12 and then we multiply by", "The answer is 12 and then we multiply by",
+                                         "The answer is 9."]},
+            {"prompt": "q6", "samples": ["So the result is 12, and next", "So the result is 12, and next", "The result is 9."]},
+            {"prompt": "q7", "samples": ["#### 1e3", "#### 1000", "It is 1,000 apples."]}]
+    write_jsonl(tmp_path / "s.jsonl", rows)
+    r = run_capped("distill", tmp_path / "s.jsonl", "-o", tmp_path / "o", "--offline", "--threshold", "0.9", "-q")
+    assert r.returncode == EXIT_OK, r.stderr
+    labels = load_jsonl(tmp_path / "o" / "train.jsonl")
+    assert [(x["messages"][0]["content"], x["meta"]["distill"]["answer"]) for x in labels] == [("q7", "1000")]
+    assert number("#### 1e999999999") is None and number("#### 1e3") == "1000"
+    long = "9" * 5000
+    assert number(f"#### {long}") == number(f"The answer is {long}.") == long
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--rounds", "0"], "--rounds: must be an integer >= 1, got 0"),
+    (["--threshold", "nan"], "distill: threshold: must be a number between 0 and 1, got nan"),
+    (["--threshold", "-1"], "distill: threshold: must be a number between 0 and 1, got -1.0"),
+    (["--weight", "consistency=-5", "--combine", "weighted"], "distill: weights: must be a mapping of names to numbers >= 0"),
+    (["--k", "-3"], "distill: k: must be an integer >= 1, got -3"),
+])
+def test_distill_options_are_checked_as_the_op_checks_them(tmp_path, args, message):
+    write_jsonl(tmp_path / "s.jsonl", [{"prompt": "q", "samples": ["#### 3", "#### 3"]}])
+    r = run_capped("distill", tmp_path / "s.jsonl", "-o", tmp_path / "o", "--offline", *args, "-q")
+    assert r.returncode == EXIT_ERROR
+    one_error_line(r.stderr, message)
+    assert not (tmp_path / "o").exists()

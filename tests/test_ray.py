@@ -29,6 +29,8 @@ def test_readme_recipe_on_ray_equals_local(tmp_path):
     args = ["run", "examples/curate.yaml", "--executor", "ray", "-q"] + (["--address", addr] if addr else [])
     r = run_cli(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    # -q: only ptdata's own summary, no Ray INFO or WARNING log lines
+    assert not [l for l in r.stderr.splitlines() if " INFO " in l or " WARNING " in l or "streaming_executor" in l], r.stderr
     a, b = tmp_path / "out_local" / "curated", tmp_path / "out" / "curated"
     assert ids(a / "kept.jsonl") == ids(b / "kept.jsonl") and len(ids(a / "kept.jsonl")) > 200
     assert ids(a / "rejects.jsonl") == ids(b / "rejects.jsonl") and len(ids(a / "rejects.jsonl")) > 50

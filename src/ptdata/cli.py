@@ -7,6 +7,7 @@ produced (every record rejected), 70 an internal error (a bug), 130 interrupted.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -180,10 +181,10 @@ def validate_cmd(
     rejects = rejects or (rejects_path_for(out_path) if out_path else Path(rejects_path_for(inputs[0]).name))
     guard_outputs(inputs, [rejects, *([out_path] if out_path else [])])
     stats = DatasetStats()
-    kept_writer = RowWriter(out_path, "ptdata") if out_path else None
+    kept_writer = RowWriter(out_path, "ptdata", keep_empty=False) if out_path else None
     n_in = 0
     unreadable = 0
-    with RowWriter(rejects, "ptdata") as rej:
+    with RowWriter(rejects, "ptdata", keep_empty=False) as rej:
         for path in inputs:
             try:
                 reader = RecordReader(path, ro)
@@ -209,7 +210,9 @@ def validate_cmd(
     if kept_writer:
         kept_writer.close()
     assert n_in == stats.records + stats.rejected
-    _summary(n_in, stats.records, stats.rejected, stats.reject_reasons, stats.flags, rejects)
+    if unreadable == len(inputs):
+        raise typer.Exit(EXIT_INPUT)  # each file had its error line; there is nothing to sum up
+    _summary(n_in, stats.records, stats.rejected, stats.reject_reasons, stats.flags, rejects if stats.rejected else None)
     if unreadable:
         err.print(f"{unreadable} of {len(inputs)} file(s) could not be validated", highlight=False)
         raise typer.Exit(EXIT_INPUT)
@@ -306,7 +309,11 @@ def rejects_cmd(
 
     _check_reject_filters(out_dir, op, reason)
     if output:
-        guard_outputs([p for p in out_dir.glob("*") if p.is_file()], [output])
+        done = out_dir / "_SUCCESS"
+        run_inputs = [Path(i[0]) for i in orjson.loads(done.read_bytes()).get("inputs", [])] if done.is_file() else []
+        guard_outputs([*out_dir.glob("*"), *run_inputs], [output], dirs=[])
+        if os.path.realpath(output).startswith(os.path.realpath(out_dir).rstrip(os.sep) + os.sep):
+            raise InputError(f"refusing to write {output}: it is inside the run directory {out_dir} (its files are the run's state)")
     f = open(output, "wb") if output else sys.stdout.buffer
     n = 0
     try:

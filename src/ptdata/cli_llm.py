@@ -127,7 +127,7 @@ def judge_cmd(inputs: InputsArg, out: OutOpt,
 PAIR_EXPORTS = {
     "trl": ("trl-dpo", "pairs.trl.jsonl"),
     "openai": ("openai-pref", "pairs.openai.jsonl"),
-    "llamafactory": ("llamafactory", "pairs.llamafactory.json"),
+    "llamafactory": ("llamafactory-ranking", "pairs.llamafactory.json"),
     "kto": ("trl-kto", "pairs.kto.jsonl"),
 }
 
@@ -140,8 +140,7 @@ def pairs_cmd(inputs: InputsArg, out: OutOpt,
               to: Annotated[Optional[list[str]], typer.Option(help="Also export: trl, openai, llamafactory, kto (repeatable).")] = None,
               fmt: FromOpt = None, quiet: QuietOpt = False) -> None:
     """Build preference pairs from rated candidates or pairwise verdicts; validate; report biases; export."""
-    from .convert import convert
-    from .export import TARGETS
+    from .export import export_format
     from .ops.llm import Pairs
     from .preference import bias_report
     from .reader import read_records
@@ -164,10 +163,12 @@ def pairs_cmd(inputs: InputsArg, out: OutOpt,
         err.print(f"warning: {w}", highlight=False)
     for t in (to or []) if pairs else []:
         target, name = PAIR_EXPORTS[t]
-        f, opts = TARGETS[target][:2]
-        c = convert(res.kept_path, out / name, f, write_opts=opts, rejects=out / f"{name}.rejects.jsonl", workers=1)
-        err.print(f"{t}: {out / name} ({c.kept:,} pairs" + (f", {c.rejected} not representable" if c.rejected else "") + ")",
-                  highlight=False)
+        c = export_format([Path(res.kept_path)], out, target, names={target: name}, rejects=out / f"{name}.rejects.jsonl",
+                          check_dir=False)
+        rows = c["targets"].get(target, {}).get("rows", 0)
+        err.print(f"{t}: {out / name} ({c['written']:,} pairs" + (f" as {rows:,} rows" if rows != c["written"] else "")
+                  + (f", {c['rejected']} not representable" if c["rejected"] else "") + ")"
+                  + (f", dataset_info: {c['dataset_info']}" if c.get("dataset_info") else ""), highlight=False)
     err.print(f"bias report: {out / 'bias.json'}", highlight=False)
     exit_if_nothing(res.records_in, len(pairs), "pair")
 
@@ -219,14 +220,24 @@ def distill_cmd(inputs: InputsArg, out: OutOpt,
                 quiet: QuietOpt = False) -> None:
     """Distillation: a teacher labels prompts, confident labels are kept and merged, rounds repeat."""
     from .distill import DistillConfig, Distiller
+    from .ops.llm import Distill
+    from .params import check
 
+    if rounds < 1:
+        raise InputError(f"--rounds: must be an integer >= 1, got {rounds}")
+    try:
+        weights_in = {kk: float(v) for kk, v in (w.split("=", 1) for w in weight or [])}
+    except ValueError:
+        raise InputError(f"--weight: give estimator=number, got {weight}") from None
+    # the options the `distill` op shares are checked by its own annotations (`ptdata ops` shows them)
+    check(Distill, {"k": k, "answer": answer, "estimators": estimator or ["consistency"], "threshold": threshold,
+                    "combine": combine, "weights": weights_in}, "distill")
     teachers = []
     if not offline:
         urls = base_url or [None]
         teachers = [llm_settings(model, backend, u, api_key_env, llm, llm_config) for u in urls]
-    weights = {kk: float(v) for kk, v in (w.split("=", 1) for w in weight or [])} if weight else {}
     cfg = DistillConfig(k=k, answer=answer, estimators=estimator or ["consistency"], threshold=threshold,
-                        combine=combine, weights=weights, verifier=verifier, rounds=rounds, teachers=teachers,
+                        combine=combine, weights=weights_in, verifier=verifier, rounds=rounds, teachers=teachers,
                         after_round=after_round, overwrite_human=overwrite_human)
     say = (lambda m: None) if quiet else (lambda m: err.print(m, highlight=False))
     s = Distiller(cfg, out, say).run(list(inputs), train, offline)
@@ -240,9 +251,41 @@ def distill_cmd(inputs: InputsArg, out: OutOpt,
     exit_if_nothing(s["prompts_in"], s["labeled"], "prompt")
 
 
+def print_export_summary(c: dict, out: Path | None = None) -> None:
+    """What an export wrote, per file, and what it did not write and where that goes instead."""
+    from .export import KIND_NAMES
+
+    reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(c["reasons"].items(), key=lambda kv: -kv[1]))
+    err.print(f"in {c['records_in']:,} · written {c['written']:,} · rejected {c['rejected']:,}"
+              + (f" ({reasons})" if reasons else "") + (f" -> {out}" if out else ""), highlight=False)
+    for name, t in c["targets"].items():
+        kinds = " and ".join(KIND_NAMES[k] for k in t["takes"])
+        line = f"  {name}: {t['records']:,} {kinds} records"
+        if t["rows"] != t["records"]:
+            line += f" as {t['rows']:,} rows"
+        line += f" -> {t['file']}" if t["file"] else " (no file)"
+        if t.get("dataset"):
+            line += f" (dataset {t['dataset']!r})"
+        if t["rejected"]:
+            why = ", ".join(f"{r} {n:,}" for r, n in t["reasons"].items())
+            line += f"; {t['rejected']:,} records it cannot hold ({why})"
+            if t["unlisted"]:
+                line += f", {t['unlisted']:,} of them written to other files (--to {name} alone lists them in its rejects)"
+        err.print(line, highlight=False)
+    for w in c["not_written"]:
+        where = f"export them with {w['hint']}" if w["hint"] else "no export trains on unlabeled prompts"
+        err.print(f"  {w['records']:,} {KIND_NAMES[w['kind']]} records not written: {where}", highlight=False)
+    if c.get("dataset_info"):
+        err.print(f"dataset_info: {c['dataset_info']}", highlight=False)
+    err.print(f"rejects: {c['rejects']}", highlight=False)
+
+
 @app.command("export")
 def export_cmd(inputs: InputsArg, out: OutOpt,
-               to: Annotated[str, typer.Option(help="trl-sft, trl-dpo, trl-kto, llamafactory, openai, openai-pref or tokenized.")] = "tokenized",
+               to: Annotated[str, typer.Option(help="trl-sft (sft records), trl-dpo (pairs), trl-kto (unpaired records and pairs), "
+                                               "openai (sft), openai-pref (pairs), llamafactory-sft, llamafactory-ranking, "
+                                               "llamafactory-kto; the groups trl, llamafactory (one file per kind) and all; "
+                                               "or tokenized. Records of other kinds are rejected as wrong_kind.")] = "tokenized",
                tokenizer: Annotated[Optional[str], typer.Option(help="`qwen` (built offline), or a local tokenizer directory with a "
                                                                 "chat template, as save_pretrained writes it (tokenized).")] = None,
                max_length: Annotated[Optional[int], typer.Option(help="Longest tokenized record.")] = None,
@@ -258,9 +301,8 @@ def export_cmd(inputs: InputsArg, out: OutOpt,
     ro = ReadOptions(fmt=fmt)
     if to != "tokenized":
         c = export_format(list(inputs), out, to, ro)
-        err.print(f"in {c.get('records_in', 0):,} · written {c.get('kept', 0):,} · rejected {c.get('rejected', 0):,} -> {out}",
-                  highlight=False)
-        exit_if_nothing(c.get("records_in", 0), c.get("kept", 0))
+        print_export_summary(c, out)
+        exit_if_nothing(c["records_in"], c["written"])
         return
     if tokenizer is None:
         raise InputError("--to tokenized needs --tokenizer qwen or --tokenizer DIR (a local tokenizer with a chat template)")

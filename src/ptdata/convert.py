@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 import orjson
 
 from .errors import InputError, RecordError
-from .formats import dataset_info_entry, get_format
+from .formats import TRL_TYPE_NAMES, TYPE_COLUMNS, dataset_info_entry, get_format, record_class, row_type
 from .parallel import pool_context
 from .io import RowWriter, guard_outputs, count_newlines, reject_row, rejects_path_for, split_name, split_ranges, with_first_lines
 from .reader import ReadOptions, RecordReader
@@ -32,6 +32,8 @@ class RunCounts:
     flags: Counter = field(default_factory=Counter)
     kinds: Counter = field(default_factory=Counter)
     fmt_in: str | None = None
+    row_type: str | None = None  # a file of one row type (Parquet, LLaMA-Factory): that type
+    columns: set = field(default_factory=set)  # the columns written (single-type files)
 
     def check(self) -> None:
         assert self.records_in == self.kept + self.rejected, "record accounting broke: in != kept + rejected"
@@ -50,6 +52,8 @@ class RunCounts:
         self.reasons.update(other.reasons)
         self.flags.update(other.flags)
         self.kinds.update(other.kinds)
+        self.columns |= other.columns
+        self.row_type = self.row_type or other.row_type
 
 
 Progress = Callable[[float, RunCounts], None]
@@ -73,6 +77,11 @@ def convert(
     A large plain-JSONL input is split into line-aligned ranges converted by `workers`
     processes (default: all cores); the parts are joined in order, so the output, the rejects
     and their line numbers are byte-identical to a serial run.
+
+    A Parquet file of a format with several row types (trl, alpaca, sharegpt), and a file
+    written with `write_dataset_info`, hold one row type: the first record written fixes it
+    (and the Parquet schema is that type's columns alone); a record of another type is a
+    `wrong_kind` reject naming the export that takes it.
     """
     get_format(to)
     ro = ro or ReadOptions()
@@ -81,21 +90,26 @@ def convert(
     rejects_path = Path(rejects) if rejects else rejects_path_for(dst)
     if rejects_path == dst:
         raise InputError(f"the rejects file {rejects_path} would be the output file")
+    write_dataset_info = write_dataset_info and to in ("alpaca", "sharegpt")
     guard_outputs([src, *([ro.dataset_info] if ro.dataset_info else [])],
                   [dst, rejects_path, *([dst.parent / "dataset_info.json"] if write_dataset_info else [])])
+    if write_dataset_info:
+        check_dataset_info_target(dst)
+    single = write_dataset_info or (split_name(dst)[0] == "parquet" and to in TYPE_COLUMNS)
     reader = RecordReader(src, ro)
     fmt_in = reader.detect()
-    n_workers = _workers_for(reader, dst, workers)
+    n_workers = 1 if single else _workers_for(reader, dst, workers)
     if n_workers > 1:
         counts = _convert_parallel(reader, dst, to, write_opts, rejects_path, progress, n_workers)
     else:
-        counts = _convert_range(reader, dst, to, write_opts, rejects_path, progress)
+        counts = _convert_range(reader, dst, to, write_opts, rejects_path, progress, single_type=single,
+                                for_llamafactory=write_dataset_info)
     counts.check()
     counts.fmt_in = fmt_in
     if progress is not None:
         progress(1.0, counts)
-    if write_dataset_info and to in ("alpaca", "sharegpt"):
-        update_dataset_info(dst, to, set(counts.kinds))
+    if write_dataset_info and counts.row_type:
+        update_dataset_info(dst, to, counts.row_type, counts.columns)
     return counts
 
 
@@ -109,10 +123,13 @@ def _workers_for(reader: RecordReader, dst: Path, workers: int | None) -> int:
 
 
 def _convert_range(reader: RecordReader, dst: Path, to: str, write_opts: dict, rejects_path: Path,
-                   progress: Progress | None = None) -> RunCounts:
-    """The serial loop: every record from `reader` is written to `dst` or to the rejects file."""
+                   progress: Progress | None = None, single_type: bool = False,
+                   for_llamafactory: bool = False) -> RunCounts:
+    """The serial loop: every record from `reader` is written to `dst` or to the rejects file.
+    `single_type`: the first record written fixes the file's row type, other types are rejected."""
     write = get_format(to).write
     counts = RunCounts()
+    parquet = split_name(dst)[0] == "parquet"
     rej = RowWriter(rejects_path, "ptdata")
 
     def unfit(tag: tuple, detail: str) -> None:  # a record the output container cannot hold
@@ -134,6 +151,12 @@ def _convert_range(reader: RecordReader, dst: Path, to: str, write_opts: dict, r
                 continue
             try:
                 rows = write(rec, write_opts)
+                if single_type and rows:
+                    t = _one_type(to, rows, rec, counts.row_type, parquet, for_llamafactory)
+                    if counts.row_type is None:
+                        counts.row_type = out.row_type = t
+                    for r in rows:
+                        counts.columns.update(r)
             except RecordError as e:
                 rej.write(reject_row(str(reader.alias), reader.position, reader.label, "write", e, rec.to_dict()))
                 counts.rejected += 1
@@ -216,11 +239,65 @@ def _concat(parts: list[Path], dst: Path) -> None:
     os.replace(partial, dst)
 
 
-def update_dataset_info(dst: Path, fmt: str, kinds: set[str]) -> Path:
-    """Add (or replace) this file's entry in the dataset_info.json beside it, for LLaMA-Factory."""
+# Where a record of each class goes when the file in hand cannot take it.
+OTHER_FILE = {"trl": {"sft": "--to trl-sft", "preference": "--to trl-dpo", "unpaired": "--to trl-kto"},
+              "alpaca": {"sft": "--to llamafactory-sft", "preference": "--to llamafactory-ranking",
+                         "unpaired": "--to llamafactory-kto"}}
+OTHER_FILE["sharegpt"] = OTHER_FILE["alpaca"]
+CLASS_NAMES = {"sft": "an sft record", "preference": "a preference pair", "unpaired": "an unpaired (KTO) record",
+               "prompt": "an unlabeled prompt"}
+
+
+def _one_type(to: str, rows: list[dict], rec, fixed: str | None, parquet: bool, for_llamafactory: bool) -> str:
+    """The row type of a record's rows, or a wrong_kind RecordError when the file holds another type."""
+    cls = record_class(rec)
+    t = row_type(to, rows[0], cls)
+    if for_llamafactory and cls == "prompt":
+        raise RecordError("wrong_kind", "LLaMA-Factory has no dataset type for an unlabeled prompt (sft, ranking or kto)")
+    if fixed is None or t == fixed:
+        return t
+    where = "a Parquet file" if parquet else "a LLaMA-Factory dataset"
+    hint = OTHER_FILE.get(to, {}).get(cls)
+    raise RecordError("wrong_kind", f"{CLASS_NAMES.get(cls, cls)} gives {TRL_TYPE_NAMES.get(t, t)}, but this file holds "
+                      f"{TRL_TYPE_NAMES.get(fixed, fixed)} ({where} holds one type, set by its first record): "
+                      + (f"export it with `ptdata export {hint}`" if hint else "convert it into a file of its own"))
+
+
+def dataset_name(dst: Path) -> str:
+    """The dataset_info.json name of a data file: its name without the container extension."""
+    name = dst.name
+    for ext in (".gz", ".parquet", ".jsonl", ".json", ".arrow", ".csv"):
+        if name.endswith(ext) and len(name) > len(ext):
+            name = name[: -len(ext)]
+    return name
+
+
+def check_dataset_info_target(dst: Path) -> None:
+    """Refuse, before anything is written, a data file LLaMA-Factory cannot load or a dataset_info.json we cannot merge into."""
+    if split_name(dst)[1]:
+        raise InputError(f"{dst}: LLaMA-Factory does not read gzipped files; write .json, .jsonl or .parquet")
+    read_dataset_info(dst.parent / "dataset_info.json")
+
+
+def read_dataset_info(info_path: Path) -> dict:
+    if not info_path.exists():
+        return {}
+    try:
+        info = orjson.loads(info_path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as e:
+        raise InputError(f"{info_path}: cannot merge into it, it is not readable JSON ({e})") from None
+    if not isinstance(info, dict):
+        raise InputError(f"{info_path}: cannot merge into it, it is not a JSON object of dataset entries")
+    return info
+
+
+def update_dataset_info(dst: Path, fmt: str, kind: "str | set[str]", columns: set | None = None) -> Path:
+    """Add (or replace) this file's entry, named after the file, in the dataset_info.json beside
+    it, for LLaMA-Factory; the other entries are kept as they are. Written atomically."""
     info_path = dst.parent / "dataset_info.json"
-    info = orjson.loads(info_path.read_bytes()) if info_path.exists() else {}
-    name = dst.name.split(".")[0]
-    info[name] = dataset_info_entry(fmt, dst.name, kinds)
-    info_path.write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
+    info = read_dataset_info(info_path)
+    info[dataset_name(dst)] = dataset_info_entry(fmt, dst.name, kind, columns)
+    tmp = info_path.with_name(f".{info_path.name}.partial")
+    tmp.write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2) + b"\n")
+    os.replace(tmp, info_path)
     return info_path

@@ -9,10 +9,11 @@ class RecordError(ValueError):
     `detail` is the human sentence.
     """
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", raw: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.raw = raw  # the text of a row that could not be parsed (invalid bytes backslash-escaped)
 
 
 class InputError(Exception):

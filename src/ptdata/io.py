@@ -10,6 +10,7 @@ Parquet by row batches.
 from __future__ import annotations
 
 import gzip
+import zlib
 import os
 import shutil
 import tempfile
@@ -31,8 +32,6 @@ Row = dict[str, Any]
 
 def head_of_truncated(path: str | Path, n: int = 4096) -> bytes:
     """The first bytes a truncated or corrupt gzip file still inflates to (b"" if none)."""
-    import zlib
-
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     with open(path, "rb") as f:
         try:
@@ -69,12 +68,26 @@ def sniff(path: Path) -> tuple[str, bool]:
                 head = head_of_truncated(path)
     if head[:4] == PARQUET_MAGIC:
         return "parquet", gz
-    first = head.removeprefix(BOM).lstrip()[:1]
+    text = head.removeprefix(BOM).lstrip()
+    first = text[:1]
     if first == b"[":
         return "json", gz
     if first == b"{":
-        return "jsonl", gz
+        return ("json" if _pretty_printed(text) else "jsonl"), gz
     return split_name(path)[0], gz
+
+
+def _pretty_printed(head: bytes) -> bool:
+    """Whether JSON text starting with "{" is an object spread over lines (indented), not JSONL:
+    its first line is not a whole value and the next one is indented."""
+    lines = head.split(b"\n", 2)
+    if len(lines) < 2 or not lines[1][:1].isspace():
+        return False
+    try:
+        orjson.loads(lines[0])
+        return False
+    except orjson.JSONDecodeError:
+        return lines[0].rstrip().endswith((b"{", b",", b"[", b":"))
 
 
 class RowSource:
@@ -91,6 +104,8 @@ class RowSource:
             raise InputError(f"{self.path}: no such file")
         if self.path.is_dir():
             raise InputError(f"{self.path}: is a directory, not a data file")
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: not a regular file (a pipe or device cannot be read twice, for detection and reading)")
         self.size = self.path.stat().st_size
         if self.size == 0:
             raise InputError(f"{self.path}: empty file (no records)")
@@ -131,7 +146,7 @@ class RowSource:
                     yield from self._json_array(f)
                 else:
                     yield from self._jsonl(f)
-            except (OSError, EOFError) as e:  # truncated or corrupt gzip stream: what was read stands
+            except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt gzip stream: what was read stands
                 at = self._last + 1
                 yield at, RecordError("corrupt_file", f"{self.path}: unreadable after {self.position_label} {self._last:,} "
                                                       f"(the last good one; {e})")
@@ -329,11 +344,12 @@ def decode_row(data: bytes) -> Row | RecordError:
 
 def decode_error(line: bytes, e: Exception) -> RecordError:
     """Tell invalid UTF-8 apart from malformed JSON, with the byte offset of the bad UTF-8."""
+    raw = line.decode("utf-8", "backslashreplace").rstrip("\r\n")
     try:
         line.decode("utf-8")
     except UnicodeDecodeError as u:
-        return RecordError("invalid_utf8", f"invalid UTF-8 at byte {u.start} of the line")
-    return RecordError("malformed_json", str(e).splitlines()[0][:200])
+        return RecordError("invalid_utf8", f"invalid UTF-8 at byte {u.start} of the line", raw=raw)
+    return RecordError("malformed_json", str(e).splitlines()[0][:200], raw=raw)
 
 
 # --- writers --------------------------------------------------------------------------------
@@ -346,12 +362,15 @@ class RowWriter:
     """
 
     def __init__(self, path: str | Path, fmt: str = "ptdata", opts: dict | None = None, batch_rows: int = 4096,
-                 on_unfit: Callable[[Any, str], None] | None = None) -> None:
+                 on_unfit: Callable[[Any, str], None] | None = None, keep_empty: bool = True) -> None:
         """`on_unfit(tag, detail)`: called for each record (the `tag` given to `write_many`)
         whose rows do not fit the Parquet schema; they are left out and the rest written.
-        Without it, such a batch is an InputError."""
+        Without it, such a batch is an InputError. `keep_empty=False`: a writer that got no row
+        leaves no file (and removes an older one of that name, which would be stale).
+        """
         self.path = Path(path)
         self.on_unfit = on_unfit
+        self.keep_empty = keep_empty
         self._tags: list[Any] = []
         self.container, self.gz = split_name(self.path)
         self.fmt, self.opts = fmt, opts or {}
@@ -364,6 +383,9 @@ class RowWriter:
         self._raw = raw
         self._f: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) if self.gz else raw
         self._pq = None
+        self.row_type: str | None = None  # set before the first write: the Parquet schema of that row type alone
+        self._present: set[str] = set()
+        self._schema: Any = None
         if self.container == "json":
             self._f.write(b"[")
 
@@ -405,18 +427,33 @@ class RowWriter:
 
         from .formats import arrow_row, parquet_schema
 
-        schema = parquet_schema(self.fmt, self.opts)
+        # A file of one row type gets that type's columns, and of its optional columns (tools, ...)
+        # those some row has: the first batch decides, a later batch that needs one more widens the file.
+        self._present |= {k for r in rows for k, v in r.items() if v is not None}
+        schema = parquet_schema(self.fmt, self.opts, self.row_type, None if self.gz else self._present)
+        if self._pq is not None and schema != self._schema:
+            self._widen(schema)
+        self._schema = schema
         errors = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError, ValueError)
         converted = [arrow_row(r) for r in rows]
+        names = set(schema.names)
+
+        def fit(batch: list[Row]) -> Any:  # from_pylist drops keys the schema lacks: refuse them instead
+            for r in batch:
+                extra = set(r) - names
+                if extra:
+                    raise ValueError(f"field {sorted(extra)[0]!r} has no column in this Parquet schema")
+            return pa.Table.from_pylist(batch, schema=schema)
+
         try:
-            table = pa.Table.from_pylist(converted, schema=schema)
+            table = fit(converted)
         except errors as e:
             if self.on_unfit is None:
                 raise InputError(f"{self.path}: rows do not fit the {self.fmt} Parquet schema ({str(e)[:300]})") from None
             bad: dict[int, str] = {}
             for r, tag in zip(converted, tags):
                 try:
-                    pa.Table.from_pylist([r], schema=schema)
+                    fit([r])
                 except errors as e1:
                     bad.setdefault(id(tag), str(e1).splitlines()[0][:300])
             keep = [i for i, tag in enumerate(tags) if id(tag) not in bad]
@@ -432,6 +469,24 @@ class RowWriter:
         self._pq.write_table(table)
         return rows
 
+    def _widen(self, schema: Any) -> None:
+        """Rewrite what was written so far under a schema with more (nullable) columns."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._pq.close()
+        self._raw.close()
+        old = self._tmp.with_name(self._tmp.name + ".old")
+        os.replace(self._tmp, old)
+        self._raw = self._f = open(self._tmp, "wb")
+        self._pq = pq.ParquetWriter(self._f, schema, compression="zstd")
+        pf = pq.ParquetFile(old)
+        for i in range(pf.num_row_groups):
+            t = pf.read_row_group(i)
+            cols = [t.column(f.name) if f.name in t.column_names else pa.nulls(t.num_rows, f.type) for f in schema]
+            self._pq.write_table(pa.Table.from_arrays(cols, schema=schema))
+        old.unlink()
+
     def close(self) -> None:
         self._flush()
         if self.container == "parquet":
@@ -440,7 +495,7 @@ class RowWriter:
 
                 from .formats import parquet_schema
 
-                schema = parquet_schema(self.fmt, self.opts)
+                schema = parquet_schema(self.fmt, self.opts, self.row_type, None if self.gz else self._present)
                 self._pq = pq.ParquetWriter(self._f, schema, compression="zstd")
             self._pq.close()
         elif self.container == "json":
@@ -448,6 +503,11 @@ class RowWriter:
         if self._f is not self._raw:
             self._f.close()
         self._raw.close()
+        if self.count == 0 and not self.keep_empty:
+            self._tmp.unlink(missing_ok=True)
+            if self.path.is_file() or self.path.is_symlink():
+                self.path.unlink()
+            return
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
@@ -484,6 +544,8 @@ def guard_outputs(inputs: Iterable[str | Path], files: Iterable[str | Path] = ()
     directory (whose contents a command replaces or clears) that holds an input."""
     ins = [(Path(p), *_identity(Path(p))) for p in inputs]
     for out in files:
+        if Path(out).is_dir():
+            raise InputError(f"{out}: is a directory; give the output a file name")
         real, ino = _identity(Path(out))
         for p, r, i in ins:
             if real == r or (ino is not None and ino == i):
@@ -511,6 +573,8 @@ PREVIEW_CHARS = 2000
 def reject_row(source: str, position: int, position_label: str, op: str, err: RecordError, record: Any = None) -> Row:
     """One machine-readable reject: where it came from, which op dropped it and why, and the data."""
     row: Row = {"source": source, position_label: position, "op": op, "reason": err.reason, "detail": err.detail}
+    if record is None and err.raw is not None:  # text that never parsed, so the row can be mended and read again
+        row["raw"] = err.raw
     if record is not None:
         size = len(orjson.dumps(record)) if not isinstance(record, (bytes, str)) else len(record)
         if size <= DEFAULT_MAX_RECORD_BYTES:

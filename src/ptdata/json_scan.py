@@ -109,16 +109,45 @@ class _Item:
             self.parts.clear()
 
 
+def _chunks(f: IO[bytes], size: int) -> Iterator[bytes]:
+    """`f`'s bytes in chunks of about `size`. A read error (a truncated or corrupt gzip stream)
+    comes after the bytes read before it, so nothing readable is lost."""
+    import zlib
+
+    read1 = getattr(f, "read1", None) or f.read
+    while True:
+        parts, n, err = [], 0, None
+        while n < size:
+            try:
+                b = read1(size - n)
+            except (OSError, EOFError, zlib.error) as e:
+                err = e
+                break
+            if not b:
+                break
+            parts.append(b)
+            n += len(b)
+        if parts:
+            yield b"".join(parts)
+        if err is not None:
+            raise err
+        if n < size:
+            return
+
+
 def array_items(f: IO[bytes], max_bytes: int, max_depth_: int = DEFAULT_MAX_DEPTH,
                 chunk: int = CHUNK) -> Iterator[tuple[int, bytes | RecordError]]:
-    """(index, item bytes or RecordError) for each item of the top-level JSON array in `f`.
+    """(index, item bytes or RecordError) for each item of the top-level JSON array in `f`, or
+    for each top-level object when the file holds objects instead (one pretty-printed record,
+    or several one after another).
 
     An item over `max_bytes` is skipped unread (`record_too_large`), one nested deeper than
     `max_depth_` is `too_deep`; a bad item is one reject and the items after it are still read.
-    Blank items (`[]`, a trailing comma) are not records. Data after the array, or an array
-    cut off inside an item, is one `malformed_json` reject."""
+    Blank items (`[]`, a trailing comma) are not records. Data outside the arrays or objects, or
+    a file cut off inside an item, is one `malformed_json` reject."""
     st = ScanState()
-    state = "before"  # before the array, in it, after it
+    state = "before"  # before a top-level value, in it, after it
+    mode = "array"  # the top-level value being read: an array of items, or one object that is the item
     item = _Item()
     n = 0
     first = True
@@ -134,47 +163,46 @@ def array_items(f: IO[bytes], max_bytes: int, max_depth_: int = DEFAULT_MAX_DEPT
         if not data.strip(WHITESPACE):
             return
         n += 1
-        if it.depth - 1 > max_depth_:
-            yield n, RecordError("too_deep", f"nested {it.depth - 1:,} levels deep, over the limit of {max_depth_:,} (--max-depth)")
+        if it.depth > max_depth_:
+            yield n, RecordError("too_deep", f"nested {it.depth:,} levels deep, over the limit of {max_depth_:,} (--max-depth)")
             return
         yield n, data
 
-    while True:
-        buf = f.read(chunk)
-        if not buf:
-            break
+    for buf in _chunks(f, chunk):
         if first:
             first = False
-            if buf.startswith(BOM):
-                buf = buf[3:]
+            buf = buf.removeprefix(BOM)
         arr = np.frombuffer(buf, dtype=np.uint8)
         depth_before = st.depth
         pos, kinds, depth_after = _structure(arr, st)
         before = np.concatenate(([depth_before], depth_after[:-1])) if len(depth_after) else depth_after
-        opens = (kinds == 1) & (before == 0) & (arr[pos] == 91)  # "[": an array starts
-        seps = (kinds == 2) & (before == 1)
-        closes = (kinds == -1) & (before == 1)
-        marks = np.flatnonzero(opens | seps | closes)
+        marks = np.flatnonzero(((kinds == 1) & (before == 0)) | ((kinds == 2) & (before == 1)) | ((kinds == -1) & (before == 1)))
         # the deepest point of each stretch between marks, for the items' depth
         deep_at = np.maximum.reduceat(depth_after, marks) if len(marks) else np.empty(0, np.int64)
         head_depth = int(depth_after[: marks[0]].max(initial=0)) if len(marks) else int(depth_after.max(initial=0))
+        lift = 1 if mode == "array" else 0  # an array's items sit one level below it
         start = 0
         if state == "in":
-            item.depth = max(item.depth, head_depth)
+            item.depth = max(item.depth, head_depth - lift)
         for k, m in enumerate(marks.tolist()):
             p = int(pos[m])
             kind = int(kinds[m])
             if state == "in":
-                item.add(buf[start:p], max_bytes)
+                if mode == "object" and kind == 2:
+                    continue  # a comma inside the object
+                item.add(buf[start:p + 1 if mode == "object" else p], max_bytes)
                 yield from finish(item)
                 item = _Item()
                 state = "after" if kind == -1 else "in"
-            else:  # before or after the array: only whitespace belongs there
+                start = p + 1
+            else:  # between top-level values: only whitespace belongs there
                 garbage = garbage or bool(buf[start:p].strip(WHITESPACE)) or kind != 1
-                state = "in" if kind == 1 else state
-            start = p + 1
+                if kind == 1:
+                    state, mode = "in", "array" if buf[p] == 91 else "object"
+                    lift = 1 if mode == "array" else 0
+                start = p + 1 if not (state == "in" and mode == "object" and kind == 1) else p
             if state == "in":
-                item.depth = int(deep_at[k])
+                item.depth = max(item.depth, int(deep_at[k]) - lift)
         if state == "in":
             item.add(buf[start:], max_bytes)
         else:
@@ -184,8 +212,6 @@ def array_items(f: IO[bytes], max_bytes: int, max_depth_: int = DEFAULT_MAX_DEPT
         if tail or item.size > max_bytes:
             n += 1
             yield n, RecordError("malformed_json", f"the file ends inside item {n} (truncated?)")
-    elif state == "before" and not garbage:
-        garbage = True  # no array at all
     if garbage:
         n += 1
-        yield n, RecordError("malformed_json", "data outside the top-level JSON array")
+        yield n, RecordError("malformed_json", "data outside the top-level JSON values (an array of records, or records)")

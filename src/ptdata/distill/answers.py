@@ -26,8 +26,12 @@ Extractor = Callable[[str], "str | None"]
 
 _HASHES = re.compile(r"####\s*([^\n]+?)\s*$", re.M)
 _BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
-_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
-_RATIO = re.compile(r"(-?)\$?(\d[\d,]*(?:\.\d+)?)(?:/(\d[\d,]*(?:\.\d+)?))?")  # a number, or a fraction a/b
+_EXP = r"(?:[eE][+-]?\d+)?"  # scientific notation: 1e3, 2.5E-4
+_RATIO = re.compile(r"(-?)\$?(\d[\d,]*(?:\.\d+)?" + _EXP + r")(?:/(\d[\d,]*(?:\.\d+)?" + _EXP + r"))?")  # a number, or a fraction a/b
+MAX_EXPONENT = 1000  # 1e999999999 has no exact value worth building
+LONG_DIGITS = 1000  # longer numbers are compared as their canonical digit strings (exact, no huge rationals)
+_CONNECTIVES = frozenset("and or then so by to of the a an we is are was plus minus times divided over with from which that this "
+                         "next first second because therefore thus hence if when".split())
 _FRAC = re.compile(r"\\[dt]?frac\{\s*(-?[\d.,]+)\s*\}\{\s*([\d.,]+)\s*\}")
 CUT_OFF = ("length", "max_tokens")  # finish reasons of a sample stopped by its token limit
 _CHOICE_STATED = re.compile(r"answer(?:\s+is)?\s*[:\-]?\s*\(?\**([A-J])\b\)?", re.I)
@@ -42,13 +46,28 @@ def normalize_number(s: str) -> str | None:
     if not m:
         return None
     sign, num, den = m.groups()
-    value = Fraction(num.replace(",", ""))
+    num = num.replace(",", "")
+    if den is None and len(num) > LONG_DIGITS and num.isdigit():
+        return ("-" if sign else "") + (num.lstrip("0") or "0")
+    value = _rational(num)
+    if value is None:
+        return None
     if den is not None:
-        d = Fraction(den.replace(",", ""))
-        if d == 0:
+        d = _rational(den.replace(",", ""))
+        if not d:
             return None
         value /= d
     return canonical(-value if sign else value)
+
+
+def _rational(s: str) -> Fraction | None:
+    """The exact value of a decimal numeral, None for an exponent too large to be an answer."""
+    mant, _, exp = s.lower().partition("e")
+    if exp and abs(int(exp)) > MAX_EXPONENT:
+        return None
+    if len(mant) > LONG_DIGITS:
+        return None
+    return Fraction(mant) * (Fraction(10) ** int(exp) if exp else 1)
 
 
 def canonical(x: Fraction) -> str:
@@ -76,8 +95,22 @@ def number(text: str) -> str | None:
         return normalize_number(b[-1])
     if looks_truncated(text):  # no final-answer line, and it stops mid-sentence: no conclusion
         return None
-    nums = _NUMBER.findall(text)
-    return normalize_number(nums[-1]) if nums else None
+    found = list(_RATIO.finditer(text))
+    if not found or not _concluded(text[found[-1].end():]):
+        return None
+    return normalize_number(found[-1].group())
+
+
+def _concluded(tail: str) -> bool:
+    """Whether the text after the last number ends the answer ("12.", "12 apples") rather than
+    breaking off ("12 and then we multiply by", "12, and next"): then that number is no conclusion."""
+    t = tail.strip()
+    if not t or t[-1] in ".!?。！？)]}\"'*$`》」":
+        return True
+    if "," in t or t[-1] in ",;:-(":
+        return False
+    words = re.findall(r"\w+", t)
+    return len(words) <= 3 and words[-1].lower() not in _CONNECTIVES if words else True
 
 
 def looping_tail(text: str, min_repeats: int = 6, min_chars: int = 30, max_unit: int = 40) -> bool:

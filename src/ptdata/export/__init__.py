@@ -3,6 +3,7 @@ and optional packing, plus token statistics."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,40 +15,207 @@ from ..errors import InputError, RecordError
 from ..io import guard_outputs
 from ..reader import ReadOptions, read_records
 from ..report.stats import numeric_summary
-from .pack import PackedRow, best_fit_decreasing, pack, unpack
+from .pack import PackedRow, best_fit_decreasing, pack, pad_row, unpack
 from .tokenize import IGNORE, ChatEncoder, load_tokenizer
 
-TARGETS = {  # --to: (format, writer options, file name, what it holds)
-    "trl-sft": ("trl", {}, "train.trl-sft.jsonl", "TRL SFTTrainer: messages"),
-    "trl-dpo": ("trl", {}, "train.trl-dpo.jsonl", "TRL DPOTrainer: prompt / chosen / rejected"),
-    "trl-kto": ("trl", {"preference": "unpaired"}, "train.trl-kto.jsonl", "TRL KTOTrainer: prompt / completion / label"),
-    "llamafactory": ("sharegpt", {}, "train.llamafactory.json", "LLaMA-Factory sharegpt data + dataset_info.json"),
-    "openai": ("openai", {}, "train.openai.jsonl", "OpenAI fine-tuning (SFT)"),
-    "openai-pref": ("openai-pref", {}, "train.openai-pref.jsonl", "OpenAI preference fine-tuning"),
+@dataclass(frozen=True)
+class Target:
+    """One trainer file: which records it takes (record_class), in which format, under which name."""
+
+    name: str
+    fmt: str
+    opts: dict
+    file: str
+    takes: tuple[str, ...]
+    what: str
+    llamafactory: bool = False  # gets a dataset_info.json entry
+
+
+_T = [
+    Target("trl-sft", "trl", {}, "train.trl-sft.jsonl", ("sft",), "TRL SFTTrainer: messages (+ tools)"),
+    Target("trl-dpo", "trl", {}, "train.trl-dpo.jsonl", ("preference",), "TRL DPOTrainer: prompt / chosen / rejected"),
+    Target("trl-kto", "trl", {"preference": "unpaired"}, "train.trl-kto.jsonl", ("unpaired", "preference"),
+           "TRL KTOTrainer: prompt / completion / label (each pair becomes two rows)"),
+    Target("openai", "openai", {}, "train.openai.jsonl", ("sft",), "OpenAI supervised fine-tuning: messages"),
+    Target("openai-pref", "openai-pref", {}, "train.openai-pref.jsonl", ("preference",),
+           "OpenAI preference fine-tuning: input / preferred_output / non_preferred_output"),
+    Target("llamafactory-sft", "sharegpt", {}, "train.llamafactory-sft.json", ("sft",),
+           "LLaMA-Factory sft stage (sharegpt)", llamafactory=True),
+    Target("llamafactory-ranking", "sharegpt", {}, "train.llamafactory-ranking.json", ("preference",),
+           "LLaMA-Factory rm / dpo stages (sharegpt, ranking: true)", llamafactory=True),
+    Target("llamafactory-kto", "sharegpt", {}, "train.llamafactory-kto.json", ("unpaired",),
+           "LLaMA-Factory kto stage (sharegpt, kto_tag)", llamafactory=True),
+]
+TARGETS: dict[str, Target] = {t.name: t for t in _T}
+# --to names that write several files: each record goes to every file whose trainer takes its kind.
+GROUPS = {
+    "trl": ["trl-sft", "trl-dpo", "trl-kto"],
+    "llamafactory": ["llamafactory-sft", "llamafactory-ranking", "llamafactory-kto"],
+    "all": list(TARGETS),
 }
+# Where each kind of record goes instead, by the family of the target asked for.
+_HINTS = {
+    "trl": {"sft": ["trl-sft"], "preference": ["trl-dpo", "trl-kto"], "unpaired": ["trl-kto"]},
+    "openai": {"sft": ["openai"], "preference": ["openai-pref"], "unpaired": ["trl-kto", "llamafactory-kto"]},
+    "llamafactory": {"sft": ["llamafactory-sft"], "preference": ["llamafactory-ranking"], "unpaired": ["llamafactory-kto"]},
+}
+KIND_NAMES = {"sft": "sft", "preference": "preference", "unpaired": "unpaired (KTO)", "prompt": "prompt"}
+WHAT = {"sft": "an sft record", "preference": "a preference pair", "unpaired": "an unpaired (KTO) record",
+        "prompt": "an unlabeled prompt"}
 
 
-def export_format(inputs: list[Path], out_dir: Path, to: str, ro: ReadOptions | None = None) -> dict:
-    from ..convert import convert
+def target_names() -> list[str]:
+    return [*TARGETS, *GROUPS, "tokenized"]
 
-    if to not in TARGETS:
-        raise InputError(f"--to {to!r}: choose from {', '.join([*TARGETS, 'tokenized'])}")
-    fmt, opts, name, _ = TARGETS[to]
-    guard_outputs(inputs, dirs=[out_dir])
+
+def resolve_targets(to: str) -> list[Target]:
+    if to in TARGETS:
+        return [TARGETS[to]]
+    if to in GROUPS:
+        return [TARGETS[n] for n in GROUPS[to]]
+    raise InputError(f"--to {to!r}: choose from {', '.join(target_names())}")
+
+
+def _family(to: str) -> str:
+    return "openai" if to.startswith("openai") else "llamafactory" if to.startswith("llamafactory") else "trl"
+
+
+def wrong_kind_hint(to: str, cls: str) -> str:
+    """The `--to` that takes records of class `cls` when `to` does not ('' when none does)."""
+    if cls == "prompt":
+        return ""
+    return " or ".join(f"--to {n}" for n in _HINTS[_family(to)][cls])
+
+
+def _wrong_kind(to: str, targets: list[Target], cls: str) -> RecordError:
+    takes = sorted({k for t in targets for k in t.takes}, key=list(KIND_NAMES).index)
+    hint = wrong_kind_hint(to, cls)
+    where = f"export it with {hint}" if hint else \
+        "no export trains on unlabeled prompts: label them first (ptdata generate, ptdata distill)"
+    return RecordError("wrong_kind", f"{WHAT[cls]}: --to {to} takes {' and '.join(KIND_NAMES[k] for k in takes)} "
+                                     f"records only; {where}")
+
+
+def export_format(inputs: list[Path], out_dir: Path, to: str, ro: ReadOptions | None = None,
+                  names: dict[str, str] | None = None, rejects: Path | None = None, check_dir: bool = True) -> dict:
+    """Write the trainer file(s) of `to` (a target or a group of targets) into `out_dir`.
+
+    Each target takes only the kinds of record its trainer trains on; a record that no target
+    asked for takes is a `wrong_kind` reject whose detail names the target that does. All
+    inputs go into one file per target; a target no record went to writes no file. LLaMA-Factory
+    files get their entry in `out_dir/dataset_info.json` (merged, named after the file).
+    `names` renames target files ({target: file name}); `check_dir=False` allows inputs in `out_dir`.
+    Accounting: records_in = written (to at least one file) + rejected, and every rejected
+    record is one row of the rejects file (`train.TO.rejects.jsonl`).
+    """
+    from ..convert import check_dataset_info_target, dataset_name, update_dataset_info
+    from ..formats import get_format, lf_type, record_class
+    from ..io import RowWriter, reject_row
+    from ..reader import RecordReader
+
+    targets = resolve_targets(to)
+    names = names or {}
+    paths = {t.name: out_dir / names.get(t.name, t.file) for t in targets}
+    rejects_path = rejects or out_dir / f"train.{to}.rejects.jsonl"
+    lf = [t for t in targets if t.llamafactory]
+    guard_outputs(inputs, [*paths.values(), rejects_path, *([out_dir / "dataset_info.json"] if lf else [])],
+                  dirs=[out_dir] if check_dir else [])
+    for t in lf:
+        check_dataset_info_target(paths[t.name])
+    for src in inputs:
+        RecordReader(src, ro).detect()  # an unreadable or unrecognizable input is refused before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    totals: Counter = Counter()
-    for k, src in enumerate(inputs):
-        dst = out_dir / (name if len(inputs) == 1 else f"{k:02d}.{name}")
-        c = convert(src, dst, fmt, ro=ro, write_opts=opts, rejects=dst.with_name(dst.name + ".rejects.jsonl"),
-                    write_dataset_info=to == "llamafactory")
-        totals.update({"records_in": c.records_in, "kept": c.kept, "rejected": c.rejected})
-    return dict(totals)
+    writers: dict[str, RowWriter] = {}
+    per = {t.name: {"file": str(paths[t.name]), "records": 0, "rows": 0, "rejected": 0, "unlisted": 0, "reasons": Counter(),
+                    "columns": set()} for t in targets}
+    n_in = written = rejected = 0
+    reasons: Counter = Counter()
+    wrong: Counter = Counter()
+    kinds_in: Counter = Counter()
+    try:
+        with RowWriter(rejects_path, "ptdata") as rej:
+            for src in inputs:
+                reader = RecordReader(src, ro)
+                reader.detect()
+                for rec, bad in reader:
+                    n_in += 1
+                    if rec is None:
+                        rej.write(bad)
+                        rejected += 1
+                        reasons[bad["reason"]] += 1
+                        continue
+                    cls = record_class(rec)
+                    kinds_in[cls] += 1
+                    takers = [t for t in targets if cls in t.takes]
+                    if not takers:
+                        rej.write(reject_row(str(reader.alias), reader.position, reader.label, "export",
+                                             _wrong_kind(to, targets, cls), rec.to_dict()))
+                        rejected += 1
+                        wrong[cls] += 1
+                        reasons["wrong_kind"] += 1
+                        continue
+                    errors = []
+                    for t in takers:
+                        try:
+                            rows = get_format(t.fmt).write(rec, t.opts)
+                        except RecordError as e:
+                            errors.append((t.name, e))
+                            per[t.name]["rejected"] += 1
+                            per[t.name]["reasons"][e.reason] += 1
+                            continue
+                        if t.name not in writers:
+                            writers[t.name] = RowWriter(paths[t.name], t.fmt, t.opts)
+                        writers[t.name].write_many(rows)
+                        p = per[t.name]
+                        p["records"] += 1
+                        p["rows"] += len(rows)
+                        for r in rows:
+                            p["columns"].update(r)
+                    if len(errors) < len(takers):  # written to another file: not a reject, only counted here
+                        for n, _ in errors:
+                            per[n]["unlisted"] += 1
+                        written += 1
+                        continue
+                    name, e = errors[0]
+                    if len(errors) > 1:
+                        e = RecordError(e.reason, "; ".join(f"{n}: {x.detail}" for n, x in errors))
+                    row = reject_row(str(reader.alias), reader.position, reader.label, "write", e, rec.to_dict())
+                    row["target"] = name if len(errors) == 1 else [n for n, _ in errors]
+                    rej.write(row)
+                    rejected += 1
+                    reasons[e.reason] += 1
+        for w in writers.values():
+            w.close()
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    info = None
+    for t in lf:
+        if per[t.name]["records"]:
+            info = update_dataset_info(paths[t.name], t.fmt, lf_type(t.takes[0]), per[t.name]["columns"])
+    assert n_in == written + rejected, "export accounting broke: in != written + rejected"
+    out_targets = {}
+    for t in targets:
+        p = per[t.name]
+        if not p["records"] and not p["rejected"]:
+            continue
+        out_targets[t.name] = {"file": p["file"] if p["records"] else None, "records": p["records"], "rows": p["rows"],
+                               "rejected": p["rejected"], "unlisted": p["unlisted"], "reasons": dict(p["reasons"]),
+                               "takes": list(t.takes),
+                               "what": t.what,
+                               **({"dataset": dataset_name(paths[t.name])} if t.llamafactory and p["records"] else {})}
+    return {"records_in": n_in, "written": written, "kept": written, "rejected": rejected, "reasons": dict(reasons),
+            "kinds": dict(kinds_in), "targets": out_targets,
+            "not_written": [{"kind": k, "records": n, "hint": wrong_kind_hint(to, k)} for k, n in wrong.items()],
+            "rejects": str(rejects_path), "dataset_info": str(info) if info else None}
 
 
 def export_tokenized(inputs: list[Path], out_dir: Path, tokenizer_dir: str | Path, max_length: int | None = None,
                      truncation: str = "reject", train_on: str = "all", pack_length: int | None = None,
                      ro: ReadOptions | None = None, tokenizer: Any = None) -> dict:
-    """tokenized.parquet (input_ids, labels, attention_mask[, position_ids, seq_lengths]), rejects, stats."""
+    """tokenized.parquet, rejects, stats. One row per record (id, input_ids, labels, attention_mask), or with
+    `pack_length` packed rows padded to that length (input_ids, labels, position_ids, seq_lengths, ids; see pack.py)."""
     guard_outputs(inputs, dirs=[out_dir])
     tok = tokenizer or load_tokenizer(tokenizer_dir)
     enc = ChatEncoder(tok, train_on=train_on, max_length=max_length, truncation=truncation)
@@ -80,7 +248,9 @@ def export_tokenized(inputs: list[Path], out_dir: Path, tokenizer_dir: str | Pat
     path = out_dir / "tokenized.parquet"
     if pack_length:
         rows, eff = pack(seqs, pack_length)
-        stats.update(packed_rows=len(rows), pack_length=pack_length, packing_efficiency=round(eff, 4))
+        pad_id = next((i for i in (tok.pad_token_id, tok.eos_token_id) if isinstance(i, int)), 0)
+        rows = [pad_row(r, pack_length, pad_id) for r in rows]
+        stats.update(packed_rows=len(rows), pack_length=pack_length, packing_efficiency=round(eff, 4), pad_token_id=pad_id)
         table = pa.table({"input_ids": [r.input_ids for r in rows], "labels": [r.labels for r in rows],
                           "position_ids": [r.position_ids for r in rows], "seq_lengths": [r.seq_lengths for r in rows],
                           "ids": [r.ids for r in rows]},
@@ -129,5 +299,5 @@ def _write_report(stats: dict, path: Path) -> None:
     path.write_text(page("ptdata export", "".join(parts), stats), encoding="utf-8")
 
 
-__all__ = ["ChatEncoder", "PackedRow", "TARGETS", "best_fit_decreasing", "export_format", "export_tokenized", "load_tokenizer",
-           "pack", "unpack"]
+__all__ = ["ChatEncoder", "GROUPS", "PackedRow", "TARGETS", "Target", "best_fit_decreasing", "export_format", "export_tokenized", "load_tokenizer",
+           "pack", "pad_row", "unpack"]

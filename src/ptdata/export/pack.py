@@ -1,5 +1,12 @@
 """Packing: best-fit decreasing of whole sequences into rows of a fixed length, with
-position_ids restarting at 0 for every sequence and the lengths kept to unpack."""
+position_ids restarting at 0 for every sequence and the lengths kept to unpack.
+
+Written rows are padded to the pack length (`pad_row`): pad tokens labelled -100 whose
+position_ids restart at 0 too, so the padding is a segment of its own. No attention_mask is
+written on purpose: a Hugging Face model given position_ids and no attention_mask reads the
+sequence boundaries from them and keeps every sequence to itself (a block-diagonal causal
+mask, `transformers.masking_utils.find_packed_sequence_indices`), while a padding mask would
+switch that off and let the packed sequences of a row attend to each other."""
 from __future__ import annotations
 
 import bisect
@@ -54,6 +61,15 @@ def pack(seqs: list[tuple[str, list[int], list[int]]], capacity: int) -> tuple[l
         rows.append(r)
     total = sum(len(s[1]) for s in seqs)
     return rows, (total / (len(rows) * capacity) if rows else 0.0)
+
+
+def pad_row(row: PackedRow, length: int, pad_id: int) -> PackedRow:
+    """The row padded to `length` tokens (seq_lengths and ids still name the real sequences only)."""
+    n = length - len(row.input_ids)
+    if n < 0:
+        raise ValueError(f"a packed row of {len(row.input_ids)} tokens is longer than {length}")
+    return PackedRow(row.input_ids + [pad_id] * n, row.labels + [-100] * n, row.position_ids + list(range(n)),
+                     list(row.seq_lengths), list(row.ids))
 
 
 def unpack(row: PackedRow) -> list[tuple[str, list[int], list[int]]]:

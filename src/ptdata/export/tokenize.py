@@ -109,7 +109,9 @@ class ChatEncoder:
 
     def encode(self, rec: Record) -> Encoded:
         if rec.kind != "sft":
-            raise RecordError("not_representable", f"tokenized export takes sft records, not {rec.kind}")
+            other = "--to trl-kto" if "label" in rec.meta else "--to trl-dpo" if rec.kind == "preference" else ""
+            raise RecordError("wrong_kind", f"tokenized export takes sft records only, not {rec.kind} records"
+                              + (f"; export them with {other}" if other else ""))
         tools = rec.meta.get("tools")
         messages = [dict(m) for m in rec.messages]
         enc = self._encode(messages, tools)

@@ -94,21 +94,98 @@ def dataset_info_options(info_path: str | Path, dataset: str | None, data_file: 
     return formatting, {"rename": rename, "tags": entry.get("tags") or {}}
 
 
-def dataset_info_entry(fmt: str, file_name: str, kinds: set[str]) -> dict:
-    """The dataset_info.json entry LLaMA-Factory needs for a file we wrote."""
+# LLaMA-Factory's sharegpt tags, written out in full so an entry never depends on its defaults.
+SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                 "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
+LF_STAGES = {"sft": "sft", "ranking": "rm (DPO, ORPO, SimPO, reward model)", "kto": "kto"}
+
+
+def lf_type(rec_or_kind: "Record | str") -> str:
+    """LLaMA-Factory's dataset type for a record: sft, ranking (a pair) or kto (an unpaired record)."""
+    cls = rec_or_kind if isinstance(rec_or_kind, str) else record_class(rec_or_kind)
+    return {"sft": "sft", "preference": "ranking", "unpaired": "kto"}.get(cls, cls)
+
+
+def dataset_info_entry(fmt: str, file_name: str, kinds: "set[str] | str", columns: "set[str] | None" = None) -> dict:
+    """The dataset_info.json entry LLaMA-Factory needs for a file of one type we wrote.
+
+    `kinds`: the file's type, `sft`, `ranking` or `kto` (record kinds are accepted too: a
+    `preference` kind is ranking). `columns`: the columns the file has; optional ones
+    (system, history, tools) are listed only when present, since LLaMA-Factory indexes
+    every listed column (`example[column]`) and a JSON file has no column no row holds.
+    Shapes as in LLaMA-Factory's data/README.md and data/parser.py (`DatasetAttr.join`):
+    once `columns` is given, every column not in it is None, so the messages / prompt
+    columns are always named.
+    """
+    if isinstance(kinds, str):
+        t = kinds
+    else:
+        t = "kto" if "unpaired" in kinds else "ranking" if "preference" in kinds else "sft"
+    t = {"preference": "ranking", "unpaired": "kto"}.get(t, t)
+    if t not in LF_STAGES:
+        raise InputError(f"LLaMA-Factory has no dataset type for {t!r} records (sft, ranking or kto)")
+    have = set(columns) if columns is not None else None
     entry: dict[str, Any] = {"file_name": file_name}
     if fmt == "sharegpt":
         entry["formatting"] = "sharegpt"
-        entry["columns"] = {"messages": "conversations", "system": "system", "tools": "tools"}
-        entry["tags"] = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
-                         "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
+        cols = {"messages": "conversations"}
+        optional = ("tools",)
+    elif fmt == "alpaca":
+        cols = {"prompt": "instruction", "query": "input"}
+        if t != "ranking":
+            cols["response"] = "output"
+        optional = ("system", "history")
     else:
-        entry["columns"] = {"prompt": "instruction", "query": "input", "response": "output", "system": "system", "history": "history"}
-    if "preference" in kinds:
+        raise InputError(f"LLaMA-Factory reads alpaca or sharegpt data, not {fmt!r}")
+    for c in optional:
+        if have is None or c in have:
+            cols[c] = c
+    if t == "ranking":
         entry["ranking"] = True
-        entry["columns"].update({"chosen": "chosen", "rejected": "rejected"})
-        entry["columns"].pop("response", None)
+        cols.update({"chosen": "chosen", "rejected": "rejected"})
+    elif t == "kto":
+        cols["kto_tag"] = "kto_tag"
+    entry["columns"] = cols
+    if fmt == "sharegpt":
+        entry["tags"] = dict(SHAREGPT_TAGS)
     return entry
+
+
+def record_class(rec: Record) -> str:
+    """What a trainer takes a record as: sft, preference (a pair), unpaired (one rated side, KTO) or prompt."""
+    if rec.kind == "preference":
+        return "unpaired" if "label" in rec.meta else "preference"
+    return rec.kind
+
+
+def row_type(fmt: str, row: dict, kind: str | None = None) -> str:
+    """The type of one written row (which columns it needs): a Parquet file or a LLaMA-Factory
+    dataset holds rows of one type. `kind` is the record's class (record_class)."""
+    keys = set(row) - {"tools", "chat_template_kwargs", "system", "history", "parallel_tool_calls"}
+    if fmt == "trl":
+        if "messages" in keys:
+            return "language_modeling"
+        if "label" in keys:
+            return "unpaired"
+        if "chosen" in keys:
+            return "preference" if "prompt" in keys else "implicit_preference"
+        return "prompt_completion" if "completion" in keys else "prompt_only"
+    if fmt in ("alpaca", "sharegpt"):
+        if "chosen" in keys:
+            return "ranking"
+        if "kto_tag" in keys:
+            return "kto"
+        if kind == "prompt" or (fmt == "alpaca" and "output" not in keys):
+            return "prompt"
+        return "sft"
+    return fmt
+
+
+TRL_TYPE_NAMES = {"language_modeling": "language-modeling rows (messages)", "prompt_completion": "prompt-completion rows",
+                  "preference": "preference rows (prompt, chosen, rejected)", "implicit_preference":
+                  "implicit-prompt preference rows (chosen, rejected)", "unpaired": "unpaired rows (prompt, completion, label)",
+                  "prompt_only": "prompt-only rows", "sft": "sft rows", "ranking": "ranking rows (chosen, rejected)",
+                  "kto": "KTO rows (kto_tag)", "prompt": "prompt-only rows"}
 
 
 def apply_rename(row: dict, rename: dict[str, str]) -> dict:
@@ -121,7 +198,42 @@ def apply_rename(row: dict, rename: dict[str, str]) -> dict:
 # Free-form objects (tools, meta, tool-call arguments) are JSON strings in Parquet, as HF does.
 # pyarrow is imported here, not at module load: JSONL-only runs start ~0.1 s sooner.
 
-def parquet_schema(fmt: str, opts: dict):
+# The columns of each row type (row_type) in a Parquet file: only the type's own columns plus the
+# optional ones a trainer reads as absent when null (tools; alpaca's system and history), so a
+# file of one type has no all-null columns of another type that would make a trainer take it for
+# that type (SFTTrainer sees a `prompt` key and treats language-modeling rows as prompt-completion).
+TYPE_COLUMNS = {
+    "trl": {"language_modeling": ["messages", "tools"], "prompt_completion": ["prompt", "completion", "tools"],
+            "preference": ["prompt", "chosen", "rejected", "tools"], "implicit_preference": ["chosen", "rejected", "tools"],
+            "unpaired": ["prompt", "completion", "label", "tools"], "prompt_only": ["prompt", "tools"]},
+    "alpaca": {"sft": ["instruction", "input", "output", "system", "history"],
+               "ranking": ["instruction", "input", "chosen", "rejected", "system", "history"],
+               "kto": ["instruction", "input", "output", "kto_tag", "system", "history"],
+               "prompt": ["instruction", "input", "system", "history"]},
+    "sharegpt": {"sft": ["conversations", "tools"], "prompt": ["conversations", "tools"],
+                 "ranking": ["conversations", "chosen", "rejected", "tools"], "kto": ["conversations", "kto_tag", "tools"]},
+}
+
+
+OPTIONAL_COLUMNS = {"tools", "system", "history"}
+
+
+def parquet_schema(fmt: str, opts: dict, row_type: str | None = None, present: set | None = None):
+    """The Parquet schema of `fmt`; with `row_type` (see row_type()), the schema of that row type
+    alone (TYPE_COLUMNS), else the union of every type's columns. With `present` (the keys the
+    rows have), the type's optional columns (OPTIONAL_COLUMNS) no row has are left out too."""
+    full = _parquet_schema(fmt, opts)
+    cols = TYPE_COLUMNS.get(fmt, {}).get(row_type) if row_type else None
+    if cols is None:
+        return full
+    import pyarrow as pa
+
+    if present is not None:
+        cols = [c for c in cols if c not in OPTIONAL_COLUMNS or c in present]
+    return pa.schema([full.field(c) for c in cols])
+
+
+def _parquet_schema(fmt: str, opts: dict):
     import pyarrow as pa
 
     S = pa.string()

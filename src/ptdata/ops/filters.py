@@ -234,6 +234,8 @@ class RefusalFilter(MapOp):
                 re.compile(p)
             except re.error as e:
                 raise ValueError(f"extra_patterns: {p!r} is not a regular expression ({e})") from None
+            if re.compile(p).search(""):
+                raise ValueError(f"extra_patterns: {p!r} matches the empty text, so it would drop every record")
         self._rx = re.compile("|".join(f"(?:{p})" for p in list(self.extra_patterns)), re.I) if self.extra_patterns else None
 
     def check(self, rec: Record) -> Drop | None:

@@ -46,10 +46,23 @@ def cjk_script(text: str) -> str | None:
     return "ko" if hangul > han else "zh"
 
 
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")  # \frac, \pi, \sqrt: notation, not words
+_MATH_WORDS = frozenset(
+    "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln lg exp lim sqrt max min mod gcd lcm det deg "
+    "arg sup inf dx dy dt mathrm mathbf text frac".split())
+
+
+def language_words(text: str) -> list[str]:
+    """The words that can tell a language: two or more letters, not LaTeX commands or the
+    names of math functions (sin, log, lim)."""
+    return [w for w in _WORD.findall(_LATEX_COMMAND.sub(" ", text)) if w.lower() not in _MATH_WORDS]
+
+
 def is_neutral(text: str) -> bool:
-    """No word in any script (arithmetic such as "91-33=", numbers, symbols): n-gram
+    """Fewer than two words in any script (arithmetic such as "91-33=", formulas such as
+    "sin(x)+cos(x)" or "$\\frac{1}{2}$", a one-word instruction and a number): n-gram
     identifiers give such text an arbitrary language, so it has none of its own."""
-    return not _WORD.search(text) and not cjk_count(text)
+    return not cjk_count(text) and len(language_words(text)) < 2
 
 
 def load() -> None:

@@ -229,7 +229,7 @@ def _replace(text: str, spans: list[tuple[str, int, int]], template: str) -> tup
         if a < pos:  # overlaps a span already replaced
             continue
         out.append(text[pos:a])
-        out.append(template.format(type=typ))
+        out.append(template.replace("{type}", typ))
         pos = b
         found[typ] += 1
     out.append(text[pos:])
@@ -273,6 +273,9 @@ class Pii(MapOp):
         unknown = set(self.types) - set(TYPES)
         if unknown:
             raise ValueError(f"unknown PII types {sorted(unknown)}")
+        other = set(re.findall(r"\{[^{}]*\}", self.template)) - {"{type}"}
+        if other:
+            raise ValueError(f"template: {{type}} is the only placeholder (the PII type), got {sorted(other)}")
         self._types = set(self.types)
         self._ner: NerLayer | None = None
 

@@ -36,7 +36,7 @@ from .. import __version__
 from ..convert import _concat
 from ..formats import get_format
 from ..io import RowWriter, guard_outputs, newline_counts, split_name, split_ranges, with_first_lines
-from ..errors import RecordError
+from ..errors import InputError, RecordError
 from ..ops.base import Drop, GlobalOp, MapOp, Op
 from ..parallel import pool_context
 from ..reader import RecordReader
@@ -504,7 +504,6 @@ def _output_names(recipe: Recipe) -> list[str]:
 def _clear_outputs(out_dir: Path, old_manifest: bytes | None, recipe: Recipe) -> None:
     """Before a run writes anything: no completion marker, and the outputs of an earlier,
     different recipe (or inputs) moved to `.previous/`, so nothing stale looks complete."""
-    (out_dir / SUCCESS).unlink(missing_ok=True)
     names = set(_output_names(recipe))
     if old_manifest is not None:
         try:
@@ -512,11 +511,13 @@ def _clear_outputs(out_dir: Path, old_manifest: bytes | None, recipe: Recipe) ->
         except orjson.JSONDecodeError:
             pass
     prev = out_dir / ".previous"
-    for name in sorted(names):
-        p = out_dir / name
-        if name != SUCCESS and "/" not in name and p.is_file():
-            prev.mkdir(exist_ok=True)
-            os.replace(p, prev / name)
+    present = [n for n in sorted(names, key=lambda n: n != SUCCESS) if "/" not in n and (out_dir / n).is_file()]
+    if not present:
+        return
+    shutil.rmtree(prev, ignore_errors=True)  # only the last run is kept aside, whole
+    prev.mkdir(parents=True)
+    for name in present:  # the marker first: a kill half-way leaves nothing that claims to be complete
+        os.replace(out_dir / name, prev / name)
 
 
 def recipe_hash(recipe: Recipe) -> str:
@@ -611,8 +612,21 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
         raise ValueError("copies must be auto, always or never")
     out_dir = recipe.out_dir()
     work = out_dir / ".work"
-    files = [inp.files(recipe.base_dir) for inp in recipe.inputs]
+    files = []
+    for i, inp in enumerate(recipe.inputs):
+        try:
+            files.append(inp.files(recipe.base_dir))
+        except InputError as e:
+            raise InputError(f"{recipe.where()}inputs[{i}]: {e}") from None
     guard_outputs([p for group in files for p in group], dirs=[out_dir])
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{recipe.where()}output.dir {out_dir}: exists and is not a directory")
+    for i, op in enumerate(recipe.ops):
+        try:
+            op.setup()  # built once here, before anything is written; inherited by the forked workers
+        except InputError as e:
+            msg = str(e).removeprefix(f"{type(op).name}: ")
+            raise InputError(f"{recipe.where()}ops[{i}] {op.name}: {msg}") from None
     manifest = _manifest(recipe, files)
     mpath = work / "manifest.json"
     old = mpath.read_bytes() if mpath.exists() else None
@@ -632,8 +646,6 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
         if sh.path not in formats:
             inp = recipe.inputs[sh.input_index]
             formats[sh.path] = RecordReader(sh.path, inp.read_options(recipe.validation), alias=sh.alias).detect()
-    for op in recipe.ops:
-        op.setup()  # built once here, inherited by the forked workers
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(shards)))
     state: dict[str, Any] = dict(recipe=recipe, segments=segments, shards=shards, work=work, formats=formats)
     if dispatch is None and copies != "never":

@@ -73,6 +73,8 @@ class Output:
 
     def __post_init__(self) -> None:
         check_instance(self, Output, "output", "key")
+        if Path(self.file).name != self.file or self.file in (".", ".."):
+            raise InputError(f"output: file: must be a file name inside output.dir (no '/' or '..'), got {self.file!r}")
 
     @property
     def copies_by_reference(self) -> bool:
@@ -90,6 +92,7 @@ class Recipe:
     batch_size: Positive = 2000
     shard_bytes: Positive = 4 << 20
     base_dir: Path = field(default_factory=Path.cwd)
+    source: str | None = None  # the recipe file, to name in errors found when it runs
 
     def __post_init__(self) -> None:
         """A recipe built in Python is checked like a loaded one: every section and op parameter
@@ -105,6 +108,11 @@ class Recipe:
                     check_instance(x, cls, f"{key}[{i}]")
         check_instance(self.output, Output, "output")
         check_instance(self.validation, ValidationConfig, "validation")
+        _label_repeated_ops(self.ops)
+
+    def where(self) -> str:
+        """The prefix of an error about this recipe: its file, when it came from one."""
+        return f"{self.source}: " if self.source else ""
 
     def out_dir(self) -> Path:
         d = Path(self.output.dir)
@@ -124,6 +132,17 @@ class Recipe:
 
     def fingerprint(self) -> bytes:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS, default=str)
+
+
+def _label_repeated_ops(ops: list[Op]) -> None:
+    """An op used twice gets its own label from the second use on (`length_filter#2`), so its
+    counts in stats.json and its rows in the rejects are its own, not merged by name."""
+    seen: dict[str, int] = {}
+    for op in ops:
+        base = type(op).name
+        seen[base] = seen.get(base, 0) + 1
+        if seen[base] > 1:
+            op.name = f"{base}#{seen[base]}"
 
 
 @dataclass
@@ -199,10 +218,17 @@ def load_recipe(path: str | Path) -> Recipe:
     top = check(RecipeFile, data, str(path), "key")
     inputs = [Input(**check(Input, {"path": item} if isinstance(item, str) else item, f"{path}: inputs[{i}]", "key"))
               for i, item in enumerate(top["inputs"])]
-    output = Output(**check(Output, top.get("output", {}), f"{path}: output", "key"))
+    try:
+        output = Output(**check(Output, top.get("output", {}), f"{path}: output", "key"))
+    except InputError as e:
+        raise InputError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
     validation = ValidationConfig(**check(ValidationConfig, top.get("validation", {}), f"{path}: validation", "key"))
-    return Recipe(inputs=inputs, ops=parse_ops(top.get("ops"), str(path)), output=output, name=top.get("name", path.stem),
-                  validation=validation, batch_size=top.get("batch_size", 2000), shard_bytes=top.get("shard_bytes", 4 << 20))
+    try:
+        return Recipe(inputs=inputs, ops=parse_ops(top.get("ops"), str(path)), output=output, name=top.get("name", path.stem),
+                      validation=validation, batch_size=top.get("batch_size", 2000), shard_bytes=top.get("shard_bytes", 4 << 20),
+                      source=str(path))
+    except InputError as e:
+        raise InputError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
 
 
 def parse_yaml(text: str, path: Path) -> Any:
@@ -251,9 +277,21 @@ def _check_expansion(root: Any, limit: int, path: Path) -> None:
             raise InputError(f"{path}: invalid YAML (an alias refers to a node that contains it)")
         if depth > YAML_DEPTH:
             raise InputError(f"{path}: invalid YAML (nested more than {YAML_DEPTH} levels deep)")
+        if isinstance(node, yaml.MappingNode):
+            _no_duplicate_keys(node, path)
         open_.add(key)
         stack.append((node, depth, True))
         stack.extend((k, depth + 1, False) for k in kids if id(k) not in size)
+
+
+def _no_duplicate_keys(node: Any, path: Path) -> None:
+    """YAML would keep the last of two equal keys and drop the first without a word."""
+    seen: set = set()
+    for k, _ in node.value:
+        if getattr(k, "tag", "").endswith(":str") or isinstance(getattr(k, "value", None), str):
+            if k.value in seen:
+                raise InputError(f"{path}: line {k.start_mark.line + 1}: key {k.value!r} given twice")
+            seen.add(k.value)
 
 
 def _yaml_children(node: Any, yaml: Any) -> list:
