@@ -253,7 +253,7 @@ def pii_junk_rows() -> list[dict]:
           "output": WATER.replace("warms the water", "heats the water")}, "near_duplicate"),
     ]
     for i, (_, fate) in enumerate(rows, 1):
-        FATES[f"pii_and_junk.jsonl:{i}"] = fate
+        FATES[f"examples/data/pii_and_junk.jsonl:{i}"] = fate  # as meta.source names it: relative to the repository root
     return [r for r, _ in rows]
 
 

@@ -138,9 +138,10 @@ def test_a_line_repeated_across_inputs_is_read_by_each_input(tmp_path):
     (tmp_path / "a.jsonl").write_bytes(line + b"\n" + line + b"\n")
     (tmp_path / "b.jsonl").write_bytes(line + b"\n")
     res = run(Recipe(inputs=[Input(str(tmp_path / "a.jsonl")), Input(str(tmp_path / "b.jsonl"), format="qa")],
-                     ops=[LengthFilter(min_chars=1)], output=Output(dir=str(tmp_path / "out"), report=False)), workers=1, copies="always")
+                     ops=[LengthFilter(min_chars=1)], output=Output(dir=str(tmp_path / "out"), report=False), base_dir=tmp_path),
+                  workers=1, copies="always")
     kept = [orjson.loads(x) for x in res.kept_path.read_bytes().splitlines()]
-    assert [k["meta"]["source"] for k in kept] == ["a.jsonl:1", "a.jsonl:2"]
+    assert [k["meta"]["source"] for k in kept] == ["a.jsonl:1", "a.jsonl:2"]  # relative to the recipe's directory
     [rej] = [orjson.loads(x) for x in res.rejects_path.read_bytes().splitlines()]
     assert (Path(rej["source"]).name, rej["line"], rej["reason"]) == ("b.jsonl", 1, "missing_field")
 

@@ -99,7 +99,7 @@ class RecordReader:
         rename = opts.get("rename")
         check = self.ro.validate
         cfg = self.ro.validation
-        name = self.alias.name
+        name = str(self.alias)  # the path as given (or relative to the recipe): never just the file name
         for pos, row in self.source:
             if isinstance(row, RecordError):
                 yield None, self._reject(pos, "read", row)

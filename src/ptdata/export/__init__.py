@@ -218,6 +218,10 @@ def export_tokenized(inputs: list[Path], out_dir: Path, tokenizer_dir: str | Pat
     `pack_length` packed rows padded to that length (input_ids, labels, position_ids, seq_lengths, ids; see pack.py)."""
     guard_outputs(inputs, dirs=[out_dir])
     tok = tokenizer or load_tokenizer(tokenizer_dir)
+    if pack_length is not None and pack_length < 1:
+        raise InputError(f"--pack {pack_length}: the pack length must be at least 1 token")
+    if pack_length and (max_length is None or max_length > pack_length):
+        max_length = pack_length  # a sequence longer than a row cannot be packed: the truncation policy decides
     enc = ChatEncoder(tok, train_on=train_on, max_length=max_length, truncation=truncation)
     out_dir.mkdir(parents=True, exist_ok=True)
     seqs: list[tuple[str, list[int], list[int]]] = []

@@ -76,6 +76,13 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
+def bearer_digest(header: str) -> bytes | None:
+    """The digest of an `Authorization: Bearer KEY` header's key, None without one."""
+    if not header.startswith("Bearer ") or not header[7:].strip():
+        return None
+    return _digest(header[7:].strip())
+
+
 def hash_user(user: str | None, salt: str) -> str | None:
     return hashlib.sha256((salt + "\0" + user).encode()).hexdigest() if user else None
 
@@ -197,12 +204,11 @@ class BodyLimit:
     def _denied(self, scope) -> tuple[int, str, str] | None:
         if self.keys is None:
             return None
-        h = next((v for k, v in scope.get("headers", []) if k == b"authorization"), b"").decode("latin-1")
-        if not h.startswith("Bearer ") or not h[7:].strip():
+        d = bearer_digest(next((v for k, v in scope.get("headers", []) if k == b"authorization"), b"").decode("latin-1"))
+        if d is None:
             return 401, "missing API key (Authorization: Bearer ...)", "auth"
-        d = _digest(h[7:].strip())
         if not any(hmac.compare_digest(d, k) for k in self.keys):
-            return 403, "this key may not do that", "forbidden"
+            return 401, "invalid API key", "auth"  # 401: no valid credentials; 403 is for a valid key without the right
         return None
 
     async def __call__(self, scope, receive, send):
@@ -314,15 +320,17 @@ def make_app(cfg: ServiceConfig, store: Store | None = None):
         app.state.counts[status] = app.state.counts.get(status, 0) + 1
 
     def auth(request: Request, need_admin: bool) -> JSONResponse | None:
-        h = request.headers.get("authorization", "")
-        if not h.startswith("Bearer ") or not h[7:].strip():
+        d = bearer_digest(request.headers.get("authorization", ""))
+        if d is None:
             count(401)
             return _error(401, "missing API key (Authorization: Bearer ...)", "auth")
-        d = _digest(h[7:].strip())
-        allowed = admin if need_admin else write + admin
-        if not any(hmac.compare_digest(d, k) for k in allowed):
+        known = [hmac.compare_digest(d, k) for k in write + admin]  # every key compared: no timing hint
+        if not any(known):
+            count(401)
+            return _error(401, "invalid API key", "auth")
+        if need_admin and not any(known[len(write):]):
             count(403)
-            return _error(403, "this key may not do that", "forbidden")
+            return _error(403, "this key may not do that (an admin key is needed)", "forbidden")
         return None
 
     def invalid(message: str, details: list | None = None) -> JSONResponse:

@@ -613,7 +613,7 @@ def _write_shard(args: tuple[int, int]) -> tuple[dict, dict | None]:
     c = np.asarray(t["canon"][line_off:line_end])
     code = t["code"][c]
     surv = np.flatnonzero(code == SURVIVOR)  # lines whose record every map op kept
-    name = Path(sh.alias).name
+    name = sh.alias
     sp = orjson.dumps(name)[:-1] + b":"  # a source value up to the line number
     drops = _global_drops(ctx, table, c, surv, line_off, surv_off, sp) if g_op is not None else None
     dropped = np.zeros(n, dtype=bool)

@@ -546,15 +546,25 @@ def _make_shards(recipe: Recipe, files: list[list[Path]], work: Path) -> list[Sh
             if gz and container == "jsonl":
                 plain = _inflated(path, work / "inputs" / f"{ii}-{path.name[:-3]}")
                 if plain is None:  # truncated or corrupt: read as it is, so its readable lines are kept
-                    shards.append(Shard(str(path), str(path), ii))
+                    shards.append(Shard(str(path), lineage_path(path, recipe.base_dir), ii))
                     continue
                 src, container, gz = plain, "jsonl", False
             if container == "jsonl" and not gz and src.stat().st_size > recipe.shard_bytes:
                 ranges = split_ranges(src, max(1, src.stat().st_size // recipe.shard_bytes))
-                shards.extend(Shard(str(src), str(path), ii, r, 1 if k == 0 else 0) for k, r in enumerate(ranges))
+                shards.extend(Shard(str(src), lineage_path(path, recipe.base_dir), ii, r, 1 if k == 0 else 0)
+                              for k, r in enumerate(ranges))
             else:
-                shards.append(Shard(str(src), str(path), ii))
+                shards.append(Shard(str(src), lineage_path(path, recipe.base_dir), ii))
     return shards
+
+
+def lineage_path(path: Path, base: Path) -> str:
+    """How records and rejects name their file: relative to the recipe's directory when inside
+    it (so a/train.jsonl and b/train.jsonl stay apart), else the absolute path."""
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(os.path.abspath(base)))
+    except ValueError:
+        return str(os.path.abspath(path))
 
 
 def _inflated(path: Path, plain: Path) -> Path | None:
