@@ -200,8 +200,21 @@ def test_export_cli_tokenized_and_packed(qwen, tmp_path):
     rows = pq.read_table(tmp_path / "p" / "tokenized.parquet").to_pylist()
     assert all(len(x["input_ids"]) <= 1024 for x in rows) and ps["packing_efficiency"] > 0.9
     assert sorted(i for x in rows for i in x["ids"]) == sorted(row["id"] for row in t)
+    # every row padded to the pack length (pad tokens untrained, their positions a segment of their own)
+    assert {len(x["input_ids"]) for x in rows} == {len(x["labels"]) for x in rows} == {len(x["position_ids"]) for x in rows} == {1024}
+    for x in rows:
+        n = sum(x["seq_lengths"])
+        assert x["input_ids"][n:] == [ps["pad_token_id"]] * (1024 - n) and x["labels"][n:] == [IGNORE] * (1024 - n)
+        assert x["position_ids"][n:] == list(range(1024 - n)) and "attention_mask" not in x
+    # a pack length shorter than some records: they go through the truncation policy (rejected), no crash
+    r = run_cli("export", src, "-o", tmp_path / "short", "--tokenizer", tdir, "--pack", "64")
+    assert r.returncode == 0, r.stderr
+    ss = orjson.loads((tmp_path / "short" / "token_stats.json").read_bytes())
+    assert ss["reasons"]["too_long"] > stats["reasons"]["too_long"] and ss["kept"] + ss["rejected"] == 400
+    assert all(len(x["input_ids"]) == 64 for x in pq.read_table(tmp_path / "short" / "tokenized.parquet").to_pylist())
     assert "token statistics" in (tmp_path / "p" / "token_report.html").read_text()
     # trainer formats
     r = run_cli("export", src, "-o", tmp_path / "lf", "--to", "llamafactory")
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "lf" / "dataset_info.json").exists()
+    info = orjson.loads((tmp_path / "lf" / "dataset_info.json").read_bytes())
+    assert list(info) == ["train.llamafactory-sft"] and "ranking" not in info["train.llamafactory-sft"]

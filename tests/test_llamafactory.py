@@ -17,6 +17,8 @@ import subprocess
 import orjson
 import pytest
 
+from ptdata.convert import dataset_name
+
 from .conftest import ROOT, load_jsonl, run_cli
 from .curated import by_class, curate
 
@@ -32,6 +34,10 @@ def lf_python():
             pytest.fail(msg)
         pytest.skip(msg)
     return LF_PYTHON
+
+
+def stage_of(entry: dict) -> str:
+    return "rm" if entry.get("ranking") else "kto" if "kto_tag" in entry["columns"] else "sft"
 
 
 def rows_of(path) -> int:
@@ -68,14 +74,14 @@ def test_llamafactory_loads_each_export_with_its_entry(lf_python, tmp_path):
 
     # more shapes, from the single-kind TRL exports: alpaca sft / ranking / kto, sharegpt KTO from pairs, Parquet
     for to in ("trl-sft", "trl-dpo", "trl-kto"):
-        assert run_cli("export", kept, "-o", tmp_path / to, "--to", to).returncode == 4 - 4 * (to != "")
+        assert run_cli("export", kept, "-o", tmp_path / to, "--to", to).returncode == 0
     jobs = {"alpaca-sft.json": ("trl-sft", "alpaca"), "alpaca-ranking.json": ("trl-dpo", "alpaca"),
             "alpaca-kto.jsonl": ("trl-kto", "alpaca"), "sharegpt-kto.json": ("trl-kto", "sharegpt"),
             "sharegpt-sft.parquet": ("trl-sft", "sharegpt")}
     for name, (src, fmt) in jobs.items():
         r = run_cli("convert", tmp_path / src / f"train.{src}.jsonl", d / name, "--to", fmt, "--write-dataset-info", "-q")
         assert r.returncode == 0, r.stderr
-        files[name.rsplit(".", 1)[0]] = d / name
+        files[dataset_name(d / name)] = d / name
     assert rows_of(d / "sharegpt-kto.json") == 2 * len(classes["preference"]) + len(classes["unpaired"])
 
     info = json.loads((d / "dataset_info.json").read_text())
@@ -90,11 +96,8 @@ def test_llamafactory_loads_each_export_with_its_entry(lf_python, tmp_path):
 
     tok_dir = tmp_path / "tok"
     qwen_tokenizer().save_pretrained(tok_dir)
-    stage = {"sft": "sft", "ranking": "rm", "kto": "kto"}
-    specs = {}
-    for key, path in files.items():
-        name = path.name.rsplit(".", 1)[0]
-        specs[f"{name}:{stage[info[name].get('ranking') and 'ranking' or ('kto' if 'kto_tag' in info[name]['columns'] else 'sft')]}"] = path
+    # each entry at the stage it is for (LLaMA-Factory's dpo / rm stages load data as "rm")
+    specs = {f"{dataset_name(path)}:{stage_of(info[dataset_name(path)])}": path for path in files.values()}
     specs["train.llamafactory-sft:rm"] = None  # an sft entry at a preference stage: LLaMA-Factory refuses it
     specs["train.llamafactory-ranking:sft"] = None
     specs["mine:sft"] = d / "mine.json"

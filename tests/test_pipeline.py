@@ -19,7 +19,7 @@ from ptdata.ops.filters import LengthFilter
 from ptdata.ops.quality import QualityScores, Select
 from ptdata.pipeline import Input, Output, Recipe, load_recipe, run
 
-from .conftest import EXAMPLES, ROOT, load_jsonl, run_cli, shared
+from .conftest import EXAMPLES, ROOT, load_jsonl, run_cli, shared, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +244,23 @@ def test_run_from_a_process_with_native_threads(tmp_path):
     recipe = Recipe(inputs=[Input(str(src))], ops=[QualityScores(), NearDedup()], output=Output(dir=str(tmp_path / "o")), shard_bytes=500_000)
     res = run(recipe, workers=2)
     assert res.records_in == res.kept + res.rejected > 5000
+
+
+@pytest.mark.parametrize("copies", ["always", "never"])
+def test_pii_redactions_are_counted_by_type_on_both_plans(tmp_path, copies):
+    from collections import Counter
+
+    from ptdata.ops import Pii
+    from ptdata.pipeline import Input, Output, Recipe, run
+
+    rows = [{"instruction": f"Write to me at user{i % 7}@example.com or call +1 415 555 01{i % 10:02d}.", "input": "",
+             "output": f"Sure, reply {i % 5}."} for i in range(60)]
+    write_jsonl(tmp_path / "in.jsonl", rows + rows[:30])  # repeated lines: the identical-line plan counts each copy
+    res = run(Recipe(inputs=[Input(str(tmp_path / "in.jsonl"))], ops=[Pii()], output=Output(dir=str(tmp_path / "out")),
+                     base_dir=tmp_path), workers=2, copies=copies)
+    want: Counter = Counter()
+    for rec in load_jsonl(res.kept_path):
+        want.update(rec["meta"].get("pii", {}))
+    assert res.stats["kept_pii_redactions"] == dict(want) and want["EMAIL"] == 90 and want["PHONE"] == 90
+    assert "pii:EMAIL" not in res.stats["kept_flags"]
+    assert "PII redacted in kept records" in (tmp_path / "out" / "report.html").read_text()

@@ -385,6 +385,9 @@ def run_recipe(recipe, workers: int | None, quiet: bool, executor: str = "local"
         err.print(f"  {o['op']:<18} {o['in']:>9,} -> {o['kept']:>9,}{secs}" + (f"  dropped: {dropped}" if dropped else ""), highlight=False)
         if o.get("counters"):
             err.print("  " + " " * 18 + " model: " + ", ".join(f"{k} {v:,}" for k, v in o["counters"].items()), highlight=False)
+    if st.get("kept_pii_redactions"):
+        err.print("  pii redacted in kept records: " + ", ".join(f"{k} {v:,}" for k, v in st["kept_pii_redactions"].items()),
+                  highlight=False)
     if result.resumed_shards:
         err.print(f"  resumed: {result.resumed_shards} shard(s) reused from an earlier run of this recipe", highlight=False)
     err.print(f"kept: {result.kept_path}\nrejects: {result.rejects_path}\nstats: {result.stats_path}"

@@ -3,11 +3,14 @@
 A record is `sft` (a whole conversation ending with an assistant turn), `preference`
 (prompt turns plus `chosen` / `rejected` continuations) or `prompt` (unlabeled turns
 ending with a user or tool turn). Messages are plain dicts in the OpenAI/TRL shape:
-``{"role", "content", "name"?, "tool_calls"?, "tool_call_id"?, "weight"?}``.
+``{"role", "content", "reasoning"?, "name"?, "tool_calls"?, "tool_call_id"?, "weight"?, "parts"?,
+"reasoning_wrap"?}``: `content` is always a string; `reasoning` (the model's thinking) and
+`parts` (content arrays: part layout and media references) are described in content.py.
 
 The id is an xxh3-128 hash of the *normalized* conversation (roles, stripped NFC
-content, tool calls, tools), so the same conversation gets the same id whichever format
-it came from: ids are the dedup and lineage key.
+content, tool calls, tools; reasoning and media references only where a message has them,
+so the id of a record without them is what it always was), so the same conversation gets
+the same id whichever format it came from: ids are the dedup and lineage key.
 """
 from __future__ import annotations
 
@@ -17,11 +20,12 @@ from typing import Any, Iterable
 import orjson
 import xxhash
 
+from .content import check_parts, media_of, parse_openai_parts, reasoning_of
 from .errors import RecordError
 
 KINDS = ("sft", "preference", "prompt")
 ROLES = ("system", "user", "assistant", "tool")
-MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "weight")
+MESSAGE_KEYS = ("role", "content", "reasoning", "name", "tool_calls", "tool_call_id", "weight", "parts", "reasoning_wrap")
 
 Message = dict[str, Any]
 
@@ -143,16 +147,30 @@ def check_messages(value: Any, field: str) -> list[Message]:
         role = m.get("role")
         if role not in ROLES:
             raise RecordError("unknown_role", f"{field}[{i}].role is {role!r}; expected one of {', '.join(ROLES)}")
+        where = f"{field}[{i}]"
         content = m.get("content")
-        if content is None and m.get("tool_calls"):
+        reasoning = reasoning_of(m, where)
+        if reasoning is not None and role != "assistant":
+            raise RecordError("wrong_type", f"{where} is a {role} turn with reasoning; only assistant turns have it")
+        if content is None and (m.get("tool_calls") or reasoning is not None):
             content = ""
-        if not isinstance(content, str):
-            raise RecordError("wrong_type", f"{field}[{i}].content must be a string, got {type(content).__name__}")
-        clean = message(role, content, **{k: m.get(k) for k in MESSAGE_KEYS[2:]})
+        parts = None
+        if isinstance(content, list):  # an OpenAI / HF content array
+            content, parts = parse_openai_parts(content, f"{where}.content")
+        elif not isinstance(content, str):
+            raise RecordError("wrong_type", f"{where}.content must be a string or a list of content parts, got {type(content).__name__}")
+        elif m.get("parts") is not None:  # ptdata's own record form
+            parts = check_parts(m["parts"], where)
+        wrap = m.get("reasoning_wrap")
+        if wrap is not None and (reasoning is None or not (isinstance(wrap, list) and len(wrap) == 2
+                                                            and all(isinstance(x, str) for x in wrap))):
+            raise RecordError("wrong_type", f"{where}.reasoning_wrap must be the [before, after] text of a reasoning block")
+        clean = message(role, content, reasoning=reasoning, **{k: m.get(k) for k in MESSAGE_KEYS[3:7]},
+                        parts=parts, reasoning_wrap=wrap)
         if "tool_calls" in clean:
-            clean["tool_calls"] = normalize_tool_calls(clean["tool_calls"], f"{field}[{i}].tool_calls")
+            clean["tool_calls"] = normalize_tool_calls(clean["tool_calls"], f"{where}.tool_calls")
         if "weight" in clean and clean["weight"] not in (0, 1):
-            raise RecordError("wrong_type", f"{field}[{i}].weight must be 0 or 1, got {clean['weight']!r}")
+            raise RecordError("wrong_type", f"{where}.weight must be 0 or 1, got {clean['weight']!r}")
         out.append(clean)
     return out
 
@@ -208,6 +226,12 @@ def _norm_messages(msgs: list[Message] | None) -> list:
             item.append([[c["function"]["name"], c["function"]["arguments"]] for c in m["tool_calls"]])
         if m.get("name"):
             item.append(m["name"])
+        if "reasoning" in m:  # only where present: ids of records without reasoning do not change
+            item.append({"reasoning": normalize_text(m["reasoning"])})
+        if m.get("parts"):
+            media = media_of(m)
+            if media:
+                item.append({"media": media})
         out.append(item)
     return out
 

@@ -429,6 +429,9 @@ def _response_len(d: dict) -> int:
     return len(d["messages"][-1]["content"]) if d["messages"] else 0
 
 
+PII_FLAG = "pii:"  # a flag-channel entry counting one redaction of that type
+
+
 class _Hist:
     """Fixed-bin histograms of lengths and scores of the kept records, summed across shards for the report."""
 
@@ -449,7 +452,11 @@ class _Hist:
         writes as null, so it is not counted either way)."""
         meta = d["meta"]
         scores = [(k, float(v)) for k, v in d["scores"].items() if isinstance(v, (int, float)) and (isinstance(v, int) or math.isfinite(v))]
-        return _response_len(d), d["kind"], meta.get("lang", "?"), meta.get("flags", ()), scores
+        flags = meta.get("flags", ())
+        pii = meta.get("pii")
+        if pii:  # redactions travel with the flags (one entry each) and are split out in the merged stats
+            flags = [*flags, *(f"{PII_FLAG}{t}" for t, n in pii.items() for _ in range(int(n)))]
+        return _response_len(d), d["kind"], meta.get("lang", "?"), flags, scores
 
     def add(self, d: dict) -> None:
         length, kind, lang, flags, scores = self.fields(d)
@@ -904,7 +911,10 @@ def _merge_stats(recipe: Recipe, segments: list[Segment], seg_stats: list[list[d
         "recipe": recipe.name, "recipe_hash": recipe_hash(recipe), "kept_file": recipe.output.file,
         "records_in": records_in, "kept": kept, "rejected": rejected, **({"derived": added} if added else {}),
         "ops": funnel,
-        "kept_kinds": dict(kinds), "kept_languages": dict(langs.most_common()), "kept_flags": dict(flags),
+        "kept_kinds": dict(kinds), "kept_languages": dict(langs.most_common()),
+        "kept_flags": {k: v for k, v in flags.items() if not k.startswith(PII_FLAG)},
+        "kept_pii_redactions": dict(sorted(((k[len(PII_FLAG):], v) for k, v in flags.items() if k.startswith(PII_FLAG)),
+                                           key=lambda x: -x[1])),
         "histograms": {"bins_length": _Hist.LEN_BINS, **hist},
         "contamination": {k: sorted(set(v)) for k, v in sorted(contamination.items())},
     }

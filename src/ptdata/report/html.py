@@ -33,24 +33,36 @@ def hbar_chart(title: str, labels: list[str], values: list[float], note: list[st
     return f"<h3>{_esc(title)}</h3><svg width='{W}' height='{h}' class='chart'>{''.join(rows)}</svg>"
 
 
+def _tick(x: float) -> str:
+    """A bin edge as a person writes it: 0.35, 1,000, 1e9 (no float noise)."""
+    if x >= 1e9:
+        return f"{x:.0e}"
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:.4g}"
+
+
 def histogram(title: str, bins: list[float], counts: list[int], color: str = "#F58518") -> str:
-    """Vertical bars over bin ranges."""
+    """Vertical bars over bin ranges, with a count axis and each bin's edges under its edges."""
     if not counts or not sum(counts):
         return f"<h3>{_esc(title)}</h3><p class='muted'>no data</p>"
     top = max(counts)
     n = len(counts)
-    plot_h, bw = 160, (W - 40) / n
-    bars = []
+    left, plot_h = 56, 160
+    bw = (W - left - 10) / n
+    parts = [f"<line x1='{left - 4}' y1='10' x2='{left - 4}' y2='{10 + plot_h}' stroke='#999'/>"]
+    for frac in (0, 0.5, 1):  # the count axis: 0, half, the tallest bar
+        y = 10 + plot_h * (1 - frac)
+        parts.append(f"<text x='{left - 8}' y='{y + 4:.1f}' text-anchor='end' class='tick'>{round(top * frac):,}</text>")
     for i, c in enumerate(counts):
         bh = plot_h * c / top
-        x = 30 + i * bw
+        x = left + i * bw
         lo, hi = bins[i], bins[i + 1]
-        label = f"{lo:g}" if isinstance(lo, float) and lo < 1.01 else f"{int(lo):,}"
-        bars.append(f"<rect x='{x:.1f}' y='{10 + plot_h - bh:.1f}' width='{bw - 2:.1f}' height='{bh:.1f}' fill='{color}'>"
-                    f"<title>[{lo:g}, {hi:g}): {c:,}</title></rect>")
-        if n <= 14 or i % 2 == 0:
-            bars.append(f"<text x='{x + bw / 2:.1f}' y='{plot_h + 26}' text-anchor='middle' class='tick'>{_esc(label)}</text>")
-    return f"<h3>{_esc(title)}</h3><svg width='{W}' height='{plot_h + 34}' class='chart'>{''.join(bars)}</svg>"
+        parts.append(f"<rect x='{x:.1f}' y='{10 + plot_h - bh:.1f}' width='{bw - 2:.1f}' height='{bh:.1f}' fill='{color}'>"
+                     f"<title>[{_esc(_tick(lo))}, {_esc(_tick(hi))}): {c:,}</title></rect>")
+    step = 1 if n <= 12 else 2
+    for i in range(0, n + 1, step):  # edges under the edges
+        parts.append(f"<text x='{left + i * bw - 1:.1f}' y='{plot_h + 26}' text-anchor='middle' class='tick'>{_esc(_tick(bins[i]))}</text>")
+    return (f"<h3>{_esc(title)}</h3><svg width='{W}' height='{plot_h + 34}' class='chart'>{''.join(parts)}</svg>"
+            f"<p class='muted'>count of kept records per bin; hover a bar for its range</p>")
 
 
 def _funnel_table(ops: list[dict]) -> str:
@@ -93,6 +105,12 @@ def render(stats: dict) -> str:
     kinds = stats.get("kept_kinds", {})
     if kinds:
         parts.append(hbar_chart("kinds", list(kinds), list(kinds.values()), color="#72B7B2"))
+    flags = stats.get("kept_flags", {})
+    if flags:
+        parts.append(hbar_chart("flags on kept records (validation warnings)", list(flags), list(flags.values()), color="#E45756"))
+    pii = stats.get("kept_pii_redactions", {})
+    if pii:
+        parts.append(hbar_chart("PII redacted in kept records, by type", list(pii), list(pii.values()), color="#9D755D"))
     dedup = [(o["op"], o["report"]) for o in ops if "report" in o]
     if dedup:
         parts.append("<h2>Global steps</h2>")
