@@ -233,3 +233,39 @@ def test_an_interrupted_step_keeps_every_answer_it_got(tmp_path):
     assert 200 - first <= again <= 200 - first + 4
     kept = [orjson.loads(x) for x in (tmp_path / "g" / "kept.jsonl").read_bytes().splitlines()]
     assert len(kept) == 200
+
+
+def test_a_model_step_on_a_terminal_shows_its_calls_as_they_end(tmp_path):
+    """On a terminal, `generate` draws a live line per request (done, cached, failed, retried,
+    tokens, rate), not only a shard bar that stays at 0/1 for the whole step."""
+    import asyncio
+    import pty
+    import subprocess
+    import sys
+
+    async def slow(req: Request) -> Result:
+        await asyncio.sleep(0.02)
+        return Result(samples=[Sample("an answer", "stop")], prompt_tokens=5, completion_tokens=2)
+
+    src = tmp_path / "p.jsonl"
+    src.write_bytes(b"".join(orjson.dumps({"prompt": f"Question {i}?"}) + b"\n" for i in range(60)))
+    with LoopbackServer(make_app(slow)) as srv:
+        master, slave = pty.openpty()
+        p = subprocess.Popen([sys.executable, "-c", "from ptdata.cli import main; main()", "generate", str(src), "-o",
+                              str(tmp_path / "g"), "--n", "1", "--base-url", srv.base_url, "--model", "m",
+                              "--llm", "cache_dir=null", "--llm", "concurrency=2"],
+                             stdin=slave, stdout=slave, stderr=slave, env={**os.environ, "COLUMNS": "200", "TERM": "xterm"})
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert p.wait(timeout=120) == 0
+    text = out.decode(errors="replace")
+    assert "model calls" in text and " done (0 cached)" in text and "calls/s" in text
+    assert "in 60 · kept 60 · rejected 0" in text

@@ -99,15 +99,20 @@ class _Bar:
             self.p.refresh()
 
 
+def _counts(c: dict) -> str:
+    """`reason 3, other 1`, largest first: how a summary lists counts (never a dict repr)."""
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(c.items(), key=lambda x: -x[1]))
+
+
 def _summary(counts_in: int, kept: int, rejected: int, reasons: dict, flags: dict, rejects: Path | None) -> None:
     line = f"in {counts_in:,} · kept {kept:,} · rejected {rejected:,}"
     if rejected and rejects is not None:
         line += f"  (rejects: {rejects})"
     err.print(line, highlight=False)
     if reasons:
-        err.print("  rejected by reason: " + ", ".join(f"{k} {v:,}" for k, v in sorted(reasons.items(), key=lambda x: -x[1])), highlight=False)
+        err.print("  rejected by reason: " + _counts(reasons), highlight=False)
     if flags:
-        err.print("  flagged (kept): " + ", ".join(f"{k} {v:,}" for k, v in sorted(flags.items(), key=lambda x: -x[1])), highlight=False)
+        err.print("  flagged (kept): " + _counts(flags), highlight=False)
 
 
 FromOpt = Annotated[Optional[str], typer.Option("--from", help="Input format (detected when omitted).")]
@@ -262,7 +267,7 @@ def stats_cmd(
 def _print_stats(d: dict) -> None:
     t = Table(title="ptdata stats", show_header=False)
     t.add_row("records (valid)", f"{d['records']:,}")
-    t.add_row("rejected", f"{d['rejected']:,}" + (f"  {d['reject_reasons']}" if d["reject_reasons"] else ""))
+    t.add_row("rejected", f"{d['rejected']:,}" + (f"  ({_counts(d['reject_reasons'])})" if d["reject_reasons"] else ""))
     t.add_row("by kind", ", ".join(f"{k} {v:,}" for k, v in d["kinds"].items()))
     tp = d["turns_per_conversation"]
     t.add_row("turns / conversation", f"mean {tp['mean']}, max {tp['max']}, " + ", ".join(f"{k}:{v}" for k, v in tp["histogram"].items()))
@@ -350,8 +355,12 @@ def run_recipe(recipe, workers: int | None, quiet: bool, executor: str = "local"
     """Run a recipe with a progress bar per stage and print the funnel; shared by `run` and the model steps."""
     from .pipeline import run
 
+    import time
+
+    from .llm import base as llm_base
+
     show = not quiet and err.is_terminal
-    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} shards"),
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                     TimeElapsedColumn(), console=err, auto_refresh=False)
     tasks: dict[str, int] = {}
 
@@ -359,12 +368,29 @@ def run_recipe(recipe, workers: int | None, quiet: bool, executor: str = "local"
         if not show:
             return
         if label not in tasks:
-            tasks[label] = prog.add_task(label, total=total)
-        prog.update(tasks[label], completed=done)
+            tasks[label] = prog.add_task(label, total=total, info="")
+        prog.update(tasks[label], completed=done, info=f"{done}/{total} shards")
+        prog.refresh()
+
+    t0, last = time.monotonic(), [0.0]
+
+    def model_calls(u) -> None:
+        """A live line per model step: requests done, failed, retried, tokens and the rate."""
+        now = time.monotonic()
+        if now - last[0] < 0.2:
+            return
+        last[0] = now
+        if "model" not in tasks:
+            tasks["model"] = prog.add_task("model calls", total=None, info="")
+        rate = (u.requests - u.cache_hits) / max(now - t0, 1e-9)
+        prog.update(tasks["model"], info=f"{u.requests:,} done ({u.cache_hits:,} cached) · {u.failures:,} failed · "
+                                         f"{u.retries:,} retried · {u.prompt_tokens + u.completion_tokens:,} tokens · "
+                                         f"{rate:.1f} calls/s")
         prog.refresh()
 
     if show:
         prog.start()
+        llm_base.on_result = model_calls
     try:
         if executor == "ray":
             from .pipeline.ray_exec import run_ray
@@ -373,6 +399,7 @@ def run_recipe(recipe, workers: int | None, quiet: bool, executor: str = "local"
         else:
             result = run(recipe, workers=workers, progress=progress)
     finally:
+        llm_base.on_result = None
         if show:
             prog.stop()
     st = result.stats

@@ -21,6 +21,11 @@ from ..params import Count, NonNegative, Positive, check
 Progress = Callable[[int], None]  # called with the number of requests just finished
 Done = Callable[[int, "Result"], None]  # a backend calls it with each request's index and result as it arrives
 
+# Called with a backend's Usage each time a request ends (answered, failed, or found in the cache):
+# the CLI shows it as a live line (done, failed, retried, tokens, rate). Set in the process that
+# runs the model step; worker processes reset it (see pipeline.local._init_worker).
+on_result: Callable[["Usage"], None] | None = None
+
 
 class LLMError(InputError):
     """A configuration or installation problem: the step cannot start."""
@@ -205,8 +210,11 @@ class Backend:
             hit = self.cache.get(k) if self.cache is not None else None
             if hit is not None:
                 results[i] = _result_from_json(hit)
+                self.usage.add(results[i])
             else:
                 todo.append(i)
+        if on_result is not None and len(todo) < len(requests):
+            on_result(self.usage)
         if progress and len(todo) < len(requests):
             progress(len(requests) - len(todo))
         if todo:
@@ -216,12 +224,13 @@ class Backend:
                 results[i] = res
                 if self.cache is not None and res.ok:
                     self.cache.put(keys[i], _result_to_json(res))
+                self.usage.add(res)
+                if on_result is not None:
+                    on_result(self.usage)
                 if progress:
                     progress(1)
 
             self._compute([requests[i] for i in todo], done)
-        for r in results:
-            self.usage.add(r)
         return results  # type: ignore[return-value]
 
     def _compute(self, requests: list[Request], done: Done) -> None:

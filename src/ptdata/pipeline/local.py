@@ -232,6 +232,10 @@ def _init_worker(state: dict[str, Any]) -> None:
     """Pool initializer: receives the run state (inherited under fork, pickled under forkserver)."""
     _CTX.clear()
     _CTX.update(state)
+    if os.getpid() != state.get("parent_pid"):
+        from ..llm import base as llm_base
+
+        llm_base.on_result = None  # a forked worker must not draw on the parent's terminal
     for op in state["recipe"].ops:
         op.setup()  # no-op when already built in the parent and inherited
 
@@ -664,7 +668,8 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
             inp = recipe.inputs[sh.input_index]
             formats[sh.path] = RecordReader(sh.path, inp.read_options(recipe.validation), alias=sh.alias).detect()
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(shards)))
-    state: dict[str, Any] = dict(recipe=recipe, segments=segments, shards=shards, work=work, formats=formats)
+    state: dict[str, Any] = dict(recipe=recipe, segments=segments, shards=shards, work=work, formats=formats,
+                                 parent_pid=os.getpid())
     if dispatch is None and copies != "never":
         from . import copies as plan_copies
 
