@@ -161,3 +161,14 @@ def test_parquet_has_the_columns_of_its_row_type_and_widens_for_late_tools(tmp_p
     (rej,) = load_jsonl(tmp_path / "k.rejects.jsonl")
     assert rej["reason"] == "not_representable" and "chat_template_kwargs" in rej["detail"]
     assert orjson.loads((tmp_path / "k.jsonl").read_bytes().splitlines()[0])["chat_template_kwargs"]  # input untouched
+
+
+def test_bad_export_arguments_are_one_error_line(tmp_path):
+    src = mixed(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    for args in (["-o", tmp_path / "afile", "--to", "trl-sft"], ["-o", tmp_path / "o", "--to", "trl-sft", "--pack", "8"],
+                 ["-o", tmp_path / "o", "--to", "nope"], ["-o", tmp_path / "o", "--to", "trl-sft", "--tokenizer", "qwen"]):
+        r = run_cli("export", src, *args)
+        assert r.returncode == 1, (args, r.stderr)
+        assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()

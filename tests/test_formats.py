@@ -178,7 +178,7 @@ def test_native_roundtrip_all_kinds_jsonl_and_parquet(tmp_path):
         c = convert(src, out, "ptdata")
         assert c.kept == 4, ext
         back = [r for r, _ in read_records(out)]
-        assert [r.to_dict() for r in back] == [r.to_dict() | {"meta": {**r.meta, "source": f"r.jsonl:{i + 1}"}} for i, r in enumerate(recs)], ext
+        assert [r.to_dict() for r in back] == [r.to_dict() | {"meta": {**r.meta, "source": f"{src}:{i + 1}"}} for i, r in enumerate(recs)], ext  # the path as given
 
 
 def test_ids_are_format_independent_and_content_sensitive():

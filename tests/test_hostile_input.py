@@ -480,3 +480,14 @@ def test_changed_recipe_keeps_the_previous_run_whole_in_previous(tmp_path):
     prev = tmp_path / "out" / ".previous"
     assert orjson.loads((prev / "_SUCCESS").read_bytes()) == first
     assert sorted(p.name for p in prev.iterdir()) == ["_SUCCESS", "kept.jsonl", "rejects.jsonl", "report.html", "stats.json"]
+
+
+def test_nothing_written_means_no_file_and_no_stale_one(tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", ROWS[:3])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "", "input": "", "output": "x"}] * 3)
+    out = tmp_path / "keep.jsonl"
+    assert run_capped("convert", good, out, "--to", "openai", "-q").returncode == EXIT_OK
+    assert out.exists() and not (tmp_path / "keep.rejects.jsonl").exists()  # no rejects: no empty rejects file
+    r = run_capped("convert", bad, out, "--to", "openai", "-q")
+    assert r.returncode == EXIT_ALL_REJECTED and "nothing written" in r.stderr
+    assert not out.exists() and len(load_jsonl(tmp_path / "keep.rejects.jsonl")) == 3

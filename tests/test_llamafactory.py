@@ -62,7 +62,7 @@ def test_llamafactory_loads_each_export_with_its_entry(lf_python, tmp_path):
 
     r = run_cli("export", kept, "-o", d, "--to", "llamafactory")
     assert r.returncode == 0, r.stderr
-    weight0 = [x for x in classes["sft"] if any(m.get("weight") == 0 for m in x.messages)]
+    weight0 = [x for x in classes["sft"] if any(m.get("weight") == 0 and m["role"] == "assistant" for m in x.messages)]
     files = {"sft": d / "train.llamafactory-sft.json", "ranking": d / "train.llamafactory-ranking.json",
              "kto": d / "train.llamafactory-kto.json"}
     assert rows_of(files["sft"]) == len(classes["sft"]) - len(weight0)  # LLaMA-Factory trains every gpt turn

@@ -21,9 +21,9 @@ from rich.table import Table
 from . import __version__
 from .convert import RunCounts, convert
 from .errors import InputError
-from .formats import FORMATS
+from .formats import FORMATS, extra_summary
 from .json_scan import DEFAULT_MAX_DEPTH
-from .io import RowWriter, guard_outputs, rejects_path_for
+from .io import RowWriter, guard_outputs, rejects_path_for, split_name
 from .reader import ReadOptions, RecordReader
 from .report.stats import DatasetStats
 from .validation import ValidationConfig
@@ -159,6 +159,9 @@ def convert_cmd(
     with _Bar(f"convert {src.name}", quiet) as bar:
         counts = convert(src, dst, to, ro, write_opts, rejects, bar, write_dataset_info, workers)
     _summary(counts.records_in, counts.kept, counts.rejected, counts.reasons, counts.flags, rejects)
+    extra_line = extra_summary(counts.extra, to, write_opts, split_name(dst)[0] == "parquet")
+    if extra_line:
+        err.print("  " + extra_line, highlight=False, markup=False)
     if counts.rows_out != counts.kept:
         err.print(f"  wrote {counts.rows_out:,} rows to {dst}", highlight=False)
     exit_if_nothing(counts.records_in, counts.kept)

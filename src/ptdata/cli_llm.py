@@ -292,7 +292,8 @@ def export_cmd(inputs: InputsArg, out: OutOpt,
                truncation: Annotated[str, typer.Option(help="reject, truncate (never inside the first user turn) or "
                                                        "drop_turns (drop the earliest exchanges).")] = "reject",
                train_on: Annotated[str, typer.Option(help="all assistant turns, or only the last.")] = "all",
-               pack: Annotated[Optional[int], typer.Option(help="Pack sequences into rows of this many tokens.")] = None,
+               pack: Annotated[Optional[int], typer.Option(help="Pack whole sequences into rows of exactly this many tokens "
+                                                           "(padded; position_ids restart per sequence; no attention_mask).")] = None,
                fmt: FromOpt = None) -> None:
     """Write training-ready data: trainer formats, or tokenized Parquet with assistant-only labels and packing."""
     from .export import export_format, export_tokenized
@@ -300,6 +301,9 @@ def export_cmd(inputs: InputsArg, out: OutOpt,
 
     ro = ReadOptions(fmt=fmt)
     if to != "tokenized":
+        given = [f for f, v in (("--tokenizer", tokenizer), ("--max-length", max_length), ("--pack", pack)) if v is not None]
+        if given:
+            raise InputError(f"{given[0]} applies to --to tokenized only, not --to {to}")
         c = export_format(list(inputs), out, to, ro)
         print_export_summary(c, out)
         exit_if_nothing(c["records_in"], c["written"])

@@ -62,6 +62,10 @@ def split_think(text: str) -> tuple[str, str, list[str] | None] | None:
     `wrap` is the exact text before and after the reasoning, None when it is the canonical one."""
     if "<think>" not in text[:64]:
         return None
+    if text.startswith(THINK_OPEN):  # the canonical form first: the reasoning is exactly what it wraps
+        end = text.find(THINK_CLOSE, len(THINK_OPEN))
+        if end >= 0 and "</think>" not in text[len(THINK_OPEN):end]:
+            return text[len(THINK_OPEN):end], text[end + len(THINK_CLOSE):], None
     m = _THINK.match(text)
     if m is None:
         return None
@@ -252,8 +256,10 @@ def openai_content(m: dict, fmt: str, not_representable: Callable[[str, str], Re
     """A record message's content as OpenAI writes it: the string, or the content array when the
     message came as one or holds media."""
     parts = m.get("parts")
-    if not parts:
+    if parts is None:
         return m["content"]
+    if not parts and not m["content"]:
+        return []  # an empty content array stays one
     kinds = [p["type"] for p in parts]
     media = any(k in MEDIA_TYPES for k in kinds)
     if not media and kinds.count("text") <= 1 and any(k in ("reasoning", "tool_call") for k in kinds):

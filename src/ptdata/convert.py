@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 import orjson
 
 from .errors import InputError, RecordError
-from .formats import TRL_TYPE_NAMES, TYPE_COLUMNS, dataset_info_entry, get_format, record_class, row_type
+from .formats import TRL_TYPE_NAMES, TYPE_COLUMNS, check_write_options, dataset_info_entry, get_format, record_class, row_type
 from .parallel import pool_context
 from .io import RowWriter, guard_outputs, count_newlines, reject_row, rejects_path_for, split_name, split_ranges, with_first_lines
 from .reader import ReadOptions, RecordReader
@@ -34,6 +34,7 @@ class RunCounts:
     fmt_in: str | None = None
     row_type: str | None = None  # a file of one row type (Parquet, LLaMA-Factory): that type
     columns: set = field(default_factory=set)  # the columns written (single-type files)
+    extra: Counter = field(default_factory=Counter)  # unmapped input fields (meta.extra) -> records written with them
 
     def check(self) -> None:
         assert self.records_in == self.kept + self.rejected, "record accounting broke: in != kept + rejected"
@@ -41,7 +42,7 @@ class RunCounts:
     def as_dict(self) -> dict:
         return {"in": self.records_in, "kept": self.kept, "rejected": self.rejected, "rows_out": self.rows_out,
                 "format_in": self.fmt_in, "kinds": dict(self.kinds), "reject_reasons": dict(self.reasons),
-                "flags": dict(self.flags)}
+                "flags": dict(self.flags), "unmapped_fields": dict(self.extra)}
 
 
     def merge(self, other: "RunCounts") -> None:
@@ -52,6 +53,7 @@ class RunCounts:
         self.reasons.update(other.reasons)
         self.flags.update(other.flags)
         self.kinds.update(other.kinds)
+        self.extra.update(other.extra)
         self.columns |= other.columns
         self.row_type = self.row_type or other.row_type
 
@@ -86,7 +88,10 @@ def convert(
     get_format(to)
     ro = ro or ReadOptions()
     write_opts = write_opts or {}
+    check_write_options(write_opts)
     dst = Path(dst)
+    if split_name(dst)[0] == "parquet" and "extra" not in write_opts:
+        write_opts = {**write_opts, "extra": "drop"}  # a fixed schema has no column for unmapped fields
     rejects_path = Path(rejects) if rejects else rejects_path_for(dst)
     if rejects_path == dst:
         raise InputError(f"the rejects file {rejects_path} would be the output file")
@@ -101,6 +106,9 @@ def convert(
     n_workers = 1 if single else _workers_for(reader, dst, workers)
     if n_workers > 1:
         counts = _convert_parallel(reader, dst, to, write_opts, rejects_path, progress, n_workers)
+        for path, n in ((dst, counts.kept), (rejects_path, counts.rejected)):
+            if not n:  # as the serial path: nothing to write, no file (nor an older one that would be stale)
+                path.unlink(missing_ok=True)
     else:
         counts = _convert_range(reader, dst, to, write_opts, rejects_path, progress, single_type=single,
                                 for_llamafactory=write_dataset_info)
@@ -130,7 +138,7 @@ def _convert_range(reader: RecordReader, dst: Path, to: str, write_opts: dict, r
     write = get_format(to).write
     counts = RunCounts()
     parquet = split_name(dst)[0] == "parquet"
-    rej = RowWriter(rejects_path, "ptdata")
+    rej = RowWriter(rejects_path, "ptdata", keep_empty=False)  # no rejects, no file
 
     def unfit(tag: tuple, detail: str) -> None:  # a record the output container cannot hold
         pos, rec, n_rows = tag
@@ -141,7 +149,7 @@ def _convert_range(reader: RecordReader, dst: Path, to: str, write_opts: dict, r
         counts.kinds[rec.kind] -= 1
         counts.reasons["not_representable"] += 1
 
-    with no_gc(), rej, RowWriter(dst, to, write_opts, on_unfit=unfit) as out:
+    with no_gc(), rej, RowWriter(dst, to, write_opts, on_unfit=unfit, keep_empty=False) as out:
         for n, (rec, bad) in enumerate(reader, 1):
             counts.records_in = n
             if rec is None:
@@ -168,6 +176,8 @@ def _convert_range(reader: RecordReader, dst: Path, to: str, write_opts: dict, r
             counts.kinds[rec.kind] += 1
             for f in rec.meta.get("flags", ()):
                 counts.flags[f] += 1
+            if "extra" in rec.meta and isinstance(rec.meta["extra"], dict):
+                counts.extra.update(rec.meta["extra"].keys())
             if progress is not None and not n & 4095:
                 progress(reader.fraction(), counts)
     return counts
@@ -208,14 +218,14 @@ def _convert_parallel(reader: RecordReader, dst: Path, to: str, write_opts: dict
                 counts.merge(part)
                 if progress is not None:
                     progress(i / len(jobs), counts)
-        _concat([Path(j[5]) for j in jobs], dst)
-        _concat([Path(j[8]) for j in jobs], rejects_path)
+        _concat([Path(j[5]) for j in jobs], dst, missing_ok=True)
+        _concat([Path(j[8]) for j in jobs], rejects_path, missing_ok=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return counts
 
 
-def _concat(parts: list[Path], dst: Path) -> None:
+def _concat(parts: list[Path], dst: Path, missing_ok: bool = False) -> None:
     """Join part files in order (gzip members concatenate into a valid gzip stream).
 
     copy_file_range copies inside the kernel: 8x faster than a read/write loop here.
@@ -224,6 +234,8 @@ def _concat(parts: list[Path], dst: Path) -> None:
     partial = dst.with_name(f".{dst.name}.partial")
     with open(partial, "wb") as out:
         for p in parts:
+            if missing_ok and not p.exists():  # a part that had nothing to write left no file
+                continue
             with open(p, "rb") as f:
                 size, done = os.fstat(f.fileno()).st_size, 0
                 try:

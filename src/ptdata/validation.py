@@ -3,6 +3,11 @@
 Errors make a record unusable for training and reject it with a reason code; flags mark
 something a person should look at (a language switch, an unbalanced code fence, an answer
 cut off mid-sentence) and are kept in ``meta.flags`` (``strict`` turns them into rejects).
+
+Messages may carry `reasoning` (assistant turns) and content `parts` (content.py): a turn with
+only media (an image and no text) is not empty, an answer that is only reasoning is; the
+reasoning is held to the same length limit as the text and counts in telling two turns (and
+two preference sides) apart.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from dataclasses import dataclass
 
 from .errors import RecordError
 from .params import Count, Positive
+from .content import media_of
 from .records import Message, Record, normalize_text
 
 # Codes, so that callers and tests can rely on them.
@@ -83,7 +89,9 @@ def _check_preference(rec: Record, cfg: ValidationConfig) -> list[Message]:
 
 
 def _norm_side(side: list[Message]) -> list:
-    return [(m["role"], normalize_text(m["content"]), str(m.get("tool_calls"))) for m in side]
+    return [(m["role"], normalize_text(m["content"]), str(m.get("tool_calls")),
+             normalize_text(m["reasoning"]) if "reasoning" in m else None, str(media_of(m)) if m.get("parts") else None)
+            for m in side]
 
 
 def _describe(m: Message) -> str:
@@ -117,19 +125,26 @@ def check_turns(msgs: list[Message], cfg: ValidationConfig, where: str) -> None:
             pending = len(m["tool_calls"])
             state = "call"
         else:
-            if not content or content.isspace():
-                raise RecordError("empty_turn", f"{where}[{i}] ({role}) is empty")
+            if (not content or content.isspace()) and not (m.get("parts") and media_of(m)):
+                why = " (it has reasoning but no answer)" if m.get("reasoning") else ""
+                raise RecordError("empty_turn", f"{where}[{i}] ({role}) is empty{why}")
             if role == "tool":
                 pending -= 1
             state = role
         if len(content) > max_chars:
             raise RecordError("turn_too_long", f"{where}[{i}] has {len(content):,} characters, over {max_chars:,}")
+        if "reasoning" in m and len(m["reasoning"]) > max_chars:
+            raise RecordError("turn_too_long", f"{where}[{i}] has {len(m['reasoning']):,} characters of reasoning, over {max_chars:,}")
         if role == "tool":
             prev_text = None  # echoing a tool result is fine
             continue
         text = content.strip()
         if not text.isascii():
             text = normalize_text(text)
+        if len(m) > 2 and m.get("parts"):  # the same words about another image are another turn
+            media = media_of(m)
+            if media:
+                text = (text, str(media))
         if text and text == prev_text:
             raise RecordError("repeated_turn", f"{where}[{i}] repeats the previous turn word for word")
         prev_text = text

@@ -100,8 +100,8 @@ def export_format(inputs: list[Path], out_dir: Path, to: str, ro: ReadOptions | 
                   names: dict[str, str] | None = None, rejects: Path | None = None, check_dir: bool = True) -> dict:
     """Write the trainer file(s) of `to` (a target or a group of targets) into `out_dir`.
 
-    Each target takes only the kinds of record its trainer trains on; a record that no target
-    asked for takes is a `wrong_kind` reject whose detail names the target that does. All
+    Each target takes only the kinds of record its trainer trains on; a record none of the
+    targets asked for takes is a `wrong_kind` reject whose detail names the target that does. All
     inputs go into one file per target; a target no record went to writes no file. LLaMA-Factory
     files get their entry in `out_dir/dataset_info.json` (merged, named after the file).
     `names` renames target files ({target: file name}); `check_dir=False` allows inputs in `out_dir`.
@@ -114,6 +114,8 @@ def export_format(inputs: list[Path], out_dir: Path, to: str, ro: ReadOptions | 
     from ..reader import RecordReader
 
     targets = resolve_targets(to)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: not a directory (-o names the output directory)")
     names = names or {}
     paths = {t.name: out_dir / names.get(t.name, t.file) for t in targets}
     rejects_path = rejects or out_dir / f"train.{to}.rejects.jsonl"
@@ -133,7 +135,7 @@ def export_format(inputs: list[Path], out_dir: Path, to: str, ro: ReadOptions | 
     wrong: Counter = Counter()
     kinds_in: Counter = Counter()
     try:
-        with RowWriter(rejects_path, "ptdata") as rej:
+        with RowWriter(rejects_path, "ptdata", keep_empty=False) as rej:
             for src in inputs:
                 reader = RecordReader(src, ro)
                 reader.detect()
@@ -217,6 +219,8 @@ def export_tokenized(inputs: list[Path], out_dir: Path, tokenizer_dir: str | Pat
     """tokenized.parquet, rejects, stats. One row per record (id, input_ids, labels, attention_mask), or with
     `pack_length` packed rows padded to that length (input_ids, labels, position_ids, seq_lengths, ids; see pack.py)."""
     guard_outputs(inputs, dirs=[out_dir])
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: not a directory (-o names the output directory)")
     tok = tokenizer or load_tokenizer(tokenizer_dir)
     if pack_length is not None and pack_length < 1:
         raise InputError(f"--pack {pack_length}: the pack length must be at least 1 token")

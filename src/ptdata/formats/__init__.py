@@ -6,7 +6,7 @@ RecordError("not_representable") instead of dropping data.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,7 +14,8 @@ import orjson
 
 from ..errors import InputError
 from ..records import Record
-from . import alpaca, hh, native, openai, qa, rated, sharegpt, trl
+from . import alpaca, hh, llamafactory_v1, native, openai, qa, rated, sharegpt, trl
+from ._shape import check_write_options, extra_summary, wrap_read, wrap_write  # noqa: F401  (reasoning, media, meta.extra)
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,14 @@ FORMATS: dict[str, Format] = {
         Format(alpaca.NAME, alpaca.detect, alpaca.read, alpaca.write, "Alpaca / LLaMA-Factory (instruction, input, output, system, history; ranking and KTO variants)"),
         Format(hh.NAME, hh.detect, hh.read, hh.write, "HH-RLHF transcripts (chosen/rejected '\\n\\nHuman: … \\n\\nAssistant: …')"),
         Format(qa.NAME, qa.detect, qa.read, qa.write, "question/answer pairs such as GSM8K (--field question=… --field answer=…)"),
-        Format(openai.NAME, openai.detect, openai.read, openai.write, "OpenAI chat fine-tuning (messages, tools, tool_calls, weight)"),
+        Format(llamafactory_v1.NAME, llamafactory_v1.detect, llamafactory_v1.read, llamafactory_v1.write, "LLaMA-Factory v1 (messages or chosen_messages/rejected_messages of typed content parts: text, reasoning, tool_call, media; loss_weight; tools as a JSON string)"),
+        Format(openai.NAME, openai.detect, openai.read, openai.write, "OpenAI chat fine-tuning (messages, tools, tool_calls, weight, content parts, reasoning_content)"),
         Format(trl.NAME, trl.detect, trl.read, trl.write, "TRL prompt-only, prompt-completion, preference (explicit/implicit), unpaired; standard or conversational"),
     )
 }
+# Every reader and writer goes through the shared steps of _shape.py (inline <think> blocks,
+# meta.extra, reasoning and media on the way out).
+FORMATS = {n: replace(f, read=wrap_read(n, f.read), write=wrap_write(n, f.write)) for n, f in FORMATS.items()}
 
 
 def get_format(name: str) -> Format:
@@ -241,9 +246,15 @@ def _parquet_schema(fmt: str, opts: dict):
     MESSAGES = pa.list_(pa.struct([("role", S), ("content", S), ("name", S), ("tool_calls", pa.list_(tool_call)),
                                    ("tool_call_id", S), ("weight", pa.int64())]))
     FROM_VALUE = pa.struct([("from", S), ("value", S)])
-    if fmt == "ptdata":
-        return pa.schema([("id", S), ("kind", S), ("messages", MESSAGES), ("chosen", MESSAGES), ("rejected", MESSAGES),
+    if fmt == "ptdata":  # the record model's messages: also reasoning, parts (JSON text) and reasoning_wrap
+        PT = pa.list_(pa.struct([*(MESSAGES.value_type[i] for i in range(MESSAGES.value_type.num_fields)),
+                                 ("reasoning", S), ("parts", S), ("reasoning_wrap", pa.list_(S))]))
+        return pa.schema([("id", S), ("kind", S), ("messages", PT), ("chosen", PT), ("rejected", PT),
                           ("scores", pa.map_(S, pa.float64())), ("meta", S)])
+    if fmt == "llamafactory-v1":
+        V1 = pa.list_(pa.struct([("role", S), ("content", pa.list_(pa.struct([("type", S), ("value", S)]))),
+                                 ("loss_weight", pa.float64())]))
+        return pa.schema([("messages", V1), ("chosen_messages", V1), ("rejected_messages", V1), ("tools", S)])
     if fmt == "alpaca":
         return pa.schema([("instruction", S), ("input", S), ("output", S), ("system", S), ("history", pa.list_(pa.list_(S))),
                           ("chosen", S), ("rejected", S), ("kto_tag", pa.bool_())])
@@ -273,8 +284,27 @@ def _json_str(v: Any) -> Any:
     return v if v is None or isinstance(v, str) else orjson.dumps(v).decode()
 
 
-def _arrow_messages(msgs: Any) -> Any:
-    if not isinstance(msgs, list) or not any(isinstance(m, dict) and m.get("tool_calls") for m in msgs):
+_STRUCT_KEYS = {"role", "content", "name", "tool_calls", "tool_call_id", "weight"}
+_PTDATA_KEYS = _STRUCT_KEYS | {"reasoning", "parts", "reasoning_wrap"}
+
+
+def _unfit_field(col: str, msgs: Any, keys: set) -> str | None:
+    """`col[i].field` of a message field the Parquet struct has no column for (pyarrow would drop
+    it silently), else None."""
+    if not isinstance(msgs, list) or not msgs or not isinstance(msgs[0], dict) or "role" not in msgs[0]:
+        return None
+    for i, m in enumerate(msgs):
+        if isinstance(m, dict) and len(m) > 2 and isinstance(m.get("content"), str) and not keys.issuperset(m):
+            return f"{col}[{i}].{sorted(set(m) - keys)[0]}"
+    return None
+
+
+def _arrow_messages(msgs: Any, keys: set = _STRUCT_KEYS) -> Any:
+    if not isinstance(msgs, list) or not msgs or not isinstance(msgs[0], dict) or "role" not in msgs[0]:
+        return msgs
+    if "parts" in keys and any(isinstance(m, dict) and m.get("parts") is not None for m in msgs):
+        msgs = [{**m, "parts": _json_str(m["parts"])} if m.get("parts") is not None else m for m in msgs]
+    if not any(isinstance(m, dict) and m.get("tool_calls") for m in msgs):
         return msgs
     out = []
     for m in msgs:
@@ -288,12 +318,19 @@ def _arrow_messages(msgs: Any) -> Any:
 def arrow_row(row: dict) -> dict:
     """Make one writer row fit the fixed Parquet schema (JSON-encode the free-form parts)."""
     out = {}
+    keys = _PTDATA_KEYS if "kind" in row and "meta" in row else _STRUCT_KEYS
     for k, v in row.items():
         if k in ("tools", "meta", "chat_template_kwargs"):
             v = _json_str(v)
         elif k == "input" and isinstance(v, dict):
+            bad = _unfit_field("input.messages", v.get("messages"), keys)
+            if bad:
+                out[bad] = None
             v = {**v, "messages": _arrow_messages(v.get("messages")), "tools": _json_str(v.get("tools"))}
         elif isinstance(v, list):
-            v = _arrow_messages(v)
+            bad = _unfit_field(k, v, keys)
+            if bad:  # a key the schema lacks: the writer refuses the row (not_representable), naming the field
+                out[bad] = None
+            v = _arrow_messages(v, keys)
         out[k] = v
     return out

@@ -6,6 +6,7 @@ from typing import Any
 import orjson
 
 from ..errors import RecordError
+from ..records import Record
 
 
 def req_str(row: dict, key: str, allow_empty: bool = True) -> str:
@@ -62,7 +63,7 @@ def only_plain_turns(fmt: str, msgs: list[dict]) -> None:
     for m in msgs:
         if m["role"] == "tool" or m.get("tool_calls"):
             raise not_representable(fmt, "it has tool calls or tool turns")
-        if m.get("weight") == 0:
+        if m.get("weight") == 0 and m["role"] == "assistant":  # weights matter on assistant turns only
             raise not_representable(fmt, "it has a message with weight 0")
 
 
@@ -81,3 +82,14 @@ def alternating_pairs(fmt: str, msgs: list[dict]) -> tuple[str | None, list[tupl
     if len(msgs) % 2:
         raise not_representable(fmt, "it does not end with an assistant turn")
     return system, pairs
+
+
+def unpaired(msgs: list[dict], tag: object, key: str, meta: dict) -> Record:
+    """A conversation whose last assistant turn is rated by a boolean `key` (kto_tag, label): an
+    unpaired (KTO) preference record, label in meta.label."""
+    if not isinstance(tag, bool):
+        raise RecordError("wrong_type", f"field '{key}' must be true or false, got {tag!r}")
+    if not msgs or msgs[-1]["role"] != "assistant":
+        raise RecordError("not_ending_with_assistant", "a KTO row must end with the rated assistant turn")
+    out = [msgs[-1]]
+    return Record("preference", msgs[:-1], out if tag else [], [] if tag else out, meta={**meta, "label": tag})

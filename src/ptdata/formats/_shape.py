@@ -103,14 +103,15 @@ def _ordered(m: dict) -> dict:
     return {k: m[k] for k in MESSAGE_KEYS if k in m}
 
 
-def _split_inline(msgs: list[dict] | None) -> None:
-    for i, m in enumerate(msgs or ()):
-        if m["role"] != "assistant" or "reasoning" in m or m.get("parts"):
+def _starts_think(c: str) -> bool:
+    return c.startswith("<think>") or (c[:1].isspace() and c.lstrip().startswith("<think>"))
+
+
+def _split_inline(msgs: list[dict]) -> None:
+    for i, m in enumerate(msgs):
+        if m["role"] != "assistant" or not _starts_think(m["content"]) or "reasoning" in m or m.get("parts"):
             continue
-        c = m["content"]
-        if "<think>" not in c[:64]:
-            continue
-        got = split_think(c)
+        got = split_think(m["content"])
         if got is None:
             continue
         reasoning, content, wrap = got
@@ -128,10 +129,17 @@ def wrap_read(name: str, read: Read) -> Read:
     def read_record(row: dict, opts: dict) -> Record:
         rec = read(row, opts)
         if split:
-            for msgs in (rec.messages, rec.chosen, rec.rejected):
-                if msgs:
-                    _split_inline(msgs)
+            for m in rec.messages:
+                if m["role"] == "assistant" and _starts_think(m["content"]):
+                    _split_inline(rec.messages)
+                    break
+            if rec.kind == "preference":
+                for msgs in (rec.chosen, rec.rejected):
+                    if msgs:
+                        _split_inline(msgs)
         keys = static if static is not None else known(row, opts)
+        if keys.issuperset(row):
+            return rec
         extra = {k: v for k, v in row.items() if v is not None and k not in keys}
         if extra:
             have = rec.meta.get("extra")

@@ -125,6 +125,8 @@ def read(row: dict, opts: dict) -> Record:
     tools = parse_tools(row.get("tools"))
     if tools:
         meta["tools"] = tools
+    elif row.get("tools") in ("[]", []):  # kept, so that the row writes back as it came (other writers skip it)
+        meta["tools"] = []
     if row.get("messages") is not None:
         if row.get("chosen_messages") is not None or row.get("rejected_messages") is not None:
             raise RecordError("wrong_type", "a v1 row holds messages or chosen_messages / rejected_messages, not both")
@@ -136,10 +138,8 @@ def read(row: dict, opts: dict) -> Record:
 
 
 def _call_json(c: dict) -> str:
-    d = {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
-    if c.get("id"):
-        d["id"] = c["id"]
-    return json.dumps(d)  # as LLaMA-Factory's converters write it (json.dumps defaults)
+    # v1's ToolCall is {name, arguments} (no call id, as in sharegpt), written as its converters do: json.dumps
+    return json.dumps({"name": c["function"]["name"], "arguments": c["function"]["arguments"]})
 
 
 def _out(m: dict, opts: dict) -> dict:
@@ -171,6 +171,6 @@ def write(rec: Record, opts: dict) -> list[dict]:
                      "rejected_messages": [_out(m, opts) for m in rec.messages + rj]}
     else:
         row = {"messages": [_out(m, opts) for m in rec.messages]}
-    if rec.meta.get("tools"):
+    if rec.meta.get("tools") or rec.meta.get("tools") == []:
         row["tools"] = json.dumps(rec.meta["tools"])
     return [row]

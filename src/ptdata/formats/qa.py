@@ -2,7 +2,8 @@
 ``--field question=COL --field answer=COL [--field system=COL]``.
 
 The answer is kept verbatim (GSM8K's `#### N` line included); when it has such a final
-line, its value is also stored as `meta.reference` for verifiers and distillation.
+line, or is a bare `#### N`, its value is also stored as `meta.reference` for verifiers and
+distillation.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ..records import Record, message
 from ._common import alternating_pairs, not_representable, opt_str, req_str
 
 NAME = "qa"
-_FINAL = re.compile(r"\n####\s*(.+?)\s*$")
+_FINAL = re.compile(r"(?:^|\n)\s*####\s*(.+?)\s*$")
 
 
 def fields(opts: dict) -> dict[str, str]:

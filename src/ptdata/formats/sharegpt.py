@@ -91,7 +91,7 @@ def read(row: dict, opts: dict) -> Record:
 
 
 def _out_turn(m: dict) -> dict:
-    if m.get("weight") == 0:
+    if m.get("weight") == 0 and m["role"] == "assistant":  # a weight on another turn changes nothing
         raise not_representable(NAME, "it has a message with weight 0")
     if m["role"] == "assistant" and m.get("tool_calls"):
         if m["content"]:

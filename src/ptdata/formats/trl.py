@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import RecordError
 from ..records import Record, check_messages, common_prefix_len, kind_of, message
-from ._common import not_representable, parse_tools
+from ._common import not_representable, parse_tools, unpaired
 
 NAME = "trl"
 
@@ -53,6 +53,8 @@ def read(row: dict, opts: dict) -> Record:
     meta = _meta(row)
     if "messages" in row and "prompt" not in row:
         msgs = check_messages(row["messages"], "messages")
+        if isinstance(row.get("label"), bool):  # a rated conversation (LLaMA-Factory's kto_en_demo shape)
+            return unpaired(msgs, row["label"], "label", meta)
         return Record(kind_of(msgs), msgs, meta=meta)
     if "prompt" not in row:
         if "chosen" in row and "rejected" in row:

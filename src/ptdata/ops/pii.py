@@ -293,15 +293,16 @@ class Pii(MapOp):
             self.setup()
         for msgs in (rec.messages, rec.chosen or [], rec.rejected or []):
             for m in msgs:
-                c = m["content"]
-                if not c or (self._ner is None and c.isascii() and not _MAYBE_PII.search(c)):
-                    continue
-                new, f = redact(c, self._types, self.template, self._ner)
-                if f:
-                    found.update(f)
-                    if self.action == "redact":
-                        m["content"] = new
-                        changed = True
+                for key in ("content", "reasoning") if "reasoning" in m else ("content",):  # the thinking leaks too
+                    c = m[key]
+                    if not c or (self._ner is None and c.isascii() and not _MAYBE_PII.search(c)):
+                        continue
+                    new, f = redact(c, self._types, self.template, self._ner)
+                    if f:
+                        found.update(f)
+                        if self.action == "redact":
+                            m[key] = new
+                            changed = True
         if not found:
             return None
         rec.meta["pii"] = dict(found)
