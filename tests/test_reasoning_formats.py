@@ -197,6 +197,10 @@ def test_v1_sft_dpo_reasoning_tools_media_roundtrip_byte_identical(tmp_path, via
     rows = ALL_V1
     assert all(guess_format(x) == "llamafactory-v1" for x in rows)
     assert v1_roundtrip(tmp_path, rows, NOVAL, via) == [orjson.dumps(x) for x in rows]
+    if via == "parquet":  # and v1's own Parquet (its message structs) back to JSONL
+        assert convert(tmp_path / "v1.jsonl", tmp_path / "v1.parquet", "llamafactory-v1", NOVAL).kept == len(rows)
+        convert(tmp_path / "v1.parquet", tmp_path / "v1.back.jsonl", "llamafactory-v1", NOVAL)
+        assert dumps_rows(tmp_path / "v1.back.jsonl") == [orjson.dumps(x) for x in rows]
 
 
 def test_v1_records_hold_reasoning_tool_calls_weights_and_parts():
@@ -339,21 +343,22 @@ def test_reasoning_in_each_format_own_way_or_rejected(tmp_path):
     assert (tmp_path / "a.back.jsonl").read_bytes() == src.read_bytes()
     convert(src, tmp_path / "s.jsonl", "trl", write_opts={"style": "standard", "sft": "prompt-completion"})
     assert load_jsonl(tmp_path / "s.jsonl")[1] == {"prompt": "Say hi.", "completion": "<think>\n\n</think>\n\nHi!"}
-    # qa and hh have no place for it: rejected with the reason, never dropped; inline or drop on request
+    # a qa answer is free text: the block stays in it (R1-style math data), and qa -> qa is exact
     c = convert(src, tmp_path / "q.jsonl", "qa")
-    assert (c.kept, dict(c.reasons)) == (0, {"not_representable": 2})
-    rej = load_jsonl(tmp_path / "q.rejects.jsonl")
-    assert "reasoning=inline" in rej[0]["detail"] and rej[0]["record"]["messages"][1]["reasoning"]
-    c = convert(src, tmp_path / "q.jsonl", "qa", write_opts={"reasoning": "inline"})
     assert c.kept == 2 and load_jsonl(tmp_path / "q.jsonl")[0]["answer"] == THINK_ROWS[0]["messages"][1]["content"]
+    convert(tmp_path / "q.jsonl", tmp_path / "q2.jsonl", "qa")
+    assert (tmp_path / "q2.jsonl").read_bytes() == (tmp_path / "q.jsonl").read_bytes()
     c = convert(src, tmp_path / "q.jsonl", "qa", write_opts={"reasoning": "drop"})
     assert [x["answer"] for x in load_jsonl(tmp_path / "q.jsonl")] == ["17 * 23 = 391.", "Hi!"]
+    # hh transcripts have no place for it: rejected with the reason, never dropped; inline or drop on request
     pair = {"prompt": [{"role": "user", "content": "2+2?"}],
             "chosen": [{"role": "assistant", "content": "4", "reasoning_content": "2 and 2 make 4."}],
             "rejected": [{"role": "assistant", "content": "5", "reasoning_content": "Off by one."}]}
-    with pytest.raises(RecordError) as e:
-        FORMATS["hh"].write(FORMATS["trl"].read(pair, {}), {})
-    assert e.value.reason == "not_representable"
+    write_jsonl(tmp_path / "pairs.jsonl", [pair])
+    c = convert(tmp_path / "pairs.jsonl", tmp_path / "hh.jsonl", "hh")
+    assert (c.kept, dict(c.reasons)) == (0, {"not_representable": 1})
+    (rej,) = load_jsonl(tmp_path / "hh.rejects.jsonl")
+    assert "reasoning=inline" in rej["detail"] and rej["record"]["chosen"][0]["reasoning"] == "2 and 2 make 4."
     (hh,) = FORMATS["hh"].write(FORMATS["trl"].read(pair, {}), {"reasoning": "inline"})
     assert hh["chosen"] == "\n\nHuman: 2+2?\n\nAssistant: <think>\n2 and 2 make 4.\n</think>\n\n4"
     (pref,) = FORMATS["openai-pref"].write(FORMATS["trl"].read(pair, {}), {})

@@ -277,7 +277,8 @@ def print_export_summary(c: dict, out: Path | None = None) -> None:
         err.print(f"  {w['records']:,} {KIND_NAMES[w['kind']]} records not written: {where}", highlight=False)
     if c.get("dataset_info"):
         err.print(f"dataset_info: {c['dataset_info']}", highlight=False)
-    err.print(f"rejects: {c['rejects']}", highlight=False)
+    if c.get("rejected"):
+        err.print(f"rejects: {c['rejects']}", highlight=False)
 
 
 @app.command("export")

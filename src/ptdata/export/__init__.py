@@ -46,6 +46,8 @@ _T = [
     Target("llamafactory-kto", "sharegpt", {}, "train.llamafactory-kto.json", ("unpaired",),
            "LLaMA-Factory kto stage (sharegpt, kto_tag)", llamafactory=True),
 ]
+for _t in _T:  # a trainer file holds the columns its trainer reads: fields kept in meta.extra stay out
+    _t.opts.setdefault("extra", "drop")
 TARGETS: dict[str, Target] = {t.name: t for t in _T}
 # --to names that write several files: each record goes to every file whose trainer takes its kind.
 GROUPS = {

@@ -38,7 +38,7 @@ FORMATS: dict[str, Format] = {
         Format(alpaca.NAME, alpaca.detect, alpaca.read, alpaca.write, "Alpaca / LLaMA-Factory (instruction, input, output, system, history; ranking and KTO variants)"),
         Format(hh.NAME, hh.detect, hh.read, hh.write, "HH-RLHF transcripts (chosen/rejected '\\n\\nHuman: … \\n\\nAssistant: …')"),
         Format(qa.NAME, qa.detect, qa.read, qa.write, "question/answer pairs such as GSM8K (--field question=… --field answer=…)"),
-        Format(llamafactory_v1.NAME, llamafactory_v1.detect, llamafactory_v1.read, llamafactory_v1.write, "LLaMA-Factory v1 (messages or chosen_messages/rejected_messages of typed content parts: text, reasoning, tool_call, media; loss_weight; tools as a JSON string)"),
+        Format(llamafactory_v1.NAME, llamafactory_v1.detect, llamafactory_v1.read, llamafactory_v1.write, "LLaMA-Factory v1 (messages or chosen_messages/rejected_messages of {type, value} parts; loss_weight)"),
         Format(openai.NAME, openai.detect, openai.read, openai.write, "OpenAI chat fine-tuning (messages, tools, tool_calls, weight, content parts, reasoning_content)"),
         Format(trl.NAME, trl.detect, trl.read, trl.write, "TRL prompt-only, prompt-completion, preference (explicit/implicit), unpaired; standard or conversational"),
     )

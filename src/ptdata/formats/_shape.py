@@ -9,8 +9,9 @@ Writing (options ``-o reasoning=keep|drop|inline``, ``-o extra=keep|drop``):
   openai / openai-pref / trl conversational as ``reasoning_content`` on the message (the key HF
   chat templates such as Qwen3's and vLLM / SGLang / DeepSeek read; ``-o reasoning_key=thinking``
   for GPT-OSS templates, ``reasoning`` for OpenRouter), alpaca / sharegpt / trl standard inline
-  (LLaMA-Factory's data/README.md: the CoT goes in the response, ``<think>cot</think>output``);
-  hh, qa and rated have no place for it and reject the record `not_representable`. `inline`
+  (LLaMA-Factory's data/README.md: the CoT goes in the response, ``<think>cot</think>output``),
+  qa inline (an answer is free text; R1-style math data keeps the block in it); hh (a fixed
+  Human/Assistant transcript) and rated have no place for it and reject the record `not_representable`. `inline`
   writes it as a ``<think>`` block in front of the answer in any format, `drop` leaves it out.
 - media parts (image, audio, video, file) only go to ptdata, openai, openai-pref and
   llamafactory-v1; any other writer rejects the record `not_representable`.
@@ -78,7 +79,7 @@ def _trl_native(opts: dict) -> str:
 # How `-o reasoning=keep` writes reasoning: field (the format's own key or parts), inline, or None (rejected).
 NATIVE_REASONING: dict[str, Any] = {"ptdata": "field", "llamafactory-v1": "field", "openai": "field",
                                     "openai-pref": "field", "trl": _trl_native, "alpaca": "inline",
-                                    "sharegpt": "inline", "hh": None, "qa": None, "rated": None}
+                                    "sharegpt": "inline", "hh": None, "qa": "inline", "rated": None}
 
 WRITE_OPTIONS = {"reasoning": ("keep", "drop", "inline"), "reasoning_key": REASONING_KEYS, "extra": ("keep", "drop"),
                  "loss_weight": ("given", "all")}

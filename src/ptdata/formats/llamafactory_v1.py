@@ -50,14 +50,17 @@ def detect(row: dict) -> bool:
     msgs = row.get("messages")
     if not isinstance(msgs, list) or "kind" in row:
         return False
+    empty_list = False  # only empty content lists: v1 (OpenAI arrays are never empty in practice)
     for m in msgs:
         if isinstance(m, dict):
             if "loss_weight" in m:
                 return True
             c = m.get("content")
-            if isinstance(c, list) and c:
-                return all(isinstance(p, dict) and "value" in p for p in c)
-    return False
+            if isinstance(c, list):
+                if c:
+                    return all(isinstance(p, dict) and "value" in p for p in c)
+                empty_list = True
+    return empty_list
 
 
 def _message(m: Any, where: str) -> dict:

@@ -48,7 +48,7 @@ def write(rec: Record, opts: dict) -> list[dict]:
     if rec.kind == "prompt":
         msgs = rec.messages
         system, pairs = alternating_pairs(NAME, msgs[:-1])
-        if pairs or msgs[-1]["role"] != "user":
+        if pairs or not msgs or msgs[-1]["role"] != "user":
             raise not_representable(NAME, "it is not a single question")
         row = {f["question"]: msgs[-1]["content"]}
     else:
