@@ -491,3 +491,88 @@ def test_nothing_written_means_no_file_and_no_stale_one(tmp_path):
     r = run_capped("convert", bad, out, "--to", "openai", "-q")
     assert r.returncode == EXIT_ALL_REJECTED and "nothing written" in r.stderr
     assert not out.exists() and len(load_jsonl(tmp_path / "keep.rejects.jsonl")) == 3
+
+
+# --- cases a code review found -----------------------------------------------------------------
+
+def test_two_gzipped_inputs_with_one_name_are_each_read(tmp_path):
+    for sub, rows in (("a", ROWS[:3]), ("b", ROWS[10:14])):
+        (tmp_path / "g" / sub).mkdir(parents=True)
+        (tmp_path / "g" / sub / "train.jsonl.gz").write_bytes(gzip.compress(b"".join(orjson.dumps(r) + b"\n" for r in rows)))
+    (tmp_path / "r.yaml").write_text("inputs: ['g/*/train.jsonl.gz']\nops: []\noutput: {dir: out}\n")
+    r = run_capped("run", "r.yaml", "-q", cwd=tmp_path)
+    assert summary(r.stderr) == (7, 7, 0)
+    kept = load_jsonl(tmp_path / "out" / "kept.jsonl")
+    assert [(k["meta"]["source"], k["messages"][0]["content"]) for k in kept] == \
+        [(f"g/a/train.jsonl.gz:{i + 1}", x["instruction"]) for i, x in enumerate(ROWS[:3])] + \
+        [(f"g/b/train.jsonl.gz:{i + 1}", x["instruction"]) for i, x in enumerate(ROWS[10:14])]
+
+
+@pytest.mark.parametrize("file", ["rejects.jsonl", "stats.json", "_SUCCESS", ".work", ".hidden.jsonl"])
+def test_the_kept_file_cannot_be_one_of_the_runs_own_files(tmp_path, file):
+    write_jsonl(tmp_path / "in.jsonl", ROWS[:2])
+    r = run_capped("run", _recipe(tmp_path, ["in.jsonl"], "out", ops="[]", output_extra=f", file: '{file}'"), "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_ERROR and not (tmp_path / "out").exists()
+    one_error_line(r.stderr, "output: file:")
+
+
+def test_validate_does_not_touch_the_rejects_convert_wrote(tmp_path):
+    raw = write_jsonl(tmp_path / "raw.jsonl", ROWS[:3] + [{"instruction": "", "input": "", "output": "x"}])
+    assert run_capped("convert", raw, tmp_path / "train.jsonl", "--to", "ptdata", "-q", cwd=tmp_path).returncode == EXIT_OK
+    before = digest(tmp_path / "train.rejects.jsonl")
+    r = run_capped("validate", "train.jsonl", "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_OK and digest(tmp_path / "train.rejects.jsonl") == before
+    r = run_capped("validate", "train.jsonl", "--out", tmp_path / "v.jsonl", "--rejects", tmp_path / "v.jsonl", "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_ERROR and not (tmp_path / "v.jsonl").exists()
+    one_error_line(r.stderr, "it is also the output")
+
+
+def test_pretty_printed_records_are_sniffed_from_a_real_head_and_keep_the_depth_limit(tmp_path):
+    rec = {**ROWS[0], "x": 1}
+    one = tmp_path / "one.json"
+    one.write_bytes(b"\xef\xbb\xbf\n" + orjson.dumps(rec, option=orjson.OPT_INDENT_2))  # BOM and a blank line first
+    r, kept, _ = _convert(tmp_path, one)
+    assert summary(r.stderr) == (1, 1, 0)
+    deep = tmp_path / "deep.json"
+    deep.write_text('{\n  "instruction": "a",\n  "input": "",\n  "output": "b",\n  "x": ' + "[" * 500 + "]" * 500 + "\n}")
+    r, kept, rejects = _convert(tmp_path, deep)
+    assert summary(r.stderr) == (1, 0, 1) and rejects[0]["reason"] == "too_deep"
+
+
+def test_a_json_array_named_jsonl_larger_than_a_shard_is_read_whole(tmp_path):
+    (tmp_path / "arr.jsonl").write_bytes(orjson.dumps(ROWS * 4, option=orjson.OPT_INDENT_2))
+    (tmp_path / "r.yaml").write_text("inputs: [arr.jsonl]\nops: []\nshard_bytes: 4096\noutput: {dir: out}\n")
+    r = run_capped("run", "r.yaml", "-q", cwd=tmp_path)
+    assert r.returncode == EXIT_OK and summary(r.stderr) == (200, 200, 0)
+
+
+def test_a_json_array_cut_between_items_is_a_reject(tmp_path):
+    src = tmp_path / "cut.json"
+    src.write_bytes(b"[" + orjson.dumps(ROWS[0]) + b",\n")
+    r, kept, rejects = _convert(tmp_path, src)
+    assert summary(r.stderr) == (2, 1, 1) and "before the array is closed" in rejects[0]["detail"]
+    src.write_bytes(b"[" + orjson.dumps(ROWS[0]) + b',{"instruction": "unfinished')
+    r, kept, rejects = _convert(tmp_path, src)
+    assert summary(r.stderr) == (2, 1, 1) and rejects[0]["raw"] == '{"instruction": "unfinished'
+
+
+def test_rejects_of_an_unfinished_run_are_refused(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", ROWS + ROWS[:2])
+    assert run_capped("run", _recipe(tmp_path, ["in.jsonl"], "out"), "-q", cwd=tmp_path).returncode == EXIT_OK
+    (tmp_path / "out" / "_SUCCESS").unlink()
+    r = run_capped("rejects", tmp_path / "out")
+    assert r.returncode == EXIT_ERROR
+    one_error_line(r.stderr, "no _SUCCESS")
+
+
+def test_an_op_object_keeps_no_label_from_an_earlier_recipe(tmp_path):
+    from ptdata.errors import InputError
+    from ptdata.ops import LengthFilter
+    from ptdata.pipeline import Input, Recipe
+
+    a, b = LengthFilter(min_chars=1), LengthFilter(min_chars=3)
+    Recipe(inputs=[Input("x.jsonl")], ops=[a, b])
+    Recipe(inputs=[Input("x.jsonl")], ops=[b, a])
+    assert (b.name, a.name) == ("length_filter", "length_filter#2")
+    with pytest.raises(InputError, match="the same op object is listed twice"):
+        Recipe(inputs=[Input("x.jsonl")], ops=[a, a])

@@ -498,3 +498,17 @@ def test_distill_options_are_checked_as_the_op_checks_them(tmp_path, args, messa
     assert r.returncode == EXIT_ERROR
     one_error_line(r.stderr, message)
     assert not (tmp_path / "o").exists()
+
+
+def test_complete_gsm8k_solutions_keep_their_last_number():
+    """Without a `####` line, a worked solution's last number is its answer unless the text breaks
+    off after it: on GSM8K's 1,319 test solutions (calculator notes removed) only one gives none."""
+    rows = load_jsonl(shared("gsm8k_test.jsonl.gz"))
+    bodies = [re.sub(r"<<[^>]*>>", "", r["answer"].rpartition("####")[0]).strip() for r in rows]
+    assert sum(number(b) is None for b in bodies) <= 1
+    assert number("The answer is 18\nI hope this helps!") == "18" and number("4*21 = 84 times") == "84"
+
+
+def test_indic_words_are_words():
+    assert not identify("नमस्ते दुनिया")[0] == NEUTRAL
+    assert identify("भारत की राजधानी क्या है?")[0] == "hi"

@@ -186,7 +186,9 @@ def validate_cmd(
 ) -> None:
     """Check structure and multi-turn coherence. Exit 0 when all records are valid, 3 when some are rejected."""
     ro = _read_options(fmt, fields, options, dataset_info, dataset, max_turn_chars, strict, no_language_check, max_record_bytes, max_depth)
-    rejects = rejects or (rejects_path_for(out_path) if out_path else Path(rejects_path_for(inputs[0]).name))
+    # its own default name: `convert IN train.jsonl` already wrote train.rejects.jsonl beside train.jsonl
+    rejects = rejects or (rejects_path_for(out_path) if out_path else Path(rejects_path_for(inputs[0]).name.replace(
+        ".rejects.jsonl", ".validate.rejects.jsonl")))
     guard_outputs(inputs, [rejects, *([out_path] if out_path else [])])
     stats = DatasetStats()
     kept_writer = RowWriter(out_path, "ptdata", keep_empty=False) if out_path else None
@@ -288,8 +290,8 @@ READ_STEPS = ("read", "detect", "parse", "validate", "write")  # the op of a rej
 def _check_reject_filters(out_dir: Path, op: str | None, reason: str | None) -> None:
     """An --op or --reason this run cannot have is a mistake, not an empty answer: say which exist."""
     stats_path = out_dir / "stats.json"
-    if not stats_path.is_file():
-        raise InputError(f"{out_dir}: no stats.json (not the output directory of a finished run)")
+    if not (out_dir / "_SUCCESS").is_file() or not stats_path.is_file():
+        raise InputError(f"{out_dir}: no _SUCCESS (a run that has not finished, or not a run's output directory)")
     try:
         funnel = orjson.loads(stats_path.read_bytes())["ops"]
     except (orjson.JSONDecodeError, KeyError, TypeError):

@@ -56,7 +56,7 @@ def split_name(path: str | Path) -> tuple[str, bool]:
 def sniff(path: Path) -> tuple[str, bool]:
     """Container and compression from the bytes (the name only breaks ties)."""
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(4096)
     gz = head[:2] == GZIP_MAGIC
     if gz:
         with gzip.open(path, "rb") as g:
@@ -543,6 +543,12 @@ def guard_outputs(inputs: Iterable[str | Path], files: Iterable[str | Path] = ()
     """Refuse, before anything is written, an output file that is an input, or an output
     directory (whose contents a command replaces or clears) that holds an input."""
     ins = [(Path(p), *_identity(Path(p))) for p in inputs]
+    seen: dict[str, Path] = {}
+    for out in files:
+        r = os.path.realpath(out)
+        if r in seen:
+            raise InputError(f"refusing to write {out}: it is also the output {seen[r]}")
+        seen[r] = Path(out)
     for out in files:
         if Path(out).is_dir():
             raise InputError(f"{out}: is a directory; give the output a file name")

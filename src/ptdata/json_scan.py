@@ -189,6 +189,7 @@ def array_items(f: IO[bytes], max_bytes: int, max_depth_: int = DEFAULT_MAX_DEPT
             kind = int(kinds[m])
             if state == "in":
                 if mode == "object" and kind == 2:
+                    item.depth = max(item.depth, int(deep_at[k]) - lift)  # what follows the comma counts too
                     continue  # a comma inside the object
                 item.add(buf[start:p + 1 if mode == "object" else p], max_bytes)
                 yield from finish(item)
@@ -207,11 +208,12 @@ def array_items(f: IO[bytes], max_bytes: int, max_depth_: int = DEFAULT_MAX_DEPT
             item.add(buf[start:], max_bytes)
         else:
             garbage = garbage or bool(buf[start:].strip(WHITESPACE))
-    if state == "in" and (item.size or item.parts):
+    if state == "in":  # the file ended inside a top-level value: cut off, whether mid-item or between items
         tail = b"".join(item.parts).strip(WHITESPACE)
-        if tail or item.size > max_bytes:
-            n += 1
-            yield n, RecordError("malformed_json", f"the file ends inside item {n} (truncated?)")
+        n += 1
+        raw = tail.decode("utf-8", "backslashreplace") if tail else None
+        what = f"inside item {n}" if tail or item.size > max_bytes else f"before the {'array' if mode == 'array' else 'object'} is closed"
+        yield n, RecordError("malformed_json", f"the file ends {what} (truncated?)", raw=raw)
     if garbage:
         n += 1
         yield n, RecordError("malformed_json", "data outside the top-level JSON values (an array of records, or records)")

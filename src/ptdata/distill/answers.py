@@ -20,17 +20,17 @@ from typing import Callable
 
 from ..errors import InputError
 from ..text import normalize_for_match
-from ..validation import looks_truncated
 
 Extractor = Callable[[str], "str | None"]
 
 _HASHES = re.compile(r"####\s*([^\n]+?)\s*$", re.M)
 _BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 _EXP = r"(?:[eE][+-]?\d+)?"  # scientific notation: 1e3, 2.5E-4
-_RATIO = re.compile(r"(-?)\$?(\d[\d,]*(?:\.\d+)?" + _EXP + r")(?:/(\d[\d,]*(?:\.\d+)?" + _EXP + r"))?")  # a number, or a fraction a/b
+_DIGITS = r"\d(?:[\d,]*\d)?"  # 1,000 but not the comma after "12,"
+_RATIO = re.compile(r"(-?)\$?(" + _DIGITS + r"(?:\.\d+)?" + _EXP + r")(?:/(" + _DIGITS + r"(?:\.\d+)?" + _EXP + r"))?")  # a number, or a fraction a/b
 MAX_EXPONENT = 1000  # 1e999999999 has no exact value worth building
 LONG_DIGITS = 1000  # longer numbers are compared as their canonical digit strings (exact, no huge rationals)
-_CONNECTIVES = frozenset("and or then so by to of the a an we is are was plus minus times divided over with from which that this "
+_CONNECTIVES = frozenset("and or then so by to of the a an we is are was plus minus divided with from which that this "
                          "next first second because therefore thus hence if when".split())
 _FRAC = re.compile(r"\\[dt]?frac\{\s*(-?[\d.,]+)\s*\}\{\s*([\d.,]+)\s*\}")
 CUT_OFF = ("length", "max_tokens")  # finish reasons of a sample stopped by its token limit
@@ -93,8 +93,6 @@ def number(text: str) -> str | None:
     b = _BOXED.findall(text)
     if b:
         return normalize_number(b[-1])
-    if looks_truncated(text):  # no final-answer line, and it stops mid-sentence: no conclusion
-        return None
     found = list(_RATIO.finditer(text))
     if not found or not _concluded(text[found[-1].end():]):
         return None
@@ -102,15 +100,19 @@ def number(text: str) -> str | None:
 
 
 def _concluded(tail: str) -> bool:
-    """Whether the text after the last number ends the answer ("12.", "12 apples") rather than
-    breaking off ("12 and then we multiply by", "12, and next"): then that number is no conclusion."""
-    t = tail.strip()
+    """Whether the rest of the last number's line ends the answer ("12.", "= 160 minutes",
+    "5 hours to get back", or a new line after it) rather than breaking off ("12 and then we
+    multiply by", "12, and next"): then that number is no conclusion."""
+    line, newline, _ = tail.partition("\n")
+    t = line.strip()
     if not t or t[-1] in ".!?。！？)]}\"'*$`》」":
         return True
-    if "," in t or t[-1] in ",;:-(":
+    if t[-1] in ",;:-(" or (t.startswith(",") and not newline):
         return False
     words = re.findall(r"\w+", t)
-    return len(words) <= 3 and words[-1].lower() not in _CONNECTIVES if words else True
+    if not words:
+        return True
+    return words[-1].lower() not in _CONNECTIVES and (bool(newline) or len(words) <= 8)
 
 
 def looping_tail(text: str, min_repeats: int = 6, min_chars: int = 30, max_unit: int = 40) -> bool:

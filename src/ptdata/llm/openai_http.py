@@ -52,9 +52,19 @@ class OpenAIBackend(Backend):
             asyncio.run(self.agenerate(requests, done=done))
             return
         # called from inside an event loop (a notebook, a server): run on a thread of its own
-        t = threading.Thread(target=lambda: asyncio.run(self.agenerate(requests, done=done)))
+        failed: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                asyncio.run(self.agenerate(requests, done=done))
+            except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+                failed.append(e)
+
+        t = threading.Thread(target=work)
         t.start()
         t.join()
+        if failed:
+            raise failed[0]
 
     async def agenerate(self, requests: list[Request], progress: Progress | None = None, done: Done | None = None) -> list[Result]:
         """`concurrency` workers pull requests in order; results keep the input order."""

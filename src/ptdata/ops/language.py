@@ -23,7 +23,21 @@ from .filters import TextField
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HANGUL = re.compile(r"[\uac00-\ud7af]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
-_WORD = re.compile(r"[^\W\d_]{2,}")  # two or more letters in a row: a lone x in "x+2=5" is no word
+def _combining_marks() -> str:
+    """Every combining mark of the BMP as a character class body: Python's \\w leaves out the
+    vowel signs and viramas of Indic scripts, which would cut "नमस्ते" into pieces."""
+    import unicodedata
+
+    marks = [c for c in range(0x300, 0x10000) if unicodedata.category(chr(c)) in ("Mn", "Mc", "Me")]
+    ranges, start = [], marks[0]
+    for a, b in zip(marks, marks[1:] + [None]):
+        if b != a + 1:
+            ranges.append(f"\\u{start:04x}-\\u{a:04x}" if a > start else f"\\u{a:04x}")
+            start = b
+    return "".join(ranges)
+
+
+_WORD = re.compile(rf"[^\W\d_](?:[^\W\d_]|[{_combining_marks()}])+")  # a letter, then letters or marks: a lone x is no word
 NEUTRAL = "zxx"  # ISO 639-2 "no linguistic content": digits, operators, punctuation
 LanguageCode = Annotated[str, MinLen(2), MaxLen(3)]
 
@@ -49,7 +63,7 @@ def cjk_script(text: str) -> str | None:
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")  # \frac, \pi, \sqrt: notation, not words
 _MATH_WORDS = frozenset(
     "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln lg exp lim sqrt max min mod gcd lcm det deg "
-    "arg sup inf dx dy dt mathrm mathbf text frac".split())
+    "dx dy dt mathrm mathbf frac".split())
 
 
 def language_words(text: str) -> list[str]:

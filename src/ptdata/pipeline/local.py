@@ -35,7 +35,7 @@ import xxhash
 from .. import __version__
 from ..convert import _concat
 from ..formats import get_format
-from ..io import RowWriter, guard_outputs, newline_counts, split_name, split_ranges, with_first_lines
+from ..io import RowWriter, guard_outputs, sniff, newline_counts, split_name, split_ranges, with_first_lines
 from ..errors import InputError, RecordError
 from ..ops.base import Drop, GlobalOp, MapOp, Op
 from ..parallel import pool_context
@@ -516,11 +516,12 @@ def _clear_outputs(out_dir: Path, old_manifest: bytes | None, recipe: Recipe) ->
     """Before a run writes anything: no completion marker, and the outputs of an earlier,
     different recipe (or inputs) moved to `.previous/`, so nothing stale looks complete."""
     names = set(_output_names(recipe))
-    if old_manifest is not None:
-        try:
-            names |= set(orjson.loads(old_manifest).get("outputs") or [])
-        except orjson.JSONDecodeError:
-            pass
+    for record in (old_manifest, _read_or_none(out_dir / SUCCESS)):  # the earlier run's outputs, by either record
+        if record is not None:
+            try:
+                names |= set(orjson.loads(record).get("outputs") or [])
+            except (orjson.JSONDecodeError, AttributeError, TypeError):
+                pass
     prev = out_dir / ".previous"
     present = [n for n in sorted(names, key=lambda n: n != SUCCESS) if "/" not in n and (out_dir / n).is_file()]
     if not present:
@@ -529,6 +530,13 @@ def _clear_outputs(out_dir: Path, old_manifest: bytes | None, recipe: Recipe) ->
     prev.mkdir(parents=True)
     for name in present:  # the marker first: a kill half-way leaves nothing that claims to be complete
         os.replace(out_dir / name, prev / name)
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def recipe_hash(recipe: Recipe) -> str:
@@ -542,6 +550,7 @@ def _mark_done(result: "RunResult", recipe: Recipe, manifest: bytes) -> "RunResu
     """The completion marker, written after every output is whole."""
     commit_file(result.out_dir / SUCCESS, lambda f: f.write(orjson.dumps(
         {"recipe": recipe.name, "recipe_hash": recipe_hash(recipe), "inputs": orjson.loads(manifest)["inputs"],
+         "outputs": _output_names(recipe),
          "records_in": result.records_in, "kept": result.kept, "rejected": result.rejected, "ptdata": __version__},
         option=orjson.OPT_INDENT_2) + b"\n"))
     return result
@@ -551,11 +560,12 @@ def _make_shards(recipe: Recipe, files: list[list[Path]], work: Path) -> list[Sh
     """Cut inputs into shards; gzipped JSONL is inflated once into the work dir so it can be split."""
     shards: list[Shard] = []
     for ii, group in enumerate(files):
-        for path in group:
-            container, gz = split_name(path)
+        for jj, path in enumerate(group):
+            container, gz = sniff(path)  # from the bytes: a JSON array named .jsonl is not split into line ranges
             src = path
             if gz and container == "jsonl":
-                plain = _inflated(path, work / "inputs" / f"{ii}-{path.name[:-3]}")
+                # one copy per input file: two inputs may share a name (g/a/train.jsonl.gz, g/b/train.jsonl.gz)
+                plain = _inflated(path, work / "inputs" / f"{ii}-{jj}-{path.name[:-3]}")
                 if plain is None:  # truncated or corrupt: read as it is, so its readable lines are kept
                     shards.append(Shard(str(path), lineage_path(path, recipe.base_dir), ii))
                     continue
@@ -651,12 +661,12 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
     manifest = _manifest(recipe, files)
     mpath = work / "manifest.json"
     old = mpath.read_bytes() if mpath.exists() else None
-    if old is not None and old != manifest:
-        shutil.rmtree(work)  # the recipe or an input changed: nothing done can be reused
     if old != manifest:
-        _clear_outputs(out_dir, old, recipe)
+        _clear_outputs(out_dir, old, recipe)  # first: a kill while .work is removed leaves nothing stale beside it
     else:
         (out_dir / SUCCESS).unlink(missing_ok=True)
+    if old is not None and old != manifest:
+        shutil.rmtree(work)  # the recipe or an input changed: nothing done can be reused
     work.mkdir(parents=True, exist_ok=True)
     mpath.write_bytes(manifest)
     segments = plan_segments(recipe.ops)

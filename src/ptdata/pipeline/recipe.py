@@ -59,6 +59,9 @@ class Input:
         return ReadOptions(fmt=self.format, opts=opts, validation=validation)
 
 
+RUN_FILES = ("rejects.jsonl", "stats.json", "report.html", "_SUCCESS")  # what a run writes beside its kept file
+
+
 @dataclass
 class Output:
     dir: NonEmptyStr = "out"
@@ -73,8 +76,10 @@ class Output:
 
     def __post_init__(self) -> None:
         check_instance(self, Output, "output", "key")
-        if Path(self.file).name != self.file or self.file in (".", ".."):
-            raise InputError(f"output: file: must be a file name inside output.dir (no '/' or '..'), got {self.file!r}")
+        if Path(self.file).name != self.file or self.file.startswith("."):
+            raise InputError(f"output: file: must be a file name inside output.dir (no '/', not starting with '.'), got {self.file!r}")
+        if self.file in RUN_FILES:
+            raise InputError(f"output: file: {self.file!r} is one of the run's own files ({', '.join(RUN_FILES)})")
 
     @property
     def copies_by_reference(self) -> bool:
@@ -138,11 +143,15 @@ def _label_repeated_ops(ops: list[Op]) -> None:
     """An op used twice gets its own label from the second use on (`length_filter#2`), so its
     counts in stats.json and its rows in the rejects are its own, not merged by name."""
     seen: dict[str, int] = {}
+    if len({id(op) for op in ops}) < len(ops):
+        raise InputError("ops: the same op object is listed twice; build one per use (its counts are its own)")
     for op in ops:
         base = type(op).name
         seen[base] = seen.get(base, 0) + 1
         if seen[base] > 1:
             op.name = f"{base}#{seen[base]}"
+        else:
+            op.__dict__.pop("name", None)  # a label from an earlier recipe does not stick
 
 
 @dataclass
