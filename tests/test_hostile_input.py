@@ -576,3 +576,15 @@ def test_an_op_object_keeps_no_label_from_an_earlier_recipe(tmp_path):
     assert (b.name, a.name) == ("length_filter", "length_filter#2")
     with pytest.raises(InputError, match="the same op object is listed twice"):
         Recipe(inputs=[Input("x.jsonl")], ops=[a, a])
+
+
+def test_one_meaning_per_flag(tmp_path):
+    """-o is --out in every command (validate too); format options are -O / --option."""
+    src = write_jsonl(tmp_path / "in.jsonl", ROWS[:3])
+    assert run_capped("validate", src, "-o", tmp_path / "valid.jsonl", "-q").returncode == EXIT_OK
+    assert len(load_jsonl(tmp_path / "valid.jsonl")) == 3
+    r = run_capped("convert", src, tmp_path / "t.jsonl", "--to", "trl", "-O", "style=standard", "-q")
+    assert r.returncode == EXIT_OK and set(load_jsonl(tmp_path / "t.jsonl")[0]) == {"prompt", "completion"}
+    r = run_capped("convert", src, tmp_path / "t2.jsonl", "--to", "trl", "-o", "style=standard")
+    assert r.returncode == EXIT_USAGE
+    assert run_capped("export", src, "-o", tmp_path / "e", "--to", "trl-sft", "-q").returncode == EXIT_OK

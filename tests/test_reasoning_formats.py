@@ -370,7 +370,7 @@ def test_reasoning_in_each_format_own_way_or_rejected(tmp_path):
     assert FORMATS["alpaca"].write(rec, {}) == [row]
     assert FORMATS["ptdata"].write(FORMATS["ptdata"].read(rec.to_dict(), {}), {}) == [rec.to_dict()]
     # a bad option value is one error line, exit 1, nothing written
-    res, _ = cli("convert", "think.jsonl", "x.jsonl", "--to", "openai", "-o", "reasoning=keepp", cwd=tmp_path)
+    res, _ = cli("convert", "think.jsonl", "x.jsonl", "--to", "openai", "-O", "reasoning=keepp", cwd=tmp_path)
     assert res.returncode == 1 and res.stderr.strip().splitlines() == ["error: -o reasoning: must be keep, drop or inline, got 'keepp'"]
     assert not (tmp_path / "x.jsonl").exists()
 

@@ -188,7 +188,7 @@ def parquets(data, exports, tmp_path_factory):
     d = tmp_path_factory.mktemp("parquet")
     jobs = {"mixed": (kept, []), "sft": (exports["trl-sft"][0] / "train.trl-sft.jsonl", []),
             "dpo": (exports["trl-dpo"][0] / "train.trl-dpo.jsonl", []),
-            "kto": (exports["trl-dpo"][0] / "train.trl-dpo.jsonl", ["-o", "preference=unpaired"])}
+            "kto": (exports["trl-dpo"][0] / "train.trl-dpo.jsonl", ["-O", "preference=unpaired"])}
     for name, (src, extra) in jobs.items():
         r = run_cli("convert", src, d / f"{name}.parquet", "--to", "trl", *extra, "-q")
         assert r.returncode == 0, r.stderr

@@ -117,7 +117,8 @@ def _summary(counts_in: int, kept: int, rejected: int, reasons: dict, flags: dic
 
 FromOpt = Annotated[Optional[str], typer.Option("--from", help="Input format (detected when omitted).")]
 FieldOpt = Annotated[Optional[list[str]], typer.Option("--field", help="Column mapping for qa input, e.g. question=problem.")]
-OptionOpt = Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Format option key=value, e.g. style=standard.")]
+# -o is --out in every command; format options are -O (one meaning per flag)
+OptionOpt = Annotated[Optional[list[str]], typer.Option("--option", "-O", help="Format option key=value, e.g. style=standard.")]
 InfoOpt = Annotated[Optional[str], typer.Option("--dataset-info", help="LLaMA-Factory dataset_info.json with the column mapping.")]
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="Entry name in --dataset-info.")]
 MaxTurnOpt = Annotated[int, typer.Option("--max-turn-chars", min=1, help="Reject turns longer than this.")]
@@ -175,7 +176,7 @@ def validate_cmd(
     options: OptionOpt = None,
     dataset_info: InfoOpt = None,
     dataset: DatasetOpt = None,
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="Also write the valid records (ptdata format) here.")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the valid records (ptdata format) here.")] = None,
     rejects: Annotated[Optional[Path], typer.Option(help="Rejects file (default: beside --out, else ./<input>.rejects.jsonl).")] = None,
     max_turn_chars: MaxTurnOpt = 100_000,
     strict: StrictOpt = False,

@@ -295,7 +295,7 @@ def export_cmd(inputs: InputsArg, out: OutOpt,
                train_on: Annotated[str, typer.Option(help="all assistant turns, or only the last.")] = "all",
                pack: Annotated[Optional[int], typer.Option(help="Pack whole sequences into rows of exactly this many tokens "
                                                            "(padded; position_ids restart per sequence; no attention_mask).")] = None,
-               fmt: FromOpt = None) -> None:
+               fmt: FromOpt = None, quiet: QuietOpt = False) -> None:
     """Write training-ready data: trainer formats, or tokenized Parquet with assistant-only labels and packing."""
     from .export import export_format, export_tokenized
     from .reader import ReadOptions
