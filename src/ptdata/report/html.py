@@ -14,23 +14,35 @@ def _esc(x: object) -> str:
     return html.escape(str(x))
 
 
+def _value(v: float) -> str:
+    """A bar's value as the tables print it: 1,234 or 3.5 or 33.33 (never rounded to a whole
+    number the table contradicts, never float noise)."""
+    if isinstance(v, int) or float(v).is_integer():
+        return f"{int(v):,}"
+    return f"{v:,.2f}".rstrip("0").rstrip(".")
+
+
+LABEL_CHARS = 48  # longer labels are shortened on the chart; the full label is in the bar's tooltip
+
+
 def hbar_chart(title: str, labels: list[str], values: list[float], note: list[str] | None = None, color: str = "#4C78A8") -> str:
     """Horizontal bars, one per label, scaled to the largest value."""
     if not values:
         return f"<h3>{_esc(title)}</h3><p class='muted'>no data</p>"
     top = max(values) or 1
-    label_w = min(260, 8 * max(len(l) for l in labels) + 10)
+    shown = [lab if len(lab) <= LABEL_CHARS else lab[:LABEL_CHARS - 1] + "…" for lab in map(str, labels)]
+    label_w = min(7 * LABEL_CHARS + 12, 7 * max(len(l) for l in shown) + 12)
     h = len(values) * (BAR_H + GAP) + GAP
     rows = []
-    for i, (lab, v) in enumerate(zip(labels, values)):
+    for i, (lab, short, v) in enumerate(zip(labels, shown, values)):
         y = GAP + i * (BAR_H + GAP)
         w = (W - label_w - 120) * v / top
         extra = f" {note[i]}" if note else ""
         rows.append(
-            f"<text x='{label_w - 6}' y='{y + BAR_H - 5}' text-anchor='end'>{_esc(lab)}</text>"
-            f"<rect x='{label_w}' y='{y}' width='{max(w, 0.5):.1f}' height='{BAR_H}' fill='{color}'><title>{_esc(lab)}: {v:,}</title></rect>"
-            f"<text x='{label_w + w + 4:.1f}' y='{y + BAR_H - 5}'>{v:,.0f}{_esc(extra)}</text>")
-    return f"<h3>{_esc(title)}</h3><svg width='{W}' height='{h}' class='chart'>{''.join(rows)}</svg>"
+            f"<text x='{label_w - 6}' y='{y + BAR_H - 5}' text-anchor='end'><title>{_esc(lab)}</title>{_esc(short)}</text>"
+            f"<rect x='{label_w}' y='{y}' width='{max(w, 0.5):.1f}' height='{BAR_H}' fill='{color}'><title>{_esc(lab)}: {_value(v)}</title></rect>"
+            f"<text x='{label_w + w + 4:.1f}' y='{y + BAR_H - 5}'>{_value(v)}{_esc(extra)}</text>")
+    return f"<h3>{_esc(title)}</h3><svg width='{W + max(0, label_w - 260)}' height='{h}' class='chart'>{''.join(rows)}</svg>"
 
 
 def _tick(x: float) -> str:
