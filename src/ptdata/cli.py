@@ -290,8 +290,10 @@ READ_STEPS = ("read", "detect", "parse", "validate", "write")  # the op of a rej
 
 def _check_reject_filters(out_dir: Path, op: str | None, reason: str | None) -> None:
     """An --op or --reason this run cannot have is a mistake, not an empty answer: say which exist."""
+    from .pipeline.recipe import SUCCESS
+
     stats_path = out_dir / "stats.json"
-    if not (out_dir / "_SUCCESS").is_file() or not stats_path.is_file():
+    if not (out_dir / SUCCESS).is_file() or not stats_path.is_file():
         raise InputError(f"{out_dir}: no _SUCCESS (a run that has not finished, or not a run's output directory)")
     try:
         funnel = orjson.loads(stats_path.read_bytes())["ops"]
@@ -318,10 +320,11 @@ def rejects_cmd(
 
     from .pipeline.rejects import read_rejects
 
-    _check_reject_filters(out_dir, op, reason)
+    from .pipeline.recipe import SUCCESS
+
+    _check_reject_filters(out_dir, op, reason)  # also: the run finished, so its _SUCCESS names its inputs
     if output:
-        done = out_dir / "_SUCCESS"
-        run_inputs = [Path(i[0]) for i in orjson.loads(done.read_bytes()).get("inputs", [])] if done.is_file() else []
+        run_inputs = [Path(i[0]) for i in orjson.loads((out_dir / SUCCESS).read_bytes()).get("inputs", [])]
         guard_outputs([*out_dir.glob("*"), *run_inputs], [output], dirs=[])
         if os.path.realpath(output).startswith(os.path.realpath(out_dir).rstrip(os.sep) + os.sep):
             raise InputError(f"refusing to write {output}: it is inside the run directory {out_dir} (its files are the run's state)")
@@ -419,8 +422,7 @@ def run_recipe(recipe, workers: int | None, quiet: bool, executor: str = "local"
         if o.get("counters"):
             err.print("  " + " " * 18 + " model: " + ", ".join(f"{k} {v:,}" for k, v in o["counters"].items()), highlight=False)
     if st.get("kept_pii_redactions"):
-        err.print("  pii redacted in kept records: " + ", ".join(f"{k} {v:,}" for k, v in st["kept_pii_redactions"].items()),
-                  highlight=False)
+        err.print("  pii redacted in kept records: " + _counts(st["kept_pii_redactions"]), highlight=False)
     if result.resumed_shards:
         err.print(f"  resumed: {result.resumed_shards} shard(s) reused from an earlier run of this recipe", highlight=False)
     err.print(f"kept: {result.kept_path}\nrejects: {result.rejects_path}\nstats: {result.stats_path}"
@@ -461,8 +463,6 @@ from . import cli_flywheel, cli_llm  # noqa: E402,F401  (register the model step
 
 def main() -> None:
     """Entry point: every outcome is an exit code from the table and at most one `error:` line."""
-    import os
-
     from typer import _click  # typer's own click
 
     try:

@@ -93,8 +93,6 @@ def convert(
     if split_name(dst)[0] == "parquet" and "extra" not in write_opts:
         write_opts = {**write_opts, "extra": "drop"}  # a fixed schema has no column for unmapped fields
     rejects_path = Path(rejects) if rejects else rejects_path_for(dst)
-    if rejects_path == dst:
-        raise InputError(f"the rejects file {rejects_path} would be the output file")
     write_dataset_info = write_dataset_info and to in ("alpaca", "sharegpt")
     guard_outputs([src, *([ro.dataset_info] if ro.dataset_info else [])],
                   [dst, rejects_path, *([dst.parent / "dataset_info.json"] if write_dataset_info else [])])

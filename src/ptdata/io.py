@@ -9,12 +9,15 @@ Parquet by row batches.
 """
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import gzip
-import zlib
 import os
 import shutil
 import tempfile
+import zlib
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
@@ -63,9 +66,9 @@ def sniff(path: Path) -> tuple[str, bool]:
             try:
                 head = g.read(4096)
             except (OSError, EOFError) as e:
-                if not head_of_truncated(path):
-                    raise InputError(f"{path}: not a readable gzip file ({e})") from None
                 head = head_of_truncated(path)
+                if not head:
+                    raise InputError(f"{path}: not a readable gzip file ({e})") from None
     if head[:4] == PARQUET_MAGIC:
         return "parquet", gz
     text = head.removeprefix(BOM).lstrip()
@@ -240,10 +243,6 @@ def _needs_json_values(t) -> bool:
 def json_value(v: Any) -> Any:
     """A Parquet value in a form JSON holds: Decimal as its exact text, bytes as UTF-8 text
     (else `base64:` + base64), times as ISO 8601, durations as seconds; at any depth."""
-    import base64
-    import datetime as dt
-    from decimal import Decimal
-
     if isinstance(v, dict):
         return {k: json_value(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):

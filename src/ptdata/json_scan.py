@@ -90,9 +90,11 @@ def check_depth(line: bytes, limit: int) -> RecordError | None:
     if line.count(b"[") + line.count(b"{") <= limit:
         return None
     d = max_depth(line)
-    if d > limit:
-        return RecordError("too_deep", f"nested {d:,} levels deep, over the limit of {limit:,} (--max-depth)")
-    return None
+    return too_deep(d, limit) if d > limit else None
+
+
+def too_deep(depth: int, limit: int) -> RecordError:
+    return RecordError("too_deep", f"nested {depth:,} levels deep, over the limit of {limit:,} (--max-depth)")
 
 
 @dataclass
@@ -164,7 +166,7 @@ def array_items(f: IO[bytes], max_bytes: int, max_depth_: int = DEFAULT_MAX_DEPT
             return
         n += 1
         if it.depth > max_depth_:
-            yield n, RecordError("too_deep", f"nested {it.depth:,} levels deep, over the limit of {max_depth_:,} (--max-depth)")
+            yield n, too_deep(it.depth, max_depth_)
             return
         yield n, data
 

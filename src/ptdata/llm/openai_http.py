@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .base import Backend, Done, LLMConfig, Progress, Request, Result, Sample
+from .base import Backend, Done, LLMConfig, Request, Result, Sample
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -66,7 +66,7 @@ class OpenAIBackend(Backend):
         if failed:
             raise failed[0]
 
-    async def agenerate(self, requests: list[Request], progress: Progress | None = None, done: Done | None = None) -> list[Result]:
+    async def agenerate(self, requests: list[Request], done: Done | None = None) -> list[Result]:
         """`concurrency` workers pull requests in order; results keep the input order."""
         cfg = self.config
         results: list[Result | None] = [None] * len(requests)
@@ -80,8 +80,6 @@ class OpenAIBackend(Backend):
                     results[i] = await self._one(client, requests[i])
                     if done:
                         done(i, results[i])
-                    if progress:
-                        progress(1)
 
             await asyncio.gather(*(worker() for _ in range(min(cfg.concurrency, len(requests)))))
         return results  # type: ignore[return-value]

@@ -41,7 +41,7 @@ from ..ops.base import Drop, GlobalOp, MapOp, Op
 from ..parallel import pool_context
 from ..reader import RecordReader
 from ..records import Record
-from .recipe import Recipe
+from .recipe import RUN_FILES, SUCCESS, Recipe
 
 Progress = Callable[[str, int, int], None]  # (stage label, done, total)
 
@@ -505,11 +505,8 @@ def _manifest(recipe: Recipe, files: list[list[Path]]) -> bytes:
                         option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
 
 
-SUCCESS = "_SUCCESS"  # written last: the outputs beside it are whole and belong to the recipe it names
-
-
 def _output_names(recipe: Recipe) -> list[str]:
-    return [recipe.output.file, "rejects.jsonl", "stats.json", "report.html", SUCCESS]
+    return [recipe.output.file, *RUN_FILES]
 
 
 def _clear_outputs(out_dir: Path, old_manifest: bytes | None, recipe: Recipe) -> None:

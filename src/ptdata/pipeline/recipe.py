@@ -59,7 +59,8 @@ class Input:
         return ReadOptions(fmt=self.format, opts=opts, validation=validation)
 
 
-RUN_FILES = ("rejects.jsonl", "stats.json", "report.html", "_SUCCESS")  # what a run writes beside its kept file
+SUCCESS = "_SUCCESS"  # written last: the outputs beside it are whole and belong to the recipe it names
+RUN_FILES = ("rejects.jsonl", "stats.json", "report.html", SUCCESS)  # what a run writes beside its kept file
 
 
 @dataclass
@@ -224,15 +225,12 @@ def load_recipe(path: str | Path) -> Recipe:
     data = {k: v for k, v in data.items() if v is not None}
     if "inputs" not in data:
         raise InputError(f"{path}: no inputs")
-    top = check(RecipeFile, data, str(path), "key")
-    inputs = [Input(**check(Input, {"path": item} if isinstance(item, str) else item, f"{path}: inputs[{i}]", "key"))
-              for i, item in enumerate(top["inputs"])]
-    try:
+    try:  # a check in a section's own __post_init__ does not know the file: name it here
+        top = check(RecipeFile, data, str(path), "key")
+        inputs = [Input(**check(Input, {"path": item} if isinstance(item, str) else item, f"{path}: inputs[{i}]", "key"))
+                  for i, item in enumerate(top["inputs"])]
         output = Output(**check(Output, top.get("output", {}), f"{path}: output", "key"))
-    except InputError as e:
-        raise InputError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
-    validation = ValidationConfig(**check(ValidationConfig, top.get("validation", {}), f"{path}: validation", "key"))
-    try:
+        validation = ValidationConfig(**check(ValidationConfig, top.get("validation", {}), f"{path}: validation", "key"))
         return Recipe(inputs=inputs, ops=parse_ops(top.get("ops"), str(path)), output=output, name=top.get("name", path.stem),
                       validation=validation, batch_size=top.get("batch_size", 2000), shard_bytes=top.get("shard_bytes", 4 << 20),
                       source=str(path))
