@@ -87,7 +87,7 @@ def test_masks_equal_hf_with_markers_and_without(qwen, conversations, family):
         ids, mask = hf_mask(tok_marked, rec)
         assert any(mask)
         for tok in (tok_marked, tok_stock):
-            e = ChatEncoder(tok).encode(rec)
+            [e] = ChatEncoder(tok).encode(rec)
             assert e.input_ids == ids
             assert [int(x != IGNORE) for x in e.labels] == mask
             assert all(x == IGNORE or x == i for x, i in zip(e.labels, e.input_ids))
@@ -107,23 +107,24 @@ def test_weights_and_train_on_last(qwen):
     assert weighted
     for row in weighted:
         rec = Record("sft", row["messages"])
-        e = ChatEncoder(tok).encode(rec)
+        [e] = ChatEncoder(tok).encode(rec)
         trained_text = tok.decode([x for x in e.labels if x != IGNORE])
         for m in row["messages"]:
             if m["role"] == "assistant" and m["content"]:
                 assert (m["content"] in trained_text) == (m.get("weight", 1) != 0)
     rec = Record("sft", [{"role": "user", "content": "a"}, {"role": "assistant", "content": "first answer"},
                          {"role": "user", "content": "b"}, {"role": "assistant", "content": "second answer"}])
-    last = ChatEncoder(tok, train_on="last").encode(rec)
+    [last] = ChatEncoder(tok, train_on="last").encode(rec)
     assert tok.decode([x for x in last.labels if x != IGNORE]) == "second answer<|im_end|>"
     only_zero = Record("sft", [{"role": "user", "content": "a"}, {"role": "assistant", "content": "x", "weight": 0}])
     with pytest.raises(RecordError, match="no assistant token"):
         ChatEncoder(tok).encode(only_zero)
 
 
-def test_unstable_template_is_rejected(qwen):
+def test_unstable_template_is_rejected_or_split(qwen):
     """A template that renders the last assistant turn differently (as Qwen3 does with its think
-    block) cannot have its turns placed in tokens: the record is rejected, not mis-masked."""
+    block) cannot have its turns placed in one sequence's tokens: with history="reject" the record
+    is rejected, not mis-masked; by default each assistant turn is a sequence of its own."""
     from ptdata.tokenizers import QWEN_CHAT_TEMPLATE_NO_MARKERS
 
     t = QWEN_CHAT_TEMPLATE_NO_MARKERS.replace(
@@ -131,8 +132,14 @@ def test_unstable_template_is_rejected(qwen):
     rec = Record("sft", [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                          {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}])
     with pytest.raises(RecordError) as e:
-        ChatEncoder(with_template(qwen, t)).encode(rec)
+        ChatEncoder(with_template(qwen, t), history="reject").encode(rec)
     assert e.value.reason == "template_not_prefix_stable"
+    tok = with_template(qwen, t)
+    first, second = ChatEncoder(tok).encode(rec)
+    assert tok.decode(first.input_ids).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\nb<|im_end|>\n")
+    assert tok.decode([x for x in first.labels if x != IGNORE]) == "<think>\n\n</think>\n\nb<|im_end|>"
+    assert tok.decode([x for x in second.labels if x != IGNORE]) == "<think>\n\n</think>\n\nd<|im_end|>"
+    assert "assistant\nb<|im_end|>" in tok.decode(second.input_ids)  # the history as the template renders it
 
 
 def test_truncation_policies(qwen):
@@ -142,16 +149,16 @@ def test_truncation_policies(qwen):
     for i in range(6):
         turns += [{"role": "user", "content": f"question {i} " + "pad " * 30}, {"role": "assistant", "content": f"answer {i}"}]
     multi = Record("sft", turns)
-    full = len(ChatEncoder(tok).encode(multi).input_ids)
+    full = len(ChatEncoder(tok).encode(multi)[0].input_ids)
     with pytest.raises(RecordError, match="max_length") as e:
         ChatEncoder(tok, max_length=100).encode(multi)
     assert e.value.reason == "too_long"
     with pytest.raises(RecordError) as e:
         ChatEncoder(tok, max_length=100, truncation="truncate").encode(long_first)
     assert e.value.reason == "first_turn_too_long"
-    cut = ChatEncoder(tok, max_length=full - 20, truncation="truncate").encode(multi)
+    [cut] = ChatEncoder(tok, max_length=full - 20, truncation="truncate").encode(multi)
     assert len(cut.input_ids) == full - 20 and cut.trained
-    dropped = ChatEncoder(tok, max_length=full - 20, truncation="drop_turns").encode(multi)
+    [dropped] = ChatEncoder(tok, max_length=full - 20, truncation="drop_turns").encode(multi)
     text = tok.decode(dropped.input_ids)
     assert len(dropped.input_ids) <= full - 20 and "Be short." in text and "question 0" not in text and "answer 5" in text
 

@@ -217,8 +217,10 @@ def export_format(inputs: list[Path], out_dir: Path, to: str, ro: ReadOptions | 
 
 def export_tokenized(inputs: list[Path], out_dir: Path, tokenizer_dir: str | Path, max_length: int | None = None,
                      truncation: str = "reject", train_on: str = "all", pack_length: int | None = None,
-                     ro: ReadOptions | None = None, tokenizer: Any = None) -> dict:
-    """tokenized.parquet, rejects, stats. One row per record (id, input_ids, labels, attention_mask), or with
+                     ro: ReadOptions | None = None, tokenizer: Any = None, reasoning: str = "keep",
+                     reasoning_key: str = "reasoning_content", history: str = "split") -> dict:
+    """tokenized.parquet, rejects, stats. One row per sequence (id, input_ids, labels, attention_mask): one per
+    record, or one per trained assistant turn where the template rewrites earlier turns (tokenize.py); or with
     `pack_length` packed rows padded to that length (input_ids, labels, position_ids, seq_lengths, ids; see pack.py)."""
     guard_outputs(inputs, dirs=[out_dir])
     if out_dir.exists() and not out_dir.is_dir():
@@ -228,11 +230,12 @@ def export_tokenized(inputs: list[Path], out_dir: Path, tokenizer_dir: str | Pat
         raise InputError(f"--pack {pack_length}: the pack length must be at least 1 token")
     if pack_length and (max_length is None or max_length > pack_length):
         max_length = pack_length  # a sequence longer than a row cannot be packed: the truncation policy decides
-    enc = ChatEncoder(tok, train_on=train_on, max_length=max_length, truncation=truncation)
+    enc = ChatEncoder(tok, train_on=train_on, max_length=max_length, truncation=truncation, reasoning=reasoning,
+                      reasoning_key=reasoning_key, history=history)
     out_dir.mkdir(parents=True, exist_ok=True)
     seqs: list[tuple[str, list[int], list[int]]] = []
     rejects, reasons = [], Counter()
-    n_in = 0
+    n_in = kept = split = 0
     for src in inputs:
         for rec, bad in read_records(src, ro):
             n_in += 1
@@ -241,20 +244,23 @@ def export_tokenized(inputs: list[Path], out_dir: Path, tokenizer_dir: str | Pat
                 reasons[bad["reason"]] += 1
                 continue
             try:
-                e = enc.encode(rec)
+                encoded = enc.encode(rec)
             except RecordError as err:
                 reasons[err.reason] += 1
                 rejects.append({"source": rec.meta.get("source", ""), "op": "tokenize", "reason": err.reason,
                                 "detail": err.detail, "id": rec.id, "record": rec.to_dict()})
                 continue
-            seqs.append((rec.id, e.input_ids, e.labels))
+            kept += 1
+            split += len(encoded) > 1
+            seqs += [(rec.id, e.input_ids, e.labels) for e in encoded]
     (out_dir / "rejects.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rejects))
     lengths = [len(s[1]) for s in seqs]
     trained = sum(sum(1 for x in s[2] if x != IGNORE) for s in seqs)
-    stats: dict[str, Any] = {"records_in": n_in, "kept": len(seqs), "rejected": len(rejects), "reasons": dict(reasons),
+    stats: dict[str, Any] = {"records_in": n_in, "kept": kept, "rejected": len(rejects), "reasons": dict(reasons),
+                             "sequences": len(seqs), "split_records": split,
                              "tokens": sum(lengths), "trained_tokens": trained,
                              "trained_share": round(trained / sum(lengths), 4) if lengths else None,
-                             "tokens_per_record": numeric_summary(lengths), "histogram": _histogram(lengths)}
+                             "tokens_per_sequence": numeric_summary(lengths), "histogram": _histogram(lengths)}
     path = out_dir / "tokenized.parquet"
     if pack_length:
         rows, eff = pack(seqs, pack_length)
@@ -299,10 +305,13 @@ def _write_report(stats: dict, path: Path) -> None:
              f"<p class='big'>{stats['records_in']:,} records → <b>{stats['kept']:,} tokenized</b> · {stats['rejected']:,} "
              f"rejected (reasons in <code>rejects.jsonl</code>) · {stats['tokens']:,} tokens, "
              f"{stats['trained_share'] or 0:.1%} of them trained</p>",
-             histogram("tokens per record", [float(b) for b in h["bins"][:-1]] + [float(h["bins"][-2] * 2)], h["counts"]),
+             *([f"<p>{stats['split_records']:,} records became {stats['sequences']:,} sequences in all: the chat template "
+                "rewrites earlier turns (it drops their reasoning), so each trained assistant turn is a sequence of its "
+                "own, rendered as the template renders it at inference.</p>"] if stats["split_records"] else []),
+             histogram("tokens per sequence", [float(b) for b in h["bins"][:-1]] + [float(h["bins"][-2] * 2)], h["counts"]),
              hbar_chart("tokens", ["all tokens", "trained (assistant) tokens"], [stats["tokens"], stats["trained_tokens"]])]
     if "packing_efficiency" in stats:
-        parts.append(f"<h2>Packing</h2><p>{stats['kept']:,} sequences in {stats['packed_rows']:,} rows of "
+        parts.append(f"<h2>Packing</h2><p>{stats['sequences']:,} sequences in {stats['packed_rows']:,} rows of "
                      f"{stats['pack_length']:,} tokens: efficiency {stats['packing_efficiency']:.1%}.</p>")
     if stats["reasons"]:
         parts.append(hbar_chart("rejected by reason", list(stats["reasons"]), list(stats["reasons"].values()), color="#E45756"))
