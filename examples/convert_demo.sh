@@ -15,7 +15,7 @@ for f in alpaca_mixed.jsonl sharegpt_tools.json openai_chat.jsonl.gz hh_pairs.js
 done
 ptdata convert "$D/gsm_style.jsonl" "$OUT/records/gsm_style.jsonl" --rejects "$OUT/rejects/gsm_style.jsonl" --to ptdata --from qa \
   --field question=problem --field answer=solution -q
-ptdata stats "$OUT"/records/*.jsonl --json "$OUT/stats.json" -q
+ptdata stats "$OUT"/records/*.jsonl --json -q > "$OUT/stats.json"
 # trainer-ready exports of the cleaned records
 ptdata convert "$OUT/records/hh_pairs.jsonl" "$OUT/export/hh_dpo.trl.jsonl" --to trl -q
 ptdata convert "$OUT/records/trl_prefs.jsonl" "$OUT/export/prefs.openai-pref.jsonl" --to openai-pref -q

@@ -42,9 +42,9 @@ def test_stats_exact_figures(tmp_path):
         {"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "x"}]},
     ]
     src = write_jsonl(tmp_path / "s.jsonl", rows)
-    r = run_cli("stats", src, "--json", tmp_path / "s.json", "-q")
+    r = run_cli("stats", src, "--json", "-q")
     assert r.returncode == 0, r.stderr
-    d = json.loads((tmp_path / "s.json").read_text())
+    d = json.loads(r.stdout)
     assert d["records"] == 4 and d["rejected"] == 1 and d["reject_reasons"] == {"empty_turn": 1}
     assert d["kinds"] == {"sft": 3, "prompt": 1}
     assert d["turns_per_conversation"]["histogram"] == {"1": 1, "2": 2, "3": 1}

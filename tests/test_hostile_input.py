@@ -223,7 +223,6 @@ def test_no_command_writes_over_its_input(tmp_path):
         ("convert", src, tmp_path / "hard.jsonl", "--to", "openai"),
         ("convert", src, tmp_path / "sym.jsonl", "--to", "openai"),
         ("validate", src, "--out", src),
-        ("stats", src, "--json", src),
     ]
     for args in cases:
         r = run_capped(*args, "-q", cwd=tmp_path)

@@ -123,7 +123,7 @@ def test_pairs_from_rated_candidates_match_the_script(server, hh_head, tmp_path)
     step(srv, "generate", str(hh_head), "-o", str(tmp_path / "gen"), "--n", "3")
     step(srv, "judge", str(tmp_path / "gen" / "kept.jsonl"), "-o", str(tmp_path / "judged"))
     r = CliRunner().invoke(cli, ["pairs", str(tmp_path / "judged" / "kept.jsonl"), "-o", str(tmp_path / "pairs"),
-                                 "--min-margin", "1", "--to", "trl", "--to", "kto", "--to", "openai", "--to", "llamafactory", "-q"])
+                                 "--min-margin", "1", "--to", "trl", "--to", "openai-pref", "--to", "llamafactory", "-q"])
     assert r.exit_code == 0, r.output
 
     prompts = [rec.messages for rec in records(hh_head)]
@@ -177,21 +177,21 @@ def test_exports_round_trip_through_trl(server, hh_head, tmp_path):
     step(srv, "generate", str(hh_head), "-o", str(tmp_path / "gen"), "--n", "3")
     step(srv, "judge", str(tmp_path / "gen" / "kept.jsonl"), "-o", str(tmp_path / "judged"))
     r = CliRunner().invoke(cli, ["pairs", str(tmp_path / "judged" / "kept.jsonl"), "-o", str(tmp_path / "p"),
-                                 "--to", "trl", "--to", "kto", "--to", "openai", "--to", "llamafactory", "-q"])
+                                 "--to", "trl-dpo", "--to", "trl-kto", "--to", "openai-pref", "--to", "llamafactory-ranking", "-q"])
     assert r.exit_code == 0, r.output
     pairs = records(tmp_path / "p" / "kept.jsonl")
-    trl_rows = [orjson.loads(x) for x in (tmp_path / "p" / "pairs.trl.jsonl").read_bytes().splitlines()]
+    trl_rows = [orjson.loads(x) for x in (tmp_path / "p" / "pairs.trl-dpo.jsonl").read_bytes().splitlines()]
     assert len(trl_rows) == len(pairs)
     for row, p in zip(trl_rows, pairs):
         assert is_conversational(row)
         assert maybe_extract_prompt(row) == row
         assert row["prompt"] == p.messages and row["chosen"] == p.chosen and row["rejected"] == p.rejected
     unpaired = unpair_preference_dataset(Dataset.from_list([{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in trl_rows]))
-    kto = [orjson.loads(x) for x in (tmp_path / "p" / "pairs.kto.jsonl").read_bytes().splitlines()]
+    kto = [orjson.loads(x) for x in (tmp_path / "p" / "pairs.trl-kto.jsonl").read_bytes().splitlines()]
     assert sorted(orjson.dumps(dict(x), option=orjson.OPT_SORT_KEYS) for x in unpaired) == \
         sorted(orjson.dumps(x, option=orjson.OPT_SORT_KEYS) for x in kto)
     # every export reads back to the same pairs
-    for name in ("pairs.trl.jsonl", "pairs.openai.jsonl", "pairs.llamafactory.json"):
+    for name in ("pairs.trl-dpo.jsonl", "pairs.openai-pref.jsonl", "pairs.llamafactory-ranking.json"):
         back = records(tmp_path / "p" / name)
         assert [(b.messages, b.chosen, b.rejected) for b in back] == [(p.messages, p.chosen, p.rejected) for p in pairs], name
 

@@ -99,9 +99,21 @@ class _Bar:
             self.p.refresh()
 
 
-def _counts(c: dict) -> str:
-    """`reason 3, other 1`, largest first: how a summary lists counts (never a dict repr)."""
-    return ", ".join(f"{k} {v:,}" for k, v in sorted(c.items(), key=lambda x: -x[1]))
+def counts_text(c: dict) -> str:
+    """`too_long 3, template_error 1`, largest first (ties by name): how a summary lists counts, never a dict repr."""
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(c.items(), key=lambda x: (-x[1], str(x[0]))))
+
+
+def print_json(summary: dict) -> None:
+    """`--json`: the summary as one JSON object on stdout, keys sorted (nothing else goes to stdout)."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(orjson.dumps(summary, default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def written(path) -> str | None:
+    """A summary's file entry: the path when the command left that file, None when it wrote none."""
+    return str(path) if path is not None and Path(path).exists() else None
 
 
 def _summary(counts_in: int, kept: int, rejected: int, reasons: dict, flags: dict, rejects: Path | None) -> None:
@@ -110,9 +122,9 @@ def _summary(counts_in: int, kept: int, rejected: int, reasons: dict, flags: dic
         line += f"  (rejects: {rejects})"
     err.print(line, highlight=False)
     if reasons:
-        err.print("  rejected by reason: " + _counts(reasons), highlight=False)
+        err.print("  rejected by reason: " + counts_text(reasons), highlight=False)
     if flags:
-        err.print("  flagged (kept): " + _counts(flags), highlight=False)
+        err.print("  flagged (kept): " + counts_text(flags), highlight=False)
 
 
 FromOpt = Annotated[Optional[str], typer.Option("--from", help="Input format (detected when omitted).")]
@@ -127,13 +139,17 @@ NoLangOpt = Annotated[bool, typer.Option("--no-language-check", help="Do not fla
 MaxRecOpt = Annotated[int, typer.Option("--max-record-bytes", min=1, help="Reject single records larger than this.")]
 MaxDepthOpt = Annotated[int, typer.Option("--max-depth", min=1, max=250, help="Reject records nested deeper than this (objects and arrays).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+# every command that sums up its work: the same figures for machines, one JSON object on stdout (print_json)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout, and nothing "
+                                       "else there (human lines stay on stderr).")]
 
 
 @app.command("convert")
 def convert_cmd(
     src: Annotated[Path, typer.Argument(help="Input file (.jsonl/.json/.parquet, optionally .gz).")],
     dst: Annotated[Path, typer.Argument(help="Output file; its extension picks JSONL, JSON array or Parquet.")],
-    to: Annotated[str, typer.Option("--to", help=f"Output format: {', '.join(FORMATS)}.")],
+    to: Annotated[str, typer.Option("--to", help=f"Output format, as `ptdata formats` lists them: {', '.join(FORMATS)} "
+                                        "(trainer targets are `ptdata export --to`).")],
     fmt: FromOpt = None,
     fields: FieldOpt = None,
     options: OptionOpt = None,
@@ -148,6 +164,7 @@ def convert_cmd(
     max_record_bytes: MaxRecOpt = 16 * 1024 * 1024,
     max_depth: MaxDepthOpt = DEFAULT_MAX_DEPTH,
     quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Convert between formats; every record is written or rejected with a reason."""
     if to not in FORMATS:
@@ -165,6 +182,10 @@ def convert_cmd(
         err.print("  " + extra_line, highlight=False, markup=False)
     if counts.rows_out != counts.kept:
         err.print(f"  wrote {counts.rows_out:,} rows to {dst}", highlight=False)
+    if as_json:
+        print_json({"command": "convert", "format": to, "records_in": counts.records_in, "kept": counts.kept,
+                    "rejected": counts.rejected, "reasons": counts.reasons, "flags": counts.flags, "rows_out": counts.rows_out,
+                    "unmapped_fields": counts.extra, "files": {"out": written(dst), "rejects": written(rejects)}})
     exit_if_nothing(counts.records_in, counts.kept)
 
 
@@ -184,6 +205,7 @@ def validate_cmd(
     max_record_bytes: MaxRecOpt = 16 * 1024 * 1024,
     max_depth: MaxDepthOpt = DEFAULT_MAX_DEPTH,
     quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Check structure and multi-turn coherence. Exit 0 when all records are valid, 3 when some are rejected."""
     ro = _read_options(fmt, fields, options, dataset_info, dataset, max_turn_chars, strict, no_language_check, max_record_bytes, max_depth)
@@ -224,6 +246,10 @@ def validate_cmd(
     if unreadable == len(inputs):
         raise typer.Exit(EXIT_INPUT)  # each file had its error line; there is nothing to sum up
     _summary(n_in, stats.records, stats.rejected, stats.reject_reasons, stats.flags, rejects if stats.rejected else None)
+    if as_json:
+        print_json({"command": "validate", "records_in": n_in, "kept": stats.records, "rejected": stats.rejected,
+                    "reasons": dict(stats.reject_reasons), "flags": dict(stats.flags), "files_in": len(inputs),
+                    "unreadable_files": unreadable, "files": {"out": written(out_path), "rejects": written(rejects)}})
     if unreadable:
         err.print(f"{unreadable} of {len(inputs)} file(s) could not be validated", highlight=False)
         raise typer.Exit(EXIT_INPUT)
@@ -240,17 +266,15 @@ def stats_cmd(
     options: OptionOpt = None,
     dataset_info: InfoOpt = None,
     dataset: DatasetOpt = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the statistics as JSON here.")] = None,
     max_turn_chars: MaxTurnOpt = 100_000,
     no_language_check: NoLangOpt = False,
     max_record_bytes: MaxRecOpt = 16 * 1024 * 1024,
     max_depth: MaxDepthOpt = DEFAULT_MAX_DEPTH,
     quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Records by kind, turns per conversation, characters per role, languages, duplicates by id."""
+    """Records by kind, turns per conversation, characters per role, languages, duplicates by id (`--json > FILE` keeps them)."""
     ro = _read_options(fmt, fields, options, dataset_info, dataset, max_turn_chars, False, no_language_check, max_record_bytes, max_depth)
-    if json_out:
-        guard_outputs(inputs, [json_out])
     stats = DatasetStats()
     for path in inputs:
         reader = RecordReader(path, ro)
@@ -263,17 +287,18 @@ def stats_cmd(
                 if not i & 4095:
                     bar(reader.fraction(), kept=stats.records, rejected=stats.rejected)
     d = stats.as_dict()
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_bytes(orjson.dumps(d, option=orjson.OPT_INDENT_2))
-    _print_stats(d)
+    if as_json:  # the table is stdout's human form: the object takes its place
+        print_json({"command": "stats", "records_in": d["records"] + d["rejected"], "kept": d["records"],
+                    "reasons": d["reject_reasons"], **d})
+    else:
+        _print_stats(d)
     exit_if_nothing(d["records"] + d["rejected"], d["records"])
 
 
 def _print_stats(d: dict) -> None:
     t = Table(title="ptdata stats", show_header=False)
     t.add_row("records (valid)", f"{d['records']:,}")
-    t.add_row("rejected", f"{d['rejected']:,}" + (f"  ({_counts(d['reject_reasons'])})" if d["reject_reasons"] else ""))
+    t.add_row("rejected", f"{d['rejected']:,}" + (f"  ({counts_text(d['reject_reasons'])})" if d["reject_reasons"] else ""))
     t.add_row("by kind", ", ".join(f"{k} {v:,}" for k, v in d["kinds"].items()))
     tp = d["turns_per_conversation"]
     t.add_row("turns / conversation", f"mean {tp['mean']}, max {tp['max']}, " + ", ".join(f"{k}:{v}" for k, v in tp["histogram"].items()))
@@ -314,6 +339,7 @@ def rejects_cmd(
     op: Annotated[Optional[str], typer.Option(help="Only rows of this op.")] = None,
     reason: Annotated[Optional[str], typer.Option(help="Only rows with this reason.")] = None,
     output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write JSONL here instead of stdout.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Print a run's rejects as JSONL; by default every row carries its record (see output.rejects)."""
     import sys
@@ -322,6 +348,8 @@ def rejects_cmd(
 
     from .pipeline.recipe import SUCCESS
 
+    if as_json and not output:
+        raise InputError("--json needs -o FILE: without it stdout is the rejects themselves")
     _check_reject_filters(out_dir, op, reason)  # also: the run finished, so its _SUCCESS names its inputs
     if output:
         run_inputs = [Path(i[0]) for i in orjson.loads((out_dir / SUCCESS).read_bytes()).get("inputs", [])]
@@ -339,7 +367,10 @@ def rejects_cmd(
         if output:
             f.close()
     if output:
-        err.print(f"{n:,} rejects -> {output}")
+        err.print(f"{n:,} rejects -> {output}", highlight=False)
+    if as_json:
+        print_json({"command": "rejects", "run": str(out_dir), "rows": n, "op": op, "reason": reason, "full": full,
+                    "files": {"out": written(output)}})
 
 
 @app.command("run")
@@ -349,6 +380,7 @@ def run_cmd(
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (executor=ray).")] = None,
     quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run a curation recipe: kept records, rejects with reasons, stats.json and report.html. Resumes if interrupted."""
     from .pipeline import load_recipe
@@ -357,7 +389,24 @@ def run_cmd(
     if executor not in ("local", "ray"):
         raise InputError(f"executor must be local or ray, got {executor!r}")
     result = run_recipe(recipe, workers, quiet, executor=executor, address=address)
+    if as_json:
+        print_json(run_summary(result, "run"))
     exit_if_nothing(result.records_in, result.kept)
+
+
+def run_summary(result, command: str) -> dict:
+    """The `--json` object of a run (and of each model step, a one-op run): the funnel as the human lines show it."""
+    st = result.stats
+    reasons: dict[str, int] = {}
+    for o in st["ops"]:
+        for k, v in o["dropped"].items():
+            reasons[k] = reasons.get(k, 0) + v
+    return {"command": command, "records_in": st["records_in"], "kept": st["kept"], "rejected": st["rejected"],
+            "derived": st.get("derived", 0), "reasons": reasons, "resumed_shards": result.resumed_shards,
+            "ops": [{k: o.get(k) for k in ("op", "in", "kept", "dropped", "seconds", "counters") if k in o} for o in st["ops"]],
+            "kept_pii_redactions": st.get("kept_pii_redactions") or {},
+            "files": {"kept": written(result.kept_path), "rejects": written(result.rejects_path),
+                      "stats": written(result.stats_path), "report": written(result.report_path)}}
 
 
 def run_recipe(recipe, workers: int | None, quiet: bool, executor: str = "local", address: str | None = None):
@@ -416,13 +465,13 @@ def run_recipe(recipe, workers: int | None, quiet: bool, executor: str = "local"
     if st.get("derived"):
         err.print(f"  derived: {st['derived']:,} record(s) added by ops (samples, evolutions, pairs)", highlight=False)
     for o in st["ops"]:
-        dropped = ", ".join(f"{k} {v:,}" for k, v in sorted(o["dropped"].items(), key=lambda x: -x[1]))
+        dropped = counts_text(o["dropped"])
         secs = "" if o["seconds"] is None else f" ({o['seconds']:.1f}s)"
         err.print(f"  {o['op']:<18} {o['in']:>9,} -> {o['kept']:>9,}{secs}" + (f"  dropped: {dropped}" if dropped else ""), highlight=False)
         if o.get("counters"):
             err.print("  " + " " * 18 + " model: " + ", ".join(f"{k} {v:,}" for k, v in o["counters"].items()), highlight=False)
     if st.get("kept_pii_redactions"):
-        err.print("  pii redacted in kept records: " + _counts(st["kept_pii_redactions"]), highlight=False)
+        err.print("  pii redacted in kept records: " + counts_text(st["kept_pii_redactions"]), highlight=False)
     if result.resumed_shards:
         err.print(f"  resumed: {result.resumed_shards} shard(s) reused from an earlier run of this recipe", highlight=False)
     err.print(f"kept: {result.kept_path}\nrejects: {result.rejects_path}\nstats: {result.stats_path}"

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 import typer
 
-from .cli import app, err, out
+from .cli import JsonOpt, app, counts_text, err, out, print_json, written
 from .errors import InputError
 
 fw = typer.Typer(no_args_is_help=True, help="The data flywheel: logging proxy, feedback, mining.")
@@ -96,6 +96,16 @@ def feedback_cmd(interaction: Annotated[str, typer.Argument(help="Interaction id
 StoreOpt = Annotated[str, typer.Option(help="sqlite path or URL, or postgresql://user@host/db.")]
 
 
+def _when(t: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _share(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
 @fw.command("mine")
 def mine_cmd(version: Annotated[str, typer.Option(help="Name of the new dataset version (immutable).")],
              store: StoreOpt = "flywheel.sqlite",
@@ -105,7 +115,8 @@ def mine_cmd(version: Annotated[str, typer.Option(help="Name of the new dataset 
              min_rating: Annotated[int, typer.Option(help="A rating this high counts as positive.")] = 4,
              pii: Annotated[str, typer.Option(help="redact or reject records with PII.")] = "redact",
              pii_ner: Annotated[bool, typer.Option(help="Also find person names (Presidio + spaCy: the pii-ner extra; slow).")] = False,
-             ops: Annotated[Optional[str], typer.Option(help="YAML file with a list of curation ops to run on mined records.")] = None) -> None:
+             ops: Annotated[Optional[str], typer.Option(help="YAML file with a list of curation ops to run on mined records.")] = None,
+             as_json: JsonOpt = False) -> None:
     """Turn the store into a dataset version: SFT records and preference pairs, scrubbed and deduplicated.
     A version name is 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit. Exit 4 when
     nothing new was mined (no version is written)."""
@@ -124,25 +135,37 @@ def mine_cmd(version: Annotated[str, typer.Option(help="Name of the new dataset 
         raise InputError("--pii must be redact or reject")
     m = mine(Store(store), version, Path(out_dir), t0, t1, MineConfig(min_rating=min_rating, ops=op_list, pii=pii, pii_ner=pii_ner))
     c = m["counts"]
+    vdir = Path(out_dir) / version
+    if as_json:
+        print_json({**m, "command": "flywheel mine", "kept": c["sft"] + c["pairs"],
+                    "files": {"dir": written(vdir) if m["written"] else None,
+                              **{n: written(vdir / f"{n}.jsonl") if m["written"] else None for n in ("sft", "pairs", "rejects")},
+                              "manifest": written(vdir / "manifest.json") if m["written"] else None}})
     if not m["written"]:
-        err.print(f"nothing new: {c['interactions']:,} interactions since {m['since']:.0f} gave no record "
-                  f"(unused: {c['unused_interactions']}, dropped: {c['dropped_records']}); no version written", highlight=False)
+        err.print(f"nothing new: {c['interactions']:,} interactions since {_when(m['since']) if m['since'] else 'the start'} gave no record "
+                  f"(unused: {counts_text(c['unused_interactions']) or 'none'}; dropped: {counts_text(c['dropped_records']) or 'none'}); "
+                  "no version written", highlight=False)
         raise typer.Exit(4)
-    err.print(f"version {version} (parent {m['parent']}): {c['interactions']:,} interactions -> {c['sft']:,} sft, "
+    err.print(f"version {version} (parent {m['parent'] or 'none'}): {c['interactions']:,} interactions -> {c['sft']:,} sft, "
               f"{c['pairs']:,} pairs", highlight=False)
-    err.print(f"  by source: {c['by_source']}\n  unused interactions: {c['unused_interactions']}\n"
-              f"  dropped records: {c['dropped_records']}\n  written to {Path(out_dir) / version}", highlight=False)
+    err.print(f"  by source: {counts_text(c['by_source']) or 'none'}\n"
+              f"  unused interactions: {counts_text(c['unused_interactions']) or 'none'}\n"
+              f"  dropped records: {counts_text(c['dropped_records']) or 'none'}\n  written to {vdir}", highlight=False)
 
 
 @fw.command("versions")
-def versions_cmd(store: StoreOpt = "flywheel.sqlite") -> None:
+def versions_cmd(store: StoreOpt = "flywheel.sqlite", as_json: JsonOpt = False) -> None:
     """List dataset versions with their counts and parents."""
     from datetime import datetime, timezone
 
     from .flywheel.mine import list_versions
     from .flywheel.store import Store
 
-    for v in list_versions(Store(store)):
+    vs = list_versions(Store(store))
+    if as_json:  # the listing is stdout's human form: the object takes its place
+        print_json({"command": "flywheel versions", "versions": vs})
+        return
+    for v in vs:
         when = datetime.fromtimestamp(v["created_at"], timezone.utc).strftime("%Y-%m-%d %H:%M")
         c = v["counts"]
         out.print(f"{v['name']:<20} {when}  parent={v['parent'] or '-':<12} sft={c.get('sft', 0):,} pairs={c.get('pairs', 0):,} "
@@ -151,7 +174,8 @@ def versions_cmd(store: StoreOpt = "flywheel.sqlite") -> None:
 
 @fw.command("report")
 def report_cmd(store: StoreOpt = "flywheel.sqlite",
-               out_path: Annotated[str, typer.Option("--out", "-o", help="HTML file to write.")] = "flywheel-report.html") -> None:
+               out_path: Annotated[str, typer.Option("--out", "-o", help="HTML file to write.")] = "flywheel-report.html",
+               as_json: JsonOpt = False) -> None:
     """An HTML page with the loop per model version: interactions, feedback, satisfaction, corrections, records mined."""
     from pathlib import Path
 
@@ -160,9 +184,12 @@ def report_cmd(store: StoreOpt = "flywheel.sqlite",
 
     s = write_report(Store(store), Path(out_path))
     for mv, m in s["model_versions"].items():
-        err.print(f"{mv}: {m['interactions']:,} interactions, feedback rate {m['feedback_rate']}, thumbs-up share "
-                  f"{m['thumbs_up_share']}, mean rating {m['mean_rating']}, correction rate {m['correction_rate']}", highlight=False)
+        err.print(f"{mv}: {m['interactions']:,} interactions, feedback rate {_share(m['feedback_rate'])}, thumbs-up share "
+                  f"{_share(m['thumbs_up_share'])}, mean rating {'-' if m['mean_rating'] is None else format(m['mean_rating'], '.2f')}, "
+                  f"correction rate {_share(m['correction_rate'])}", highlight=False)
     err.print(f"report: {out_path}", highlight=False)
+    if as_json:
+        print_json({**s, "command": "flywheel report", "files": {"report": written(out_path)}})
 
 
 @fw.command("simulate")
@@ -171,12 +198,18 @@ def simulate_cmd(data: Annotated[list[str], typer.Argument(help="Datasets to rep
                  store: StoreOpt = "flywheel.sqlite",
                  model_version: Annotated[str, typer.Option(help="Model version label for these interactions.")] = "sim-v1",
                  limit: Annotated[Optional[int], typer.Option(help="Rows per dataset.")] = None,
-                 start: Annotated[int, typer.Option(help="First row of each dataset.")] = 0) -> None:
+                 start: Annotated[int, typer.Option(help="First row of each dataset.")] = 0, as_json: JsonOpt = False) -> None:
     """Replay datasets through the proxy against a loopback upstream with scripted feedback."""
     from pathlib import Path
 
     from .flywheel.simulate import simulate
 
+    done = []
     for d in data:
         c = simulate(Path(d), store, model_version, limit, start)
-        err.print(f"{d}: {c}", highlight=False)
+        feedback = {k.removeprefix("feedback_"): v for k, v in c.items() if k.startswith("feedback_")}
+        err.print(f"{d}: {c['records']:,} rows, {c['plans']:,} replayed, {c.get('calls', 0):,} model calls, "
+                  f"feedback: {counts_text(feedback) or 'none'}", highlight=False)
+        done.append({"data": d, "records": c["records"], "plans": c["plans"], "calls": c.get("calls", 0), "feedback": feedback})
+    if as_json:
+        print_json({"command": "flywheel simulate", "model_version": model_version, "datasets": done})

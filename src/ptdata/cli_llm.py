@@ -12,7 +12,7 @@ import orjson
 import typer
 import yaml
 
-from .cli import app, err, exit_if_nothing, run_recipe
+from .cli import JsonOpt, app, counts_text, err, exit_if_nothing, print_json, run_recipe, run_summary, written
 from .errors import InputError
 from .ops.base import Op
 
@@ -53,13 +53,16 @@ def llm_settings(model, backend, base_url, api_key_env, sets, config_file) -> di
 
 
 def run_step(op: Op, inputs: list[Path], out: Path, fmt: str | None, workers: int, quiet: bool, name: str,
-             allow_empty: bool = False):
-    """A model step as a one-op recipe; exit 4 when it kept nothing (unless the caller goes on)."""
+             allow_empty: bool = False, as_json: bool = False):
+    """A model step as a one-op recipe; exit 4 when it kept nothing (unless the caller goes on).
+    `as_json`: print the run's summary object (the caller that goes on prints its own)."""
     from .pipeline import Input, Output, Recipe
 
     recipe = Recipe(inputs=[Input(str(p), format=fmt) for p in inputs], ops=[op],
                     output=Output(dir=str(out), report=False), name=name, batch_size=256)
     result = run_recipe(recipe, workers, quiet)
+    if as_json:
+        print_json(run_summary(result, op.name))
     if not allow_empty:
         exit_if_nothing(result.records_in, result.kept)
     return result
@@ -71,13 +74,13 @@ def generate_cmd(inputs: InputsArg, out: OutOpt, n: Annotated[int, typer.Option(
                  keep_original: Annotated[bool, typer.Option(help="An sft record's own answer becomes a candidate.")] = False,
                  fmt: FromOpt = None, model: ModelOpt = None, backend: BackendOpt = None, base_url: BaseUrlOpt = None,
                  api_key_env: KeyEnvOpt = None, llm: LLMSetOpt = None, llm_config: LLMFileOpt = None,
-                 workers: WorkersOpt = 1, quiet: QuietOpt = False) -> None:
+                 workers: WorkersOpt = 1, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Sample N responses per prompt from a teacher model."""
     from .ops.llm import Generate
 
     op = Generate(llm=llm_settings(model, backend, base_url, api_key_env, llm, llm_config), n=n, mode=mode,
                   keep_original=keep_original)
-    run_step(op, inputs, out, fmt, workers, quiet, "generate")
+    run_step(op, inputs, out, fmt, workers, quiet, "generate", as_json=as_json)
 
 
 @app.command("evolve")
@@ -86,23 +89,24 @@ def evolve_cmd(inputs: InputsArg, out: OutOpt, rounds: Annotated[int, typer.Opti
                                                                   "complicate_input, breadth (repeatable; default all).")] = None,
                fmt: FromOpt = None, model: ModelOpt = None, backend: BackendOpt = None, base_url: BaseUrlOpt = None,
                api_key_env: KeyEnvOpt = None, llm: LLMSetOpt = None, llm_config: LLMFileOpt = None,
-               workers: WorkersOpt = 1, quiet: QuietOpt = False) -> None:
+               workers: WorkersOpt = 1, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Evol-Instruct: make prompts more complex (in depth) or new (in breadth), answer them, eliminate failures."""
     from .ops.llm import Evolve
 
     op = Evolve(llm=llm_settings(model, backend, base_url, api_key_env, llm, llm_config), methods=method or [], rounds=rounds)
-    run_step(op, inputs, out, fmt, workers, quiet, "evolve")
+    run_step(op, inputs, out, fmt, workers, quiet, "evolve", as_json=as_json)
 
 
 @app.command("rewrite")
 def rewrite_cmd(inputs: InputsArg, out: OutOpt, fmt: FromOpt = None, model: ModelOpt = None, backend: BackendOpt = None,
                 base_url: BaseUrlOpt = None, api_key_env: KeyEnvOpt = None, llm: LLMSetOpt = None,
-                llm_config: LLMFileOpt = None, workers: WorkersOpt = 1, quiet: QuietOpt = False) -> None:
+                llm_config: LLMFileOpt = None, workers: WorkersOpt = 1, quiet: QuietOpt = False,
+                as_json: JsonOpt = False) -> None:
     """Rewrite answers for accuracy and knowledge density (a worse rewrite is not taken)."""
     from .ops.llm import Rewrite
 
     op = Rewrite(llm=llm_settings(model, backend, base_url, api_key_env, llm, llm_config))
-    run_step(op, inputs, out, fmt, workers, quiet, "rewrite")
+    run_step(op, inputs, out, fmt, workers, quiet, "rewrite", as_json=as_json)
 
 
 @app.command("judge")
@@ -113,23 +117,37 @@ def judge_cmd(inputs: InputsArg, out: OutOpt,
               drop_inconsistent: Annotated[bool, typer.Option(help="consistency: reject self-contradicting conversations.")] = False,
               fmt: FromOpt = None, model: ModelOpt = None, backend: BackendOpt = None, base_url: BaseUrlOpt = None,
               api_key_env: KeyEnvOpt = None, llm: LLMSetOpt = None, llm_config: LLMFileOpt = None,
-              workers: WorkersOpt = 1, quiet: QuietOpt = False) -> None:
+              workers: WorkersOpt = 1, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Rate responses with an AI judge; malformed answers are re-asked, then rejected with the reason."""
     from .ops.llm import Judge
 
     kw: dict[str, Any] = {"aspects": aspect} if aspect else {}
     op = Judge(llm=llm_settings(model, backend, base_url, api_key_env, llm, llm_config), judge=judge, retries=retries,
                drop_inconsistent=drop_inconsistent, **kw)
-    run_step(op, inputs, out, fmt, workers, quiet, f"judge-{judge}")
+    run_step(op, inputs, out, fmt, workers, quiet, f"judge-{judge}", as_json=as_json)
 
 
-# pairs --to name: (the `ptdata export` target whose format and options it uses, file name)
-PAIR_EXPORTS = {
-    "trl": ("trl-dpo", "pairs.trl.jsonl"),
-    "openai": ("openai-pref", "pairs.openai.jsonl"),
-    "llamafactory": ("llamafactory-ranking", "pairs.llamafactory.json"),
-    "kto": ("trl-kto", "pairs.kto.jsonl"),
-}
+# names `pairs --to` took before it took `ptdata export`'s (one meaning per flag): the name to use now
+OLD_PAIR_TARGETS = {"kto": "trl-kto"}
+
+
+def pair_targets(to: list[str] | None) -> list[str]:
+    """`pairs --to` takes `ptdata export --to`'s names: the targets (in order, once each) that take pairs."""
+    from .export import GROUPS, TARGETS, target_names, wrong_kind_hint
+
+    names: list[str] = []
+    for t in to or []:
+        if t in OLD_PAIR_TARGETS:
+            raise InputError(f"--to {t}: use --to {OLD_PAIR_TARGETS[t]} (pairs --to takes ptdata export's target names)")
+        if t == "tokenized":
+            raise InputError(f"--to tokenized takes sft records, not pairs: use {wrong_kind_hint(t, 'preference')}")
+        if t not in TARGETS and t not in GROUPS:
+            raise InputError(f"--to {t!r}: choose from {', '.join(n for n in target_names() if n != 'tokenized')}")
+        takers = [n for n in ([t] if t in TARGETS else GROUPS[t]) if "preference" in TARGETS[n].takes]
+        if not takers:
+            raise InputError(f"--to {t} takes {' and '.join(TARGETS[t].takes)} records, not pairs: use {wrong_kind_hint(t, 'preference')}")
+        names += [n for n in takers if n not in names]
+    return names
 
 
 @app.command("pairs")
@@ -137,17 +155,17 @@ def pairs_cmd(inputs: InputsArg, out: OutOpt,
               strategy: Annotated[str, typer.Option(help="best_worst, best_vs_rest or pairwise.")] = "best_worst",
               min_margin: Annotated[float, typer.Option(help="Minimum score gap chosen - rejected.")] = 1.0,
               aspect: Annotated[Optional[list[str]], typer.Option(help="Aspects averaged into the score (repeatable).")] = None,
-              to: Annotated[Optional[list[str]], typer.Option(help="Also export: trl, openai, llamafactory, kto (repeatable).")] = None,
-              fmt: FromOpt = None, quiet: QuietOpt = False) -> None:
+              to: Annotated[Optional[list[str]], typer.Option(help="Also export, as `ptdata export --to` names them (repeatable): "
+                                                              "trl-dpo, trl-kto, openai-pref, llamafactory-ranking, or the "
+                                                              "groups trl, llamafactory, all; to OUT/pairs.TARGET.jsonl (.json).")] = None,
+              fmt: FromOpt = None, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Build preference pairs from rated candidates or pairwise verdicts; validate; report biases; export."""
-    from .export import export_format
+    from .export import TARGETS, export_format
     from .ops.llm import Pairs
     from .preference import bias_report
     from .reader import read_records
 
-    bad = [t for t in to or [] if t not in PAIR_EXPORTS]
-    if bad:
-        raise InputError(f"--to {bad[0]!r}: choose from {', '.join(PAIR_EXPORTS)}")
+    targets = pair_targets(to)
     res = run_step(Pairs(strategy=strategy, min_margin=min_margin, aspects=aspect or []), inputs, out, fmt, 1, quiet, "pairs",
                    allow_empty=True)
     judged = [r for p in inputs for r, _ in read_records(p) if r is not None] if strategy == "pairwise" else None
@@ -157,19 +175,26 @@ def pairs_cmd(inputs: InputsArg, out: OutOpt,
     L = report["length"]
     if pairs:
         err.print(f"bias: chosen longer in {L['chosen_longer_share']:.0%} of pairs (median length ratio {L['median_ratio']})"
-                  + (f"; judge first-position share {report['judge_position']['first_position_share']}"
-                     if report.get("judge_position") else ""), highlight=False)
+                  + (f"; the judge picked the first position in {report['judge_position']['first_position_share']:.0%}"
+                     if (report.get("judge_position") or {}).get("first_position_share") is not None else ""), highlight=False)
     for w in report["warnings"]:
         err.print(f"warning: {w}", highlight=False)
-    for t in (to or []) if pairs else []:
-        target, name = PAIR_EXPORTS[t]
-        c = export_format([Path(res.kept_path)], out, target, names={target: name}, rejects=out / f"{name}.rejects.jsonl",
+    exports = {}
+    for target in targets if pairs else []:
+        name = f"pairs.{target}{Path(TARGETS[target].file).suffix}"
+        c = export_format([Path(res.kept_path)], out, target, names={target: name}, rejects=out / f"pairs.{target}.rejects.jsonl",
                           check_dir=False)
         rows = c["targets"].get(target, {}).get("rows", 0)
-        err.print(f"{t}: {out / name} ({c['written']:,} pairs" + (f" as {rows:,} rows" if rows != c["written"] else "")
-                  + (f", {c['rejected']} not representable" if c["rejected"] else "") + ")"
+        err.print(f"{target}: {out / name} ({c['written']:,} pairs" + (f" as {rows:,} rows" if rows != c["written"] else "")
+                  + (f", {c['rejected']:,} not representable ({counts_text(c['reasons'])})" if c["rejected"] else "") + ")"
                   + (f", dataset_info: {c['dataset_info']}" if c.get("dataset_info") else ""), highlight=False)
+        exports[target] = {"written": c["written"], "rows": rows, "rejected": c["rejected"], "reasons": c["reasons"],
+                           "file": written(out / name), "rejects": written(c["rejects"]), "dataset_info": c.get("dataset_info")}
     err.print(f"bias report: {out / 'bias.json'}", highlight=False)
+    if as_json:
+        summary = run_summary(res, "pairs")
+        summary["files"]["bias"] = written(out / "bias.json")
+        print_json({**summary, "strategy": strategy, "pairs": len(pairs), "bias": report, "exports": exports})
     exit_if_nothing(res.records_in, len(pairs), "pair")
 
 
@@ -217,7 +242,7 @@ def distill_cmd(inputs: InputsArg, out: OutOpt,
                 base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="Teacher endpoint; repeat it to "
                                                                       "give round 2, 3, ... a new teacher.")] = None,
                 api_key_env: KeyEnvOpt = None, llm: LLMSetOpt = None, llm_config: LLMFileOpt = None,
-                quiet: QuietOpt = False) -> None:
+                quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Distillation: a teacher labels prompts, confident labels are kept and merged, rounds repeat."""
     from .distill import DistillConfig, Distiller
     from .ops.llm import Distill
@@ -246,16 +271,54 @@ def distill_cmd(inputs: InputsArg, out: OutOpt,
     for g in s["growth"]:
         err.print(f"  round {g['round']}: +{g['added']:,} added, {g['replaced']:,} replaced, "
                   f"{g['low_confidence']:,} not confident -> {g['train_after']:,}", highlight=False)
+    for line in calibration_lines(s["calibration"], threshold):
+        err.print(line, highlight=False, markup=False)
     err.print(f"train: {out / 'train.jsonl'}\nrejects: {out / 'rejects.jsonl'}\ncalibration: {out / 'calibration.html'}",
               highlight=False)
+    if as_json:
+        reasons: dict[str, int] = {}
+        for x in _jsonl(out / "rejects.jsonl"):
+            reasons[x.get("reason")] = reasons.get(x.get("reason"), 0) + 1
+        print_json({"command": "distill", "records_in": s["prompts_in"], "kept": s["labeled"], "rejected": s["rejected"],
+                    "reasons": reasons, "prompts_in": s["prompts_in"], "labeled": s["labeled"], "train_size": s["train_size"],
+                    "offline": offline, "growth": s["growth"],
+                    "files": {"train": written(out / "train.jsonl"), "rejects": written(out / "rejects.jsonl"),
+                              "calibration": written(out / "calibration.html"),
+                              "calibration_json": written(out / "calibration.json")}})
     exit_if_nothing(s["prompts_in"], s["labeled"], "prompt")
+
+
+CALIBRATION_SHOWN = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def calibration_lines(cal: dict, threshold: float) -> list[str]:
+    """A few rows of the calibration table (calibration.json / .html has every threshold): for each
+    threshold, the referenced prompts whose confidence reaches it (kept), how many of those have the
+    reference as their majority answer (correct), coverage and precision; the run's --threshold is
+    marked when it is one of the table's thresholds. Nothing when no prompt has a reference."""
+    if not cal.get("with_reference"):
+        return []
+    shown = set(CALIBRATION_SHOWN) | {round(threshold, 2)}
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [f"calibration on {cal['with_reference']:,} prompts with a reference answer:",
+             f"  {'threshold':>9}  {'kept':>6}  {'correct':>7}  {'coverage':>8}  {'precision':>9}"]
+    for r in cal["table"]:
+        if r["threshold"] in shown:
+            mark = "  <- --threshold" if r["threshold"] == threshold else ""
+            lines.append(f"  {r['threshold']:>9.2f}  {r['kept']:>6,}  {r['correct']:>7,}  {fmt(r['coverage']):>8}  "
+                         f"{fmt(r['precision']):>9}{mark}")
+    return lines
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()] if path.exists() else []
 
 
 def print_export_summary(c: dict, out: Path | None = None) -> None:
     """What an export wrote, per file, and what it did not write and where that goes instead."""
     from .export import KIND_NAMES
 
-    reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(c["reasons"].items(), key=lambda kv: -kv[1]))
+    reasons = counts_text(c["reasons"])
     err.print(f"in {c['records_in']:,} · written {c['written']:,} · rejected {c['rejected']:,}"
               + (f" ({reasons})" if reasons else "") + (f" -> {out}" if out else ""), highlight=False)
     for name, t in c["targets"].items():
@@ -267,7 +330,7 @@ def print_export_summary(c: dict, out: Path | None = None) -> None:
         if t.get("dataset"):
             line += f" (dataset {t['dataset']!r})"
         if t["rejected"]:
-            why = ", ".join(f"{r} {n:,}" for r, n in t["reasons"].items())
+            why = counts_text(t["reasons"])
             line += f"; {t['rejected']:,} records it cannot hold ({why})"
             if t["unlisted"]:
                 line += f", {t['unlisted']:,} of them written to other files (--to {name} alone lists them in its rejects)"
@@ -287,35 +350,61 @@ def export_cmd(inputs: InputsArg, out: OutOpt,
                                                "openai (sft), openai-pref (pairs), llamafactory-sft, llamafactory-ranking, "
                                                "llamafactory-kto; the groups trl, llamafactory (one file per kind) and all; "
                                                "or tokenized. Records of other kinds are rejected as wrong_kind.")] = "tokenized",
-               tokenizer: Annotated[Optional[str], typer.Option(help="`qwen` (built offline), or a local tokenizer directory with a "
-                                                                "chat template, as save_pretrained writes it (tokenized).")] = None,
+               tokenizer: Annotated[Optional[str], typer.Option(help="qwen (Qwen2's BPE, plain ChatML), qwen2.5 or qwen3 (the "
+                                                                "same BPE with the models' stock chat templates; all built "
+                                                                "offline), or a local tokenizer directory with a chat template, "
+                                                                "as save_pretrained writes it (tokenized).")] = None,
                max_length: Annotated[Optional[int], typer.Option(help="Longest tokenized record.")] = None,
                truncation: Annotated[str, typer.Option(help="reject, truncate (never inside the first user turn) or "
                                                        "drop_turns (drop the earliest exchanges).")] = "reject",
                train_on: Annotated[str, typer.Option(help="all assistant turns, or only the last.")] = "all",
                pack: Annotated[Optional[int], typer.Option(help="Pack whole sequences into rows of exactly this many tokens "
                                                            "(padded; position_ids restart per sequence; no attention_mask).")] = None,
-               fmt: FromOpt = None, quiet: QuietOpt = False) -> None:
+               reasoning: Annotated[str, typer.Option(help="keep (passed to the template as --reasoning-key), inline (a "
+                                                      "<think> block in the content) or drop (tokenized).")] = "keep",
+               reasoning_key: Annotated[str, typer.Option(help="The message key the template reads reasoning from: "
+                                                          "reasoning_content (Qwen3, DeepSeek, GLM), thinking (GPT-OSS).")] = "reasoning_content",
+               history: Annotated[str, typer.Option(help="When the template rewrites earlier turns (Qwen3 drops their "
+                                                    "reasoning): split (one sequence per assistant turn, as rendered at "
+                                                    "inference) or reject.")] = "split",
+               fmt: FromOpt = None, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Write training-ready data: trainer formats, or tokenized Parquet with assistant-only labels and packing."""
     from .export import export_format, export_tokenized
     from .reader import ReadOptions
 
     ro = ReadOptions(fmt=fmt)
     if to != "tokenized":
-        given = [f for f, v in (("--tokenizer", tokenizer), ("--max-length", max_length), ("--pack", pack)) if v is not None]
+        given = [f for f, v in (("--tokenizer", tokenizer), ("--max-length", max_length), ("--pack", pack),
+                                ("--reasoning", None if reasoning == "keep" else reasoning),
+                                ("--reasoning-key", None if reasoning_key == "reasoning_content" else reasoning_key),
+                                ("--history", None if history == "split" else history)) if v is not None]
         if given:
             raise InputError(f"{given[0]} applies to --to tokenized only, not --to {to}")
         c = export_format(list(inputs), out, to, ro)
         print_export_summary(c, out)
+        if as_json:
+            print_json({**{k: v for k, v in c.items() if k not in ("rejects", "dataset_info")}, "command": "export", "to": to,
+                        "files": {"out": str(out), "rejects": written(c["rejects"]), "dataset_info": c.get("dataset_info"),
+                                  **{n: t["file"] for n, t in c["targets"].items()}}})
         exit_if_nothing(c["records_in"], c["written"])
         return
     if tokenizer is None:
         raise InputError("--to tokenized needs --tokenizer qwen or --tokenizer DIR (a local tokenizer with a chat template)")
-    s = export_tokenized(list(inputs), out, tokenizer, max_length, truncation, train_on, pack, ro)
-    err.print(f"in {s['records_in']:,} · tokenized {s['kept']:,} · rejected {s['rejected']:,} {s['reasons'] or ''}", highlight=False)
+    s = export_tokenized(list(inputs), out, tokenizer, max_length, truncation, train_on, pack, ro,
+                         reasoning=reasoning, reasoning_key=reasoning_key, history=history)
+    err.print(f"in {s['records_in']:,} · tokenized {s['kept']:,} · rejected {s['rejected']:,}"
+              + (f" ({counts_text(s['reasons'])})" if s["reasons"] else ""), highlight=False)
+    if s["split_records"]:
+        err.print(f"  {s['split_records']:,} of them split into one sequence per assistant turn, as the template renders "
+                  f"it at inference (it rewrites earlier turns): {s['sequences']:,} sequences in all; --history reject "
+                  "rejects such records instead", highlight=False)
     err.print(f"  {s['tokens']:,} tokens, {s['trained_share'] or 0:.1%} trained"
               + (f"; packed into {s['packed_rows']:,} rows, efficiency {s['packing_efficiency']:.1%}" if pack else ""),
               highlight=False)
     err.print(f"data: {out / 'tokenized.parquet'}\nstats: {out / 'token_stats.json'}\nreport: {out / 'token_report.html'}",
               highlight=False)
+    if as_json:
+        print_json({**s, "command": "export", "to": "tokenized",
+                    "files": {"out": str(out), "data": written(out / "tokenized.parquet"), "stats": written(out / "token_stats.json"),
+                              "report": written(out / "token_report.html"), "rejects": written(out / "rejects.jsonl")}})
     exit_if_nothing(s["records_in"], s["kept"])
