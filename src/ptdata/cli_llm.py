@@ -127,6 +127,97 @@ def judge_cmd(inputs: InputsArg, out: OutOpt,
     run_step(op, inputs, out, fmt, workers, quiet, f"judge-{judge}", as_json=as_json)
 
 
+def _topic_seeds(paths: list[Path], out: Path) -> Path:
+    """Topic lines (plain text, or JSONL rows with a "topic") as ptdata prompt records with
+    `meta.topic`, written beside the run (OUT.topics.jsonl) so the run reads them like any input."""
+    from .records import Record
+
+    rows, where = [], []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: cannot read topics ({e})") from None
+        for n, line in enumerate(text.splitlines(), 1):
+            t = line.strip()
+            if t.startswith("{"):
+                try:
+                    t = orjson.loads(t).get("topic")
+                except (orjson.JSONDecodeError, AttributeError):
+                    raise InputError(f"{path}:{n}: not a JSON object with a \"topic\" string") from None
+                if not isinstance(t, str):
+                    raise InputError(f"{path}:{n}: \"topic\" must be a string")
+                t = t.strip()
+            if t:
+                rows.append(Record("prompt", [{"role": "user", "content": t}], meta={"topic": t}))
+                where.append(f"{path}:{n}")
+    if not rows:
+        raise InputError(f"{', '.join(map(str, paths))}: no topics")
+    seeds = out.with_name(out.name + ".topics.jsonl")
+    seeds.parent.mkdir(parents=True, exist_ok=True)
+    seeds.write_bytes(b"".join(orjson.dumps({**r.to_dict(), "meta": {**r.meta, "topic_source": w}}) + b"\n"
+                               for r, w in zip(rows, where)))
+    return seeds
+
+
+def _weights(items: list[str] | None, what: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        try:
+            out[k.strip()] = float(v) if sep else 1.0
+        except ValueError:
+            raise InputError(f"{what} {item!r} must look like name=weight") from None
+    return out
+
+
+@app.command("multiturn")
+def multiturn_cmd(inputs: InputsArg, out: OutOpt,
+                  turns: Annotated[int, typer.Option(help="User turns in a finished conversation, the seed's included.")] = 3,
+                  min_turns: Annotated[int, typer.Option(help="A conversation cut back below this is rejected.")] = 2,
+                  method: Annotated[str, typer.Option(help="simulate (a user model with a persona and a follow-up "
+                                                      "style), magpie (raw completion of the template's user prefix) "
+                                                      "or shard (an instruction revealed over the turns).")] = "simulate",
+                  topics: Annotated[bool, typer.Option(help="The inputs are topics (one per line, or JSONL with "
+                                                       "\"topic\"), not records.")] = False,
+                  personas: Annotated[Optional[Path], typer.Option(help="Personas file (PersonaHub JSONL or one per line).")] = None,
+                  style: Annotated[Optional[list[str]], typer.Option(help="Follow-up style and weight, e.g. challenge=2 "
+                                                                     "(repeatable; clarify, deeper, apply, challenge, "
+                                                                     "switch; default all equally).")] = None,
+                  seed: Annotated[int, typer.Option(help="Draws personas and styles reproducibly.")] = 0,
+                  system: Annotated[str, typer.Option(help="The assistant's system prompt.")] = "",
+                  assistant_model: Annotated[Optional[str], typer.Option(help="The teacher (default: --model).")] = None,
+                  user_model: Annotated[Optional[str], typer.Option(help="The user simulator (default: the assistant).")] = None,
+                  judge_model: Annotated[Optional[str], typer.Option(help="The judges (default: the assistant).")] = None,
+                  user_base_url: Annotated[Optional[str], typer.Option(help="The user model's endpoint (default: --base-url).")] = None,
+                  judge_base_url: Annotated[Optional[str], typer.Option(help="The judges' endpoint (default: --base-url).")] = None,
+                  user_llm: Annotated[Optional[list[str]], typer.Option(help="A user-model setting as key=value "
+                                                                        "(e.g. temperature=1.0).")] = None,
+                  magpie_template: Annotated[str, typer.Option(help="magpie over HTTP: the user model's tokenizer "
+                                                               "(qwen, qwen2.5, qwen3 or a directory).")] = "",
+                  embeddings: Annotated[bool, typer.Option(help="Embedding checks (similarity to the history, drift "
+                                                           "from the seed).")] = True,
+                  coherence_judge: Annotated[bool, typer.Option(help="Judge each new user turn's coherence.")] = True,
+                  consistency_judge: Annotated[bool, typer.Option(help="Judge each new answer's consistency.")] = True,
+                  fmt: FromOpt = None, model: ModelOpt = None, backend: BackendOpt = None, base_url: BaseUrlOpt = None,
+                  api_key_env: KeyEnvOpt = None, llm: LLMSetOpt = None, llm_config: LLMFileOpt = None,
+                  workers: WorkersOpt = 1, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+    """Extend seeds into multi-turn conversations: a simulated user, a teacher, checks on every turn."""
+    from .ops.llm import MultiTurn
+
+    assistant = llm_settings(assistant_model or model, backend, base_url, api_key_env, llm, llm_config)
+    user = {k: v for k, v in (("model", user_model), ("base_url", user_base_url)) if v}
+    user.update(llm_settings(None, None, None, None, user_llm, None))
+    judge = {k: v for k, v in (("model", judge_model), ("base_url", judge_base_url)) if v}
+    op = MultiTurn(llm=assistant, user_llm=user, judge_llm=judge, method=method, turns=turns, min_turns=min_turns,
+                   styles=_weights(style, "--style"), personas=str(personas) if personas else "", seed=seed,
+                   system=system, magpie_template=magpie_template, embeddings=embeddings,
+                   coherence_judge=coherence_judge, consistency_judge=consistency_judge)
+    if topics:
+        inputs, fmt = [_topic_seeds(list(inputs), out)], "ptdata"
+    run_step(op, inputs, out, fmt, workers, quiet, "multiturn", as_json=as_json)
+
+
 # names `pairs --to` took before it took `ptdata export`'s (one meaning per flag): the name to use now
 OLD_PAIR_TARGETS = {"kto": "trl-kto"}
 

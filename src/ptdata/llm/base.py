@@ -54,13 +54,16 @@ class Sampling:
 
 @dataclass
 class Request:
-    """One chat request. `attempt` > 0 re-asks the same question (e.g. after a malformed judge
-    answer): it is part of the cache key, so a retry is a new call, and a rerun repeats it."""
+    """One chat request, or with `prompt` one raw text completion (the text goes to the model as
+    it is, no chat template: Magpie's user-prefix trick needs that). `attempt` > 0 re-asks the same
+    question (e.g. after a malformed judge answer): it is part of the cache key, so a retry is a
+    new call, and a rerun repeats it."""
 
     messages: list[dict]
     sampling: Sampling = field(default_factory=Sampling)
     attempt: int = 0
     tag: str = ""  # the caller's label (record id, step), for logs; not part of the cache key
+    prompt: str | None = None
 
 
 @dataclass
@@ -185,6 +188,8 @@ class LLMConfig:
 def cache_key(model: str, req: Request) -> str:
     """Content address of a request: the model, the messages, the sampling and the attempt."""
     payload = {"model": model, "messages": req.messages, "sampling": asdict(req.sampling), "attempt": req.attempt}
+    if req.prompt is not None:  # only then: chat requests keep the keys they always had
+        payload["prompt"] = req.prompt
     return xxhash.xxh3_128_hexdigest(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS))
 
 

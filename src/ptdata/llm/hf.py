@@ -62,8 +62,12 @@ class TransformersBackend(Backend):
     def complete(self, req: Request) -> Result:
         """One request, all n samples in one `generate` call."""
         torch, s = self.torch, req.sampling
-        ids = self.tokenizer.apply_chat_template(req.messages, add_generation_prompt=True, return_tensors="pt",
-                                                 return_dict=True)["input_ids"].to(self.config.device)
+        if req.prompt is not None:  # a raw completion: the text as it is, no template, no added special tokens
+            ids = self.tokenizer(req.prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        else:
+            ids = self.tokenizer.apply_chat_template(req.messages, add_generation_prompt=True, return_tensors="pt",
+                                                     return_dict=True)["input_ids"]
+        ids = ids.to(self.config.device)
         eos = self.tokenizer.eos_token_id
         stop_ids = [i for i in {eos, self.tokenizer.convert_tokens_to_ids("<|im_end|>")} if isinstance(i, int) and i >= 0]
         kw = dict(max_new_tokens=s.max_tokens, num_return_sequences=s.n, return_dict_in_generate=True,

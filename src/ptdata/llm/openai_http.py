@@ -1,4 +1,5 @@
-"""OpenAI-compatible chat completions over HTTP (vLLM, SGLang, Ollama, llama.cpp, TGI, hosted APIs).
+"""OpenAI-compatible chat completions over HTTP (vLLM, SGLang, Ollama, llama.cpp, TGI, hosted APIs),
+and raw text completions (`/v1/completions`) for requests that carry a `prompt`.
 
 Async with a bounded number of requests in flight; retries 429, 5xx, timeouts, connection
 errors and unreadable bodies with exponential backoff and jitter (honouring Retry-After);
@@ -40,6 +41,7 @@ class OpenAIBackend(Backend):
     def __init__(self, config: LLMConfig) -> None:
         super().__init__(config)
         self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self.completions_url = config.base_url.rstrip("/") + "/completions"
 
     def _headers(self) -> dict[str, str]:
         key = self.config.api_key()
@@ -86,14 +88,18 @@ class OpenAIBackend(Backend):
 
     def _body(self, req: Request) -> dict[str, Any]:
         s = req.sampling
-        body: dict[str, Any] = {"model": self.config.model, "messages": req.messages, "n": s.n,
-                                "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens}
+        body: dict[str, Any] = {"model": self.config.model, "n": s.n, "temperature": s.temperature, "top_p": s.top_p,
+                                "max_tokens": s.max_tokens}
+        if req.prompt is not None:
+            body["prompt"] = req.prompt
+        else:
+            body["messages"] = req.messages
         if s.seed is not None:
             body["seed"] = s.seed
         if s.stop:
             body["stop"] = list(s.stop)
         if s.logprobs:
-            body["logprobs"] = True
+            body["logprobs"] = True if req.prompt is None else 0  # completions: an int, the top-k alternatives
         if self.config.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -102,6 +108,7 @@ class OpenAIBackend(Backend):
     async def _one(self, client: aiohttp.ClientSession, req: Request) -> Result:
         cfg = self.config
         body = orjson.dumps(self._body(req))
+        url, raw = (self.url, False) if req.prompt is None else (self.completions_url, True)
         last = _Retry("unknown", "")
         for attempt in range(cfg.max_retries + 1):
             if attempt:
@@ -110,12 +117,12 @@ class OpenAIBackend(Backend):
             self.usage.http_calls += 1
             try:
                 if cfg.stream:
-                    res = await self._streamed(client, body, req.sampling.n)
+                    res = await self._streamed(client, url, body, req.sampling.n, raw)
                 else:
-                    async with client.post(self.url, data=body) as r:
+                    async with client.post(url, data=body) as r:
                         content = await r.read()
                     _check_status(r.status, r.headers, content)
-                    res = _parse(content, req.sampling.n)
+                    res = _parse(content, req.sampling.n, raw)
                 res.attempts = attempt + 1
                 return res
             except _Retry as e:
@@ -129,17 +136,17 @@ class OpenAIBackend(Backend):
         return Result(error=last.reason, detail=f"{last.detail} (gave up after {cfg.max_retries + 1} attempts)",
                       attempts=cfg.max_retries + 1)
 
-    async def _streamed(self, client: aiohttp.ClientSession, body: bytes, n: int) -> Result:
+    async def _streamed(self, client: aiohttp.ClientSession, url: str, body: bytes, n: int, raw: bool) -> Result:
         texts: dict[int, list[str]] = {}
         lps: dict[int, list[float]] = {}
         toks: dict[int, list[str]] = {}
         finish: dict[int, str | None] = {}
         usage: dict = {}
-        async with client.post(self.url, data=body) as r:
+        async with client.post(url, data=body) as r:
             if r.status != 200:
                 _check_status(r.status, r.headers, await r.read())
-            async for raw in r.content:
-                line = raw.decode("utf-8", "replace").strip()
+            async for chunk_bytes in r.content:
+                line = chunk_bytes.decode("utf-8", "replace").strip()
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
@@ -152,16 +159,22 @@ class OpenAIBackend(Backend):
                 usage = chunk.get("usage") or usage
                 for ch in chunk.get("choices") or []:
                     i = ch.get("index", 0)
-                    delta = ch.get("delta") or {}
-                    texts.setdefault(i, []).append(delta.get("content") or "")
-                    for t in ((ch.get("logprobs") or {}).get("content") or []):
-                        lps.setdefault(i, []).append(float(t["logprob"]))
-                        toks.setdefault(i, []).append(t.get("token", ""))
+                    if raw:
+                        texts.setdefault(i, []).append(ch.get("text") or "")
+                        lp = ch.get("logprobs") or {}
+                        lps.setdefault(i, []).extend(float(x) for x in lp.get("token_logprobs") or [] if x is not None)
+                        toks.setdefault(i, []).extend(lp.get("tokens") or [])
+                    else:
+                        delta = ch.get("delta") or {}
+                        texts.setdefault(i, []).append(delta.get("content") or "")
+                        for t in ((ch.get("logprobs") or {}).get("content") or []):
+                            lps.setdefault(i, []).append(float(t["logprob"]))
+                            toks.setdefault(i, []).append(t.get("token", ""))
                     if ch.get("finish_reason"):
                         finish[i] = ch["finish_reason"]
         if len(texts) < n:
             raise _Retry("bad_response", f"stream ended with {len(texts)} of {n} choices")
-        samples = [Sample("".join(texts[i]), finish.get(i), lps.get(i), toks.get(i)) for i in sorted(texts)]
+        samples = [Sample("".join(texts[i]), finish.get(i), lps.get(i) or None, toks.get(i) or None) for i in sorted(texts)]
         return Result(samples=samples, prompt_tokens=int(usage.get("prompt_tokens", 0)),
                       completion_tokens=int(usage.get("completion_tokens", 0)))
 
@@ -190,16 +203,21 @@ def _check_status(status: int, headers, content: bytes) -> None:
                 f"HTTP {status}: {snippet}")
 
 
-def _parse(content: bytes, n: int) -> Result:
+def _parse(content: bytes, n: int, raw: bool = False) -> Result:
+    """A chat completion's choices, or a text completion's (`raw`: `text`, legacy logprobs)."""
     try:
         d = orjson.loads(content)
         choices = sorted(d["choices"], key=lambda c: c.get("index", 0))
         samples = []
         for c in choices:
-            msg = c["message"]
-            text = msg.get("content") or ""
+            text = c["text"] if raw else c["message"].get("content") or ""
             if not isinstance(text, str):
-                raise TypeError("message.content is not a string")
+                raise TypeError("the completion text is not a string")
+            if raw:
+                lp = c.get("logprobs") or {}
+                values = [float(x) for x in lp.get("token_logprobs") or [] if x is not None]
+                samples.append(Sample(text, c.get("finish_reason"), values or None, lp.get("tokens") or None))
+                continue
             lp = (c.get("logprobs") or {}).get("content")
             samples.append(Sample(text, c.get("finish_reason"),
                                   [float(t["logprob"]) for t in lp] if lp else None,

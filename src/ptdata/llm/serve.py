@@ -1,4 +1,5 @@
-"""An OpenAI-compatible chat server around any responder (a local transformers model, a script).
+"""An OpenAI-compatible server around any responder (a local transformers model, a script):
+`/v1/chat/completions`, and `/v1/completions` for raw text (a Request with `prompt`).
 
 `ptdata llm-serve MODEL_DIR` serves a local model for demos and tests; the test suite also
 serves scripted answers and injects faults (429 with Retry-After, 500, a hang, an unreadable
@@ -35,6 +36,21 @@ class ChatBody(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     logprobs: bool = False
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+
+
+class CompletionBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = ""
+    prompt: str
+    n: int = Field(1, ge=1, le=128)
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    logprobs: int | None = Field(None, ge=0, le=20)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
 
@@ -96,10 +112,18 @@ def make_app(responder: Responder, *, model_name: str = "ptdata-local", api_key:
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody, http: HTTPRequest):
+        return await answer(body, http, _last_user(body.messages), body.messages, None,
+                            body.max_completion_tokens or body.max_tokens, bool(body.logprobs))
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionBody, http: HTTPRequest):
+        return await answer(body, http, body.prompt, [], body.prompt, body.max_tokens, body.logprobs is not None)
+
+    async def answer(body, http: HTTPRequest, prompt: str, messages: list, raw: str | None, max_tokens: int | None,
+                     want_lp: bool):
         if api_key and http.headers.get("authorization") != f"Bearer {api_key}":
             app.state.log.add(401, "")
             return JSONResponse({"error": {"message": "invalid API key", "type": "auth"}}, status_code=401)
-        prompt = _last_user(body.messages)
         fault = take_fault(prompt)
         if fault and fault.kind == "429":
             app.state.log.add(429, prompt)
@@ -116,10 +140,9 @@ def make_app(responder: Responder, *, model_name: str = "ptdata-local", api_key:
             app.state.log.add(200, prompt)
             return Response(b'{"choices": [{"message": ', media_type="application/json")
         stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop) if body.stop else None
-        sampling = Sampling(n=body.n, temperature=body.temperature, top_p=body.top_p,
-                            max_tokens=body.max_completion_tokens or body.max_tokens or 256, seed=body.seed,
-                            stop=stop, logprobs=body.logprobs)
-        req = Request(messages=body.messages, sampling=sampling)
+        sampling = Sampling(n=body.n, temperature=body.temperature, top_p=body.top_p, max_tokens=max_tokens or 256,
+                            seed=body.seed, stop=stop, logprobs=want_lp)
+        req = Request(messages=messages, sampling=sampling, prompt=raw)
         if fault and fault.kind == "bad_answer":
             res = Result(samples=[Sample(fault.answer, "stop")] * body.n)
         elif is_async:
@@ -129,11 +152,12 @@ def make_app(responder: Responder, *, model_name: str = "ptdata-local", api_key:
 
             res = await run_in_threadpool(responder, req)
         app.state.log.add(200, prompt)
-        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        cid = f"{'cmpl' if raw is not None else 'chatcmpl'}-{uuid.uuid4().hex[:24]}"
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_sse(res, cid, model_name, include_usage), media_type="text/event-stream")
-        return JSONResponse(_completion(res, cid, model_name, body.logprobs))
+            return StreamingResponse(_sse(res, cid, model_name, include_usage, raw is not None),
+                                     media_type="text/event-stream")
+        return JSONResponse(_completion(res, cid, model_name, want_lp, raw is not None))
 
     return app
 
@@ -145,28 +169,47 @@ def _logprobs(s, want: bool) -> dict | None:
     return {"content": [{"token": t, "logprob": lp, "top_logprobs": []} for t, lp in zip(toks, s.logprobs)]}
 
 
-def _completion(res: Result, cid: str, model: str, want_lp: bool) -> dict:
+def _text_logprobs(s, want: bool) -> dict | None:
+    """The legacy completions shape: parallel `tokens` and `token_logprobs`."""
+    if not want or s.logprobs is None:
+        return None
+    return {"tokens": s.tokens or [""] * len(s.logprobs), "token_logprobs": s.logprobs}
+
+
+def _completion(res: Result, cid: str, model: str, want_lp: bool, raw: bool = False) -> dict:
+    if raw:
+        choices = [{"index": i, "text": s.text, "finish_reason": s.finish_reason or "stop",
+                    "logprobs": _text_logprobs(s, want_lp)} for i, s in enumerate(res.samples)]
+    else:
+        choices = [{"index": i, "message": {"role": "assistant", "content": s.text},
+                    "finish_reason": s.finish_reason or "stop", "logprobs": _logprobs(s, want_lp)}
+                   for i, s in enumerate(res.samples)]
     return {
-        "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": i, "message": {"role": "assistant", "content": s.text},
-                     "finish_reason": s.finish_reason or "stop", "logprobs": _logprobs(s, want_lp)}
-                    for i, s in enumerate(res.samples)],
+        "id": cid, "object": "text_completion" if raw else "chat.completion", "created": int(time.time()),
+        "model": model, "choices": choices,
         "usage": {"prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
                   "total_tokens": res.prompt_tokens + res.completion_tokens},
     }
 
 
-def _sse(res: Result, cid: str, model: str, include_usage: bool):
+def _sse(res: Result, cid: str, model: str, include_usage: bool, raw: bool = False):
     """Server-sent events in OpenAI's chunk shape: one chunk per token (or word)."""
     created = int(time.time())
 
     def ev(choices: list, usage: dict | None = None) -> bytes:
-        d: dict = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices}
+        d: dict = {"id": cid, "object": "text_completion" if raw else "chat.completion.chunk", "created": created,
+                   "model": model, "choices": choices}
         if usage is not None:
             d["usage"] = usage
         return b"data: " + orjson.dumps(d) + b"\n\n"
 
     for i, s in enumerate(res.samples):
+        if raw:
+            for text, lp in _pieces(s):
+                yield ev([{"index": i, "text": text, "finish_reason": None,
+                           "logprobs": {"tokens": [lp["token"]], "token_logprobs": [lp["logprob"]]} if lp else None}])
+            yield ev([{"index": i, "text": "", "finish_reason": s.finish_reason or "stop"}])
+            continue
         yield ev([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
         pieces = _pieces(s)
         for text, lp in pieces:

@@ -19,12 +19,13 @@ class VLLMBackend(Backend):
         # one engine call per distinct sampling setting: vLLM batches the prompts itself
         groups: dict = {}
         for i, r in enumerate(requests):
-            groups.setdefault(r.sampling, []).append(i)
-        for s, idx in groups.items():
+            groups.setdefault((r.sampling, r.prompt is not None), []).append(i)
+        for (s, raw), idx in groups.items():
             params = self.vllm.SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                                               seed=s.seed, stop=list(s.stop) if s.stop else None,
                                               logprobs=0 if s.logprobs else None)
-            outs = self.engine.chat([requests[i].messages for i in idx], params, use_tqdm=False)
+            outs = (self.engine.generate([requests[i].prompt for i in idx], params, use_tqdm=False) if raw
+                    else self.engine.chat([requests[i].messages for i in idx], params, use_tqdm=False))
             for i, o in zip(idx, outs):
                 samples = []
                 for c in o.outputs:

@@ -15,6 +15,7 @@ MODULES = {
     "exact_dedup": "dedup", "near_dedup": "dedup", "semantic_dedup": "dedup", "decontaminate": "decontam",
     "quality_scores": "quality", "score_filter": "quality", "select": "quality",
     "generate": "llm", "evolve": "llm", "rewrite": "llm", "judge": "llm", "pairs": "llm", "distill": "llm",
+    "multiturn": "llm",
 }
 
 
@@ -25,7 +26,7 @@ CLASSES = {
     "LanguageFilter": "language_filter", "ExactDedup": "exact_dedup", "NearDedup": "near_dedup",
     "SemanticDedup": "semantic_dedup", "Decontaminate": "decontaminate", "QualityScores": "quality_scores",
     "ScoreFilter": "score_filter", "Select": "select", "Generate": "generate", "Evolve": "evolve", "Rewrite": "rewrite",
-    "Judge": "judge", "Pairs": "pairs", "Distill": "distill",
+    "Judge": "judge", "Pairs": "pairs", "Distill": "distill", "MultiTurn": "multiturn",
 }
 __all__ = ["Op", "MapOp", "GlobalOp", "get_op", "all_ops", *CLASSES]
 

@@ -341,6 +341,22 @@ def load_embedder(model_dir: str | None = None):
     return AutoTokenizer.from_pretrained(model_dir), AutoModel.from_pretrained(model_dir).eval()
 
 
+def embed_texts(model: tuple, texts: list[str], batch: int = 64) -> np.ndarray:
+    """Unit-length mean-pooled embeddings (rows) of `texts` with a (tokenizer, model) from load_embedder."""
+    import torch
+
+    tok, lm = model
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch):
+            enc = tok(texts[i:i + batch], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            hidden = lm(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(emb, dim=-1).numpy())
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
+
+
 @register
 @dataclass
 class SemanticDedup(GlobalOp):
@@ -377,18 +393,7 @@ class SemanticDedup(GlobalOp):
         return state
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        tok, model = self._load()
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(texts), self.batch):
-                enc = tok(texts[i:i + self.batch], padding=True, truncation=True, max_length=256, return_tensors="pt")
-                hidden = model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).float()
-                emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out.append(torch.nn.functional.normalize(emb, dim=-1).numpy())
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
+        return embed_texts(self._load(), texts, self.batch)
 
     def keys(self, batch: list[Record]) -> dict[str, np.ndarray]:
         return {"emb": self.embed([record_text(r, self.field) for r in batch]), "score": _score_keys(batch, self.score), **_id_keys(batch)}

