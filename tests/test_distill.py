@@ -143,6 +143,40 @@ def test_calibration_report_matches_independent_computation(samples_file, tmp_pa
     assert "<tr><td>0.6</td><td>200</td><td>150</td><td>0.667</td><td>0.750</td></tr>" in html
 
 
+def test_calibration_table_printed(tmp_path):
+    """`ptdata distill` prints a few rows of the calibration table (the run's threshold among them,
+    marked) when prompts have a reference; five prompts of known confidence and correctness."""
+    rows = [("What is 7 + 5?", "12", ["12", "12", "12", "12"]),   # 1.0, majority correct
+            ("What is 12 + 3?", "15", ["15", "15", "15", "14"]),  # 0.75, correct
+            ("What is 9 + 9?", "18", ["81", "81", "81", "18"]),   # 0.75, wrong
+            ("What is 6 + 1?", "7", ["7", "7", "8", "9"]),        # 0.5, correct
+            ("What is 4 + 4?", "8", ["9", "9", "8", "10"])]       # 0.5, wrong
+    src = tmp_path / "s.jsonl"
+    src.write_bytes(b"".join(orjson.dumps({"prompt": p, "reference": ref, "samples": s}) + b"\n" for p, ref, s in rows))
+    r = run_cli("distill", src, "-o", tmp_path / "o", "--offline", "--threshold", "0.6", "-q")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    i = lines.index("calibration on 5 prompts with a reference answer:")
+    assert lines[i + 1:i + 8] == [
+        "  threshold    kept  correct  coverage  precision",
+        "       0.00       5        3     1.000      0.600",
+        "       0.25       5        3     1.000      0.600",
+        "       0.50       5        3     1.000      0.600",
+        "       0.60       3        2     0.600      0.667  <- --threshold",
+        "       0.75       3        2     0.600      0.667",
+        "       1.00       1        1     0.200      1.000",
+    ]
+    assert lines[i + 8].startswith("train: ")
+    # the same figures as calibration.json's rows
+    table = orjson.loads((tmp_path / "o" / "calibration.json").read_bytes())["calibration"]["table"]
+    assert {t["threshold"]: (t["kept"], t["correct"]) for t in table if t["threshold"] in (0.6, 1.0)} == {0.6: (3, 2), 1.0: (1, 1)}
+    # without references there is no table
+    src.write_bytes(b"".join(orjson.dumps({"prompt": p, "samples": s}) + b"\n" for p, _, s in rows))
+    r = run_cli("distill", src, "-o", tmp_path / "n", "--offline", "--threshold", "0.6", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "calibration on" not in r.stderr and "threshold " not in r.stderr
+
+
 def test_merge_rules():
     human = Record("sft", [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "human answer"}])
     old = Record("sft", [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "old teacher"}],
