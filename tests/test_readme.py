@@ -183,9 +183,16 @@ def check_tests_and_benchmarks(d: Path, out: str) -> None:
     assert out == ""  # every line is a benchmark (BENCH_LINES, BENCH_RUN): nothing ran here
 
 
+def check_human_review(d: Path, out: str) -> None:
+    assert (d / "out/review/agreement.html").exists()
+    [version] = [p for p in (d / "out/review/data").iterdir() if p.is_dir()]
+    manifest = orjson.loads((version / "manifest.json").read_bytes())
+    assert manifest and lines_of(version / "sft.jsonl") >= 1  # the correction sent through the API is an sft record
+
+
 CHECKS = {"Quick start": check_quick_start, "Commands": check_commands, "Distillation": check_distillation,
           "Training export": check_training_export, "Data flywheel": check_data_flywheel,
-          "Tests and benchmarks": check_tests_and_benchmarks}
+          "Human review": check_human_review, "Tests and benchmarks": check_tests_and_benchmarks}
 
 
 def test_every_bash_block_in_the_readme_runs(tmp_path):

@@ -507,7 +507,7 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
         raise typer.Exit()
 
 
-from . import cli_flywheel, cli_llm  # noqa: E402,F401  (register the model steps and `flywheel`)
+from . import cli_flywheel, cli_llm, cli_review  # noqa: E402,F401  (register the model steps, `flywheel` and `review`)
 
 
 def main() -> None:

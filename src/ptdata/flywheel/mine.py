@@ -1,5 +1,8 @@
 """Mine the store into an immutable, versioned dataset of SFT records and preference pairs.
 
+A version reads the interactions that came in since its parent was mined, and the earlier
+ones that got feedback since then (a late correction, a human review's decisions).
+
 SFT: answers with positive feedback (thumbs up or a rating >= `min_rating`) and no negative
 event, and corrected answers. Pairs: correction vs original; an up-voted vs a down-voted
 answer to the same prompt; a regenerated answer vs the one it replaced (unless the new one was
@@ -346,14 +349,21 @@ def mine(store: Store, version: str, out_dir: Path, since: float | None = None, 
             since = float(last[1]["until"]) if last else 0.0
         until = until if until is not None else time.time()
         rows = list(store.interactions(since, until))
-        events = store.feedback_for([r["id"] for r in rows]) if rows else []
+        # feedback that came after its interaction was mined (a late correction, a human review):
+        # the interaction is read again; what it gave before is dropped as in_earlier_version
+        late = store.late_feedback_interactions(since, until) if since > 0 else []
+        rows += late
+        ids = [r["id"] for r in rows]
+        events = sorted((e for i in range(0, len(ids), 500) for e in store.feedback_for(ids[i:i + 500])),
+                        key=lambda e: (e["created_at"], e["event_id"]))
         recs, rejects = build_records(rows, events, cfg.min_rating)
         recs, invalid = _valid(recs, redactor)
         batch, dropped = _run_ops(recs, ops, redactor)
         kept, keys, dups = _dedup(batch, earlier, version)
         mined_rejects = invalid + dropped + dups
         n_sft = sum(1 for r in kept if r.kind == "sft")
-        counts = {"interactions": len(rows), "feedback": len(events), "sft": n_sft, "pairs": len(kept) - n_sft,
+        counts = {"interactions": len(rows), "late_feedback_interactions": len(late), "feedback": len(events), "sft": n_sft,
+                  "pairs": len(kept) - n_sft,
                   "by_source": dict(Counter(r.meta["mined_from"] for r in kept)),
                   "unused_interactions": dict(Counter(x["reason"] for x in rejects)),
                   "dropped_records": dict(Counter(x["reason"] for x in mined_rejects)),

@@ -294,6 +294,16 @@ class Store:
             for r in conn.execute(q.order_by(interactions.c.created_at, interactions.c.id)).mappings():
                 yield _row(r)
 
+    def late_feedback_interactions(self, since: float, until: float) -> list[dict]:
+        """Interactions from before `since` that got feedback in [since, until): a correction or a
+        human review that came after the interaction was mined."""
+        fresh = (sa.select(feedback.c.interaction_id).where(feedback.c.created_at >= since, feedback.c.created_at < until)
+                 .distinct())
+        q = (sa.select(interactions).where(interactions.c.created_at < since, interactions.c.id.in_(fresh))
+             .order_by(interactions.c.created_at, interactions.c.id))
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(q).mappings()]
+
     def feedback_for(self, ids: list[str] | None = None) -> list[dict]:
         q = sa.select(feedback).order_by(feedback.c.created_at, feedback.c.event_id)
         if ids is not None:
