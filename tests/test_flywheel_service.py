@@ -205,11 +205,11 @@ def test_consent_opt_out(upstream, store_url):
 
 def test_migrations_are_recorded_and_idempotent(store_url):
     s = Store(store_url)
-    assert s.schema_version() == 3
+    assert s.schema_version() == 4
     s.migrate()
-    assert s.schema_version() == 3
+    assert s.schema_version() == 4
     with s.engine.connect() as c:
-        assert c.execute(sa.text("select count(*) from schema_migrations")).scalar() == 3
+        assert c.execute(sa.text("select count(*) from schema_migrations")).scalar() == 4
     s.close()
 
 

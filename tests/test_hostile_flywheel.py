@@ -619,7 +619,7 @@ def test_a_store_from_before_migration_3_takes_nul_after_upgrade(upstream, store
                     c.execute(sa.text(f"ALTER TABLE {table} ALTER COLUMN {col} TYPE jsonb USING {col}::jsonb"))
     s.close()
     with proxy(srv.base_url, store_url) as (base, store):
-        assert store.schema_version() == 3
+        assert store.schema_version() == 4
         r = chat(base, "after \u0000 upgrade")
         assert r.status_code == 200
         assert store.interaction(r.headers["x-interaction-id"])["request"]["messages"][0]["content"] == "after \u0000 upgrade"

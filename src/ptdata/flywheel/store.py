@@ -111,7 +111,12 @@ def _m3(conn: sa.Connection) -> None:
                 conn.execute(sa.text(f"ALTER TABLE {table} ALTER COLUMN {c} TYPE json USING {c}::json"))
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_m1, _m2, _m3]  # append only; never edit an applied one
+def _m4(conn: sa.Connection) -> None:
+    """Feedback by time: `mine` looks up the feedback given since the last version."""
+    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_feedback_created_at ON feedback (created_at)"))
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_m1, _m2, _m3, _m4]  # append only; never edit an applied one
 
 
 def _json_dumps(obj: Any) -> str:
