@@ -74,6 +74,7 @@ class Script:
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}
         self.user_systems: list[str] = []
+        self.prompts: list[str] = []
         self.lock = threading.Lock()
 
     def count(self, what: str) -> None:
@@ -87,6 +88,8 @@ class Script:
     def answer(self, req: Request) -> str:
         if req.prompt is not None:  # magpie: the template's user prefix after the history
             self.count("magpie")
+            with self.lock:
+                self.prompts.append(req.prompt)
             return MAGPIE[req.prompt.count("<|im_start|>user\n")]
         system = req.messages[0]["content"] if req.messages[0]["role"] == "system" else ""
         user = req.messages[-1]["content"]
@@ -214,8 +217,12 @@ def test_magpie_over_raw_completions(server, tmp_path):
                "--magpie-template", "qwen3", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     [row] = load_jsonl(tmp_path / "mt" / "kept.jsonl")
-    assert [m["content"] for m in row["messages"]] == [MAGPIE[1], ANSWERS[MAGPIE[1]], MAGPIE[2], ANSWERS[MAGPIE[2]]]
+    # the topic steers the user model through the system prompt (Magpie's way), so two topics never
+    # share a prompt (nor a cache entry)
+    system = "You are a helpful assistant. The user wants help with: data structures."
+    assert [m["content"] for m in row["messages"]] == [system, MAGPIE[1], ANSWERS[MAGPIE[1]], MAGPIE[2], ANSWERS[MAGPIE[2]]]
     assert script.calls["magpie"] == 2 and "user" not in script.calls
+    assert all(p.startswith("<|im_start|>system\n" + system + "<|im_end|>\n<|im_start|>user\n") for p in script.prompts)
     assert row["meta"]["synthesis"]["styles"] == ["magpie", "magpie"]
 
 

@@ -165,6 +165,10 @@ def seed_conversation(rec: Record, s: Settings) -> Conversation:
     topic = rec.meta.get("topic")
     if isinstance(topic, str) and topic.strip():  # a topic seed: nothing said yet (a system turn kept)
         msgs = [dict(m) for m in rec.messages if m["role"] == "system"]
+        if s.method == "magpie" and not msgs and not s.system:  # Magpie's steer: the topic in the system prompt
+            zh_topic = is_cjk(topic)
+            msgs = [{"role": "system", "content": f"你是一个乐于助人的助手。用户想了解：{topic}" if zh_topic
+                     else f"You are a helpful assistant. The user wants help with: {topic}."}]
     elif rec.kind == "preference":
         msgs = [dict(m) for m in rec.messages] + [dict(m) for m in rec.chosen or []]
     else:
@@ -341,6 +345,9 @@ class Builder:
 
     def run(self, batch: list[Record]) -> Outcome:
         convs = [seed_conversation(r, self.s) for r in batch]
+        if self.s.method == "magpie" and self.s.system:  # the user model sees the system prompt the answers get
+            for c in convs:
+                c.messages = [{"role": "system", "content": self.s.system}] + [m for m in c.messages if m["role"] != "system"]
         for c in convs:
             users = c.exchanges
             if self.s.method == "shard" and users != 1:
