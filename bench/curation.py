@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=1800)
-    ap.add_argument("--engines", default="floor,ptdata,ptdata-full-rejects,ptdata-segments,datatrove,datajuicer")
+    ap.add_argument("--engines", default="floor,ptdata,ptdata-full-rejects,datatrove,datajuicer")
     ap.add_argument("--recipes", default="a,b")
     ap.add_argument("--results", type=Path)
     ap.add_argument("--repeat", type=int, default=5, help="runs of the floor and ptdata engines (median reported)")
@@ -118,7 +118,7 @@ def main() -> None:
                 cmd = [sys.executable, str(ENGINES / "floor.py"), str(data["alpaca"]), str(work / "out.jsonl")]
             elif eng.startswith("ptdata"):
                 cmd = [py["ptdata"], str(ENGINES / "ptdata_run.py"), recipe, str(data["alpaca"]), str(work), str(args.workers),
-                       "never" if eng == "ptdata-segments" else "auto", "full" if eng == "ptdata-full-rejects" else "compact"]
+                       "full" if eng == "ptdata-full-rejects" else "compact"]
             elif eng == "datatrove":
                 cmd = [py["datatrove"], str(ENGINES / "datatrove_run.py"), recipe, str(data["parts"]), str(work), str(args.workers)]
             else:

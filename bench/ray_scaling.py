@@ -50,7 +50,7 @@ def main() -> None:
                             output=Output(dir=str(out), report=False), name="a")
             t = time.perf_counter()
             # the segment plan locally too: the Ray executor has no identical-line plan
-            res = run(recipe, workers=workers, copies="never") if executor == "local" else run_ray(recipe, workers=workers)
+            res = run(recipe, workers=workers) if executor == "local" else run_ray(recipe, workers=workers)
             wall = time.perf_counter() - t
             rows.append((executor, workers, wall, res.kept, res.rejected))
             print(rows[-1], flush=True)

@@ -177,7 +177,7 @@ def test_a_work_dir_in_another_layout_is_not_resumed(tmp_path):
     src.write_bytes(gzip.open(shared("alpaca_en_52k.jsonl.gz")).read()[:600_000])
     recipe = Recipe(inputs=[Input(str(src))], ops=[LengthFilter(min_chars=20), ExactDedup()],
                     output=Output(dir=str(tmp_path / "out"), report=False), shard_bytes=100_000)
-    ref = run(recipe, workers=2, copies="never")
+    ref = run(recipe, workers=2)
     kept, rejects = ref.kept_path.read_bytes(), ref.rejects_path.read_bytes()
     work = tmp_path / "out" / ".work"
     manifest = orjson.loads((work / "manifest.json").read_bytes())
@@ -188,7 +188,7 @@ def test_a_work_dir_in_another_layout_is_not_resumed(tmp_path):
     (work / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
     for f in (work / "seg0").glob("*.keys.bin"):
         f.unlink()
-    res = run(recipe, workers=2, copies="never")
+    res = run(recipe, workers=2)
     assert res.resumed_shards == 0
     assert (res.kept_path.read_bytes(), res.rejects_path.read_bytes()) == (kept, rejects)
 
@@ -246,8 +246,7 @@ def test_run_from_a_process_with_native_threads(tmp_path):
     assert res.records_in == res.kept + res.rejected > 5000
 
 
-@pytest.mark.parametrize("copies", ["always", "never"])
-def test_pii_redactions_are_counted_by_type_on_both_plans(tmp_path, copies):
+def test_pii_redactions_are_counted_by_type(tmp_path):
     from collections import Counter
 
     from ptdata.ops import Pii
@@ -255,9 +254,9 @@ def test_pii_redactions_are_counted_by_type_on_both_plans(tmp_path, copies):
 
     rows = [{"instruction": f"Write to me at user{i % 7}@example.com or call +1 415 555 01{i % 10:02d}.", "input": "",
              "output": f"Sure, reply {i % 5}."} for i in range(60)]
-    write_jsonl(tmp_path / "in.jsonl", rows + rows[:30])  # repeated lines: the identical-line plan counts each copy
+    write_jsonl(tmp_path / "in.jsonl", rows + rows[:30])  # repeated lines: each copy is counted
     res = run(Recipe(inputs=[Input(str(tmp_path / "in.jsonl"))], ops=[Pii()], output=Output(dir=str(tmp_path / "out")),
-                     base_dir=tmp_path), workers=2, copies=copies)
+                     base_dir=tmp_path), workers=2)
     want: Counter = Counter()
     for rec in load_jsonl(res.kept_path):
         want.update(rec["meta"].get("pii", {}))

@@ -97,11 +97,10 @@ class RowSource:
     """Rows of one input file, with a byte-level progress reading for progress bars."""
 
     def __init__(self, path: str | Path, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 byte_range: tuple[int, int] | None = None, first_line: int = 1, wanted: set[int] | None = None,
+                 byte_range: tuple[int, int] | None = None, first_line: int = 1,
                  max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         """`byte_range` (start, end), line-aligned, with `first_line` its line number: one
-        worker's share of a plain JSONL file (see `split_ranges`). `wanted`: the only JSONL line
-        numbers to parse and yield (the others are skipped unread: copies of earlier lines)."""
+        worker's share of a plain JSONL file (see `split_ranges`)."""
         self.path = Path(path)
         if not self.path.exists():
             raise InputError(f"{self.path}: no such file")
@@ -121,7 +120,6 @@ class RowSource:
         self._rows_total = 0
         self.byte_range = byte_range
         self.first_line = first_line
-        self.wanted = wanted
         if byte_range is not None and (self.container != "jsonl" or self.gz):
             raise ValueError("byte ranges are only for plain JSONL files")
 
@@ -160,7 +158,6 @@ class RowSource:
         remaining = self.byte_range[1] - self.byte_range[0] if self.byte_range else -1
         readline = f.readline
         loads = orjson.loads
-        wanted = self.wanted
         depth_limit = self.max_depth
         at_start = self.byte_range is None or self.byte_range[0] == 0
         while remaining:
@@ -182,8 +179,6 @@ class RowSource:
                     size += len(line)
                     remaining -= len(line)
                 yield lineno, RecordError("record_too_large", f"{size:,} bytes, over the limit of {limit:,} (--max-record-bytes)")
-                continue
-            if wanted is not None and lineno not in wanted:
                 continue
             deep = check_depth(line, depth_limit)
             if deep is not None:

@@ -51,3 +51,27 @@ def pool_context() -> BaseContext:
         ctx.set_forkserver_preload(["ptdata.pipeline.local", "ptdata.convert", "numpy", "orjson"])
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+_SHARED: dict = {}
+
+
+def _set_shared(shared: dict) -> None:
+    global _SHARED
+    _SHARED = shared
+
+
+def _call(job: tuple) -> object:
+    fn, task = job
+    return fn(_SHARED, task)
+
+
+def map_shared(fn, shared: dict, tasks: list, workers: int) -> list:
+    """[fn(shared, t) for t in tasks], on `workers` processes when that can be done cheaply:
+    only with fork, where the workers inherit `shared` (large arrays) instead of receiving a
+    pickled copy; otherwise in this process. `fn` must be a module-level function."""
+    if workers <= 1 or len(tasks) <= 1 or not fork_is_safe():
+        return [fn(shared, t) for t in tasks]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(min(workers, len(tasks)), initializer=_set_shared, initargs=(shared,)) as pool:
+        return pool.map(_call, [(fn, t) for t in tasks], chunksize=1)

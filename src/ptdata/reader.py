@@ -59,13 +59,11 @@ class RecordReader:
     """Iterates one file's records and rejects; `fmt` is known after the first record."""
 
     def __init__(self, path: str | Path, ro: ReadOptions | None = None, byte_range: tuple[int, int] | None = None,
-                 first_line: int = 1, detected: str | None = None, alias: str | Path | None = None,
-                 wanted: set[int] | None = None) -> None:
+                 first_line: int = 1, detected: str | None = None, alias: str | Path | None = None) -> None:
         """`detected`: a format already detected on this file by a parent process (shape checks stay on).
-        `alias`: the name to report in rejects and `meta.source` (e.g. the .gz a temporary copy came from).
-        `wanted`: the only JSONL line numbers to read (see RowSource)."""
+        `alias`: the name to report in rejects and `meta.source` (e.g. the .gz a temporary copy came from)."""
         self.ro = ro or ReadOptions()
-        self.source = RowSource(path, self.ro.max_record_bytes, byte_range, first_line, wanted, self.ro.max_depth)
+        self.source = RowSource(path, self.ro.max_record_bytes, byte_range, first_line, max_depth=self.ro.max_depth)
         self.path = self.source.path
         self.alias = Path(alias) if alias else self.path
         self.fmt, self.opts = resolve_format(self.path, self.ro)

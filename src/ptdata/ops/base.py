@@ -47,10 +47,6 @@ class Op:
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "map"
-    # A pure op's verdict, changes and keys depend on the record's content alone (not its
-    # position, source, batch or a model's sampling), and it neither derives nor replaces
-    # records: the executor may then decode identical input lines once (pipeline/copies.py).
-    pure: ClassVar[bool] = False
 
     @classmethod
     def from_params(cls, params: dict[str, Any], where: str = "") -> "Op":
@@ -131,23 +127,12 @@ class GlobalOp(Op):
         is flattened, with the per-record lengths in X_n."""
         raise NotImplementedError
 
-    # Set when identical records always share a fate: the (reason, detail) of a later copy of a
-    # kept record, "{id}" standing for that record's id. `decide` may then be told each distinct
-    # record once, with its count (the executor's identical-line plan does so).
-    copy_drop: ClassVar[tuple[str, str] | None] = None
+    # Processes `decide` may use (the executor sets it to its worker count): no core idles while
+    # the parent decides.
+    decide_workers: ClassVar[int] = 1
 
-    def copy_detail(self, rid: str) -> str:
-        """The detail of a later copy of the kept record `rid` (see `copy_drop`)."""
-        return self.copy_drop[1].replace("{id}", rid)
-
-    def decide(self, keys: dict[str, np.ndarray], counts: np.ndarray | None = None) -> "Decision":
-        """Given all keys concatenated in record order, which records to drop and why.
-
-        With `counts` (only when `copy_drop` is set), row i stands for counts[i] identical
-        records, the first of them at row i's place. The decision must be the one `decide` makes
-        on all those records, told once: every copy of a dropped row is dropped with its reason
-        and detail, the later copies of a kept row are dropped as `copy_drop` says, and the
-        report counts every copy."""
+    def decide(self, keys: dict[str, np.ndarray]) -> "Decision":
+        """Given all keys concatenated in record order, which records to drop and why."""
         raise NotImplementedError
 
 

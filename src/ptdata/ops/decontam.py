@@ -48,7 +48,6 @@ class Decontaminate(MapOp):
     """Reject records sharing an n-gram with a benchmark item (GSM8K test, MMLU, …)."""
 
     name: ClassVar[str] = "decontaminate"
-    pure: ClassVar[bool] = True
     benchmarks: Annotated[list[str], MinLen(1)] = param(
         [], "benchmark files (any supported format); their prompts (and answers with include_answers) are indexed")
     word_ngram: Positive = param(13, "n-gram size in words")

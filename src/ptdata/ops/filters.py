@@ -20,7 +20,6 @@ class LengthFilter(MapOp):
     """Keep records whose text length is within bounds, in characters and (with a tokenizer) in tokens."""
 
     name: ClassVar[str] = "length_filter"
-    pure: ClassVar[bool] = True
     field: TextField = param("response", "which text to measure: response, prompt or all")
     min_chars: Count = param(1, "minimum characters")
     max_chars: Count = param(100_000, "maximum characters")
@@ -83,7 +82,6 @@ class TurnFilter(MapOp):
     """Keep conversations with a number of user+assistant turns within bounds."""
 
     name: ClassVar[str] = "turn_filter"
-    pure: ClassVar[bool] = True
     min_turns: Count = param(2, "minimum user+assistant turns (a prompt record counts its prompt turns)")
     max_turns: Count = param(64, "maximum user+assistant turns")
 
@@ -142,7 +140,6 @@ class RepetitionFilter(MapOp):
     scores above 0.55."""
 
     name: ClassVar[str] = "repetition_filter"
-    pure: ClassVar[bool] = True
     field: TextField = param("response", "response, prompt or all")
     min_units: Count = param(20, "texts with fewer words/characters are not judged")
     max_dup_line_ratio: Share = param(0.5, "max share of duplicate lines")
@@ -176,7 +173,6 @@ class GarbledFilter(MapOp):
     """Drop mojibake, control characters and text made mostly of unusual symbols."""
 
     name: ClassVar[str] = "garbled_filter"
-    pure: ClassVar[bool] = True
     field: TextField = param("all", "response, prompt or all")
     max_garbled: Count = param(0, "max mojibake sequences / U+FFFD / control characters")
     max_special_ratio: Share = param(0.25, "max share of characters outside letters, digits, whitespace and common punctuation")
@@ -225,7 +221,6 @@ class RefusalFilter(MapOp):
     """Drop responses that refuse or talk about being an AI ("As an AI language model", "作为一个人工智能")."""
 
     name: ClassVar[str] = "refusal_filter"
-    pure: ClassVar[bool] = True
     extra_patterns: list[str] = param([], "additional regular expressions (case-insensitive)")
 
     def __post_init__(self) -> None:

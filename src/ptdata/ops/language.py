@@ -128,7 +128,6 @@ class LanguageId(MapOp):
     """Add `meta.lang` and `scores.lang_conf` (never drops)."""
 
     name: ClassVar[str] = "language_id"
-    pure: ClassVar[bool] = True
     field: TextField = param("prompt", "text to identify: prompt (the user's language), response or all")
 
     def setup(self) -> None:
@@ -147,7 +146,6 @@ class LanguageFilter(MapOp):
     """Keep records in the listed languages (identifies them first when language_id did not run)."""
 
     name: ClassVar[str] = "language_filter"
-    pure: ClassVar[bool] = True
     languages: Annotated[list[LanguageCode], MinLen(1)] = param(
         ["en", "zh"], "ISO 639-1 codes to keep", allowed="a non-empty list of ISO 639 codes such as en, zh")
     min_confidence: Share = param(0.0, "also drop when the identifier is less sure than this (0: never)")

@@ -259,7 +259,6 @@ class Pii(MapOp):
     """Find PII in every turn; redact it with typed placeholders, reject the record, or only count."""
 
     name: ClassVar[str] = "pii"
-    pure: ClassVar[bool] = True
     action: Literal["redact", "reject", "detect"] = param("redact", "redact, reject or detect")
     types: list[str] = param(TYPES, f"PII types to look for: {', '.join(TYPES)}")
     template: str = param("[{type}]", "replacement for redacted spans")

@@ -242,7 +242,6 @@ class QualityScores(MapOp):
     """Add quality.accuracy / complexity / density / ifollow and their mean `quality` (never drops)."""
 
     name: ClassVar[str] = "quality_scores"
-    pure: ClassVar[bool] = True
 
     def check(self, rec: Record) -> Drop | None:
         q, a = prompt_text(rec), response_text(rec)
@@ -266,7 +265,6 @@ class ScoreFilter(MapOp):
     """Drop records whose score is below a minimum (or missing)."""
 
     name: ClassVar[str] = "score_filter"
-    pure: ClassVar[bool] = True
     score: str = param("quality", "score name")
     min: float = param(0.5, "minimum value to keep")  # any finite number: scores are not all in [0, 1]
 
@@ -286,7 +284,6 @@ class Select(GlobalOp):
     MinHash similarity to an already selected record is >= diversity_threshold (Deita-style)."""
 
     name: ClassVar[str] = "select"
-    pure: ClassVar[bool] = True
     score: str = param("quality", "score to rank by (higher is better)")
     top_n: Count = param(0, "number of records to keep (0: use fraction)")
     fraction: Share = param(0.0, "share of records to keep when top_n is 0")

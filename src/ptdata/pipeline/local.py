@@ -603,10 +603,10 @@ def _inflated(path: Path, plain: Path) -> Path | None:
     return plain
 
 
-def number_shards(shards: list[Shard], newlines: list[int] | None = None) -> None:
-    """Give each split shard the number of its first line, from the newlines in every shard
-    (the identical-line plan counts them while hashing), or counted here: a read of the whole
-    file that the shards' own reads make again, so it is done only when needed."""
+def number_shards(shards: list[Shard]) -> None:
+    """Give each split shard the number of its first line, from the newlines counted in the
+    shards before it (a read of the whole file that the shards' own reads make again, so it is
+    done only when needed)."""
     by_path: dict[str, list[int]] = {}
     for i, sh in enumerate(shards):
         if sh.byte_range is not None:
@@ -614,7 +614,7 @@ def number_shards(shards: list[Shard], newlines: list[int] | None = None) -> Non
     for path, idx in by_path.items():
         if all(shards[i].first_line for i in idx):
             continue
-        counts = [newlines[i] for i in idx] if newlines is not None else newline_counts(path, [shards[i].byte_range for i in idx])
+        counts = newline_counts(path, [shards[i].byte_range for i in idx])
         for i, (_, _, line) in zip(idx, with_first_lines([shards[i].byte_range for i in idx], counts)):
             shards[i].first_line = line
 
@@ -630,14 +630,10 @@ def _pool_dispatch(state: dict, todo: list[tuple], n_workers: int) -> Iterator[d
 
 
 def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = None,
-        dispatch: Dispatch | None = None, copies: str = "auto") -> RunResult:
+        dispatch: Dispatch | None = None) -> RunResult:
     """Run a recipe; resumes from the work dir when the recipe and inputs are unchanged.
     `dispatch` runs the shard jobs elsewhere (the Ray executor); the plan, the decisions and
-    the outputs stay the same. `copies`: decode identical input lines once (pipeline/copies.py)
-    when the recipe allows it: auto (when there are enough copies), always or never; the
-    outputs are the same either way."""
-    if copies not in ("auto", "always", "never"):
-        raise ValueError("copies must be auto, always or never")
+    the outputs stay the same."""
     out_dir = recipe.out_dir()
     work = out_dir / ".work"
     files = []
@@ -675,17 +671,11 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
             inp = recipe.inputs[sh.input_index]
             formats[sh.path] = RecordReader(sh.path, inp.read_options(recipe.validation), alias=sh.alias).detect()
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(shards)))
+    for op in recipe.ops:
+        if op.kind == "global":
+            op.decide_workers = max(1, workers or os.cpu_count() or 1)  # the decision in the parent uses them too
     state: dict[str, Any] = dict(recipe=recipe, segments=segments, shards=shards, work=work, formats=formats,
                                  parent_pid=os.getpid())
-    if dispatch is None and copies != "never":
-        from . import copies as plan_copies
-
-        if plan_copies.eligible(recipe, segments, shards):
-            done = plan_copies.run_plan(state, n_workers, progress, force=copies == "always")
-            if done is not None:
-                seg_stats, reports, seconds, resumed, streams = done
-                return _mark_done(_finish(recipe, segments, seg_stats, reports, seconds, work, out_dir, resumed, streams),
-                                  recipe, manifest)
     number_shards(shards)
     resumed = 0
     global_reports: dict[str, dict] = {}
@@ -757,16 +747,13 @@ def _decide(seg: Segment, work: Path, n_shards: int, stats: list[dict], copies_b
 DECISION = "decision.bin"  # a global op's committed decision, in its segment's folder
 
 
-def commit_decision(seg: Segment, work: Path, keys: dict[str, np.ndarray], copies_by_reference: bool,
-                    counts: np.ndarray | None = None) -> None:
+def commit_decision(seg: Segment, work: Path, keys: dict[str, np.ndarray], copies_by_reference: bool) -> None:
     """Decide on the keys of every record (in record order) and commit the drops, with which of
-    them are copies of the record kept in their place (listed by reference when asked). With
-    `counts`, the keys are those of distinct records (see `GlobalOp.decide`); the decision then
-    also says which rows have a copy fingerprint, for their later copies."""
+    them are copies of the record kept in their place (listed by reference when asked)."""
     d = work / f"seg{seg.index}"
     fp = keys.pop(COPY_KEY, None)
     if keys:
-        dec = seg.global_op.decide(keys) if counts is None else seg.global_op.decide(keys, counts)
+        dec = seg.global_op.decide(keys)
     else:
         from ..ops.base import Decision
 
@@ -788,8 +775,6 @@ def commit_decision(seg: Segment, work: Path, keys: dict[str, np.ndarray], copie
     if by_ref and dec.kept_for is not None and len(drop):
         copy = (fp[drop] == fp[np.asarray(dec.kept_for, dtype=np.int64)]) & (fp[drop] != 0)
     arrays = {"drop": drop, "reason": codes, "detail": details, "copy": copy}
-    if counts is not None:
-        arrays["has_fp"] = (fp != 0) if by_ref else np.zeros(len(counts), dtype=bool)
     save_bundle(d / DECISION, arrays, {"reasons": reasons, "report": dec.report})
 
 
@@ -799,26 +784,20 @@ def load_decision(work: Path, si: int) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def _finish(recipe: Recipe, segments: list[Segment], seg_stats: list[list[dict]], global_reports: dict, global_seconds: dict,
-            work: Path, out_dir: Path, resumed: int, streams: tuple[Path, Path] | None = None) -> RunResult:
+            work: Path, out_dir: Path, resumed: int) -> RunResult:
     """Final files from the shard files, in shard order (a shard's rejects, segment by segment,
-    then the next shard's): or from `streams`, kept and rejects already written in that order."""
+    then the next shard's)."""
     last = segments[-1].index
     n_shards = len(seg_stats[0])
     kept_path = out_dir / recipe.output.file
     rejects_path = out_dir / "rejects.jsonl"
-    parts = [streams[0]] if streams else [work / f"seg{last}" / f"{i:05d}.jsonl" for i in range(n_shards)]
+    parts = [work / f"seg{last}" / f"{i:05d}.jsonl" for i in range(n_shards)]
     unfit: list[bytes] = []
     if recipe.output.format == "ptdata" and split_name(kept_path) == ("jsonl", False):
-        if streams:
-            os.replace(streams[0], kept_path)
-        else:
-            _concat(parts, kept_path)
+        _concat(parts, kept_path)
     else:
         unfit = _write_kept(recipe, parts, kept_path)
-    if streams:
-        os.replace(streams[1], rejects_path)
-    else:
-        _concat([work / f"seg{s.index}" / f"{i:05d}.rejects.jsonl" for i in range(n_shards) for s in segments], rejects_path)
+    _concat([work / f"seg{s.index}" / f"{i:05d}.rejects.jsonl" for i in range(n_shards) for s in segments], rejects_path)
     stats = _merge_stats(recipe, segments, seg_stats, global_reports, global_seconds)
     if unfit:
         _add_write_rejects(stats, unfit, rejects_path)
