@@ -191,11 +191,11 @@ def copy_row_bytes(source: bytes, op_name: str, reason: str, detail: str, rid: b
                      b',"detail":', orjson.dumps(detail), b',"id":', rid, b',"copy_of":', rid, b"}\n"))
 
 
-def note_contamination(store: dict[str, list[str]], rec: Record, reason: str) -> None:
-    """For the report: which benchmark items a contaminated record matched."""
-    if reason == "contaminated":
-        for item in rec.meta.get("contamination", ()):
-            store.setdefault(item, []).append(rec.id)
+def note_contamination(store: dict[str, list], rec: Record) -> None:
+    """For the report: the benchmark items a record matched, each with [record id, layer, score]."""
+    for c in rec.meta.get("contamination", ()):
+        if isinstance(c, dict) and "item" in c:
+            store.setdefault(c["item"], []).append([rec.id, c.get("layer"), c.get("score")])
 
 
 class Workers:
@@ -371,7 +371,11 @@ def _apply_records(seg: Segment, shard_no: int, drops: dict, prev_global, out, r
             for rec, d in dropped:
                 st["dropped"][d.reason] += 1
                 rej.write(orjson.dumps(_reject(rec, op.name, d)) + b"\n")
-                note_contamination(stats["contamination"], rec, d.reason)
+                if d.reason == "contaminated":
+                    note_contamination(stats["contamination"], rec)
+            if type(op).name == "decontaminate" and getattr(op, "action", "drop") == "flag":
+                for rec in batch:  # flagged, kept: counted the same way
+                    note_contamination(stats["contamination"], rec)
         if seg.global_op is not None and batch:
             t = time.perf_counter()
             keys_parts.append(seg.global_op.keys(batch))
@@ -907,5 +911,29 @@ def _merge_stats(recipe: Recipe, segments: list[Segment], seg_stats: list[list[d
         "kept_pii_redactions": dict(sorted(((k[len(PII_FLAG):], v) for k, v in flags.items() if k.startswith(PII_FLAG)),
                                            key=lambda x: -x[1])),
         "histograms": {"bins_length": _Hist.LEN_BINS, **hist},
-        "contamination": {k: sorted(set(v)) for k, v in sorted(contamination.items())},
+        "contamination": contamination_report(recipe, contamination),
     }
+
+
+def contamination_report(recipe: Recipe, found: dict[str, list]) -> dict:
+    """Per benchmark: its items, those found and by which layer; per layer: the records flagged;
+    per item: the matching records with layer and score."""
+    items: dict[str, dict] = {}
+    for item, hits in sorted(found.items()):
+        uniq = sorted({(h[0], h[1], h[2]) for h in hits}, key=lambda h: (-(h[2] or 0), h[0]))
+        items[item] = [{"id": i, "layer": layer, "score": score} for i, layer, score in uniq]
+    totals: dict[str, int] = {}
+    for op in recipe.ops:
+        for it in getattr(op, "_items", None) or ():
+            if hasattr(it, "benchmark"):
+                totals[it.benchmark] = totals.get(it.benchmark, 0) + 1
+    benchmarks: dict[str, dict] = {b: {"items": n, "found": 0, "by_layer": {}} for b, n in totals.items()}
+    layers: dict[str, set] = {}
+    for item, hits in items.items():
+        b = benchmarks.setdefault(item.rsplit("#", 1)[0], {"items": None, "found": 0, "by_layer": {}})
+        b["found"] += 1
+        for layer in sorted({h["layer"] for h in hits}):
+            b["by_layer"][layer] = b["by_layer"].get(layer, 0) + 1
+        for h in hits:
+            layers.setdefault(h["layer"], set()).add(h["id"])
+    return {"benchmarks": benchmarks, "records_by_layer": {k: len(v) for k, v in sorted(layers.items())}, "items": items}

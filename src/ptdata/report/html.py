@@ -135,13 +135,25 @@ def render(stats: dict) -> str:
             parts.append(hbar_chart(f"{name}: clusters by size (records per cluster)", [f"size {k}" for k in ks], [sizes[k] for k in ks], color="#E45756"))
     cont = stats.get("contamination", {})
     parts.append("<h2>Decontamination</h2>")
-    if cont:
-        rows = "".join(f"<tr><td>{_esc(item)}</td><td>{len(ids)}</td><td><code>{_esc(', '.join(i[:12] for i in ids[:5]))}</code></td></tr>"
-                       for item, ids in cont.items())
-        parts.append(f"<p>{len(cont)} benchmark items matched by {sum(len(v) for v in cont.values())} records.</p>"
-                     f"<table><tr><th>benchmark item</th><th>records</th><th>record ids</th></tr>{rows}</table>")
+    benches, items = cont.get("benchmarks") or {}, cont.get("items") or {}
+    if benches:
+        layer_names = sorted({k for b in benches.values() for k in b["by_layer"]})
+        head = "".join(f"<th>found by {_esc(k)}</th>" for k in layer_names)
+        rows = "".join(f"<tr><td>{_esc(name)}</td><td>{b['items'] if b['items'] is not None else ''}</td><td>{b['found']:,}</td>"
+                       + "".join(f"<td>{b['by_layer'].get(k, 0):,}</td>" for k in layer_names) + "</tr>"
+                       for name, b in benches.items())
+        parts.append(f"<table><tr><th>benchmark</th><th>items</th><th>items found</th>{head}</tr>{rows}</table>")
+        per_layer = ", ".join(f"{_esc(k)}: {v:,}" for k, v in (cont.get("records_by_layer") or {}).items())
+        parts.append(f"<p>records flagged per layer: {per_layer or 'none'}</p>")
+    if items:
+        rows = "".join(f"<tr><td>{_esc(item)}</td><td>{len(hits)}</td><td><code>"
+                       + _esc(", ".join(f"{h['id'][:12]} ({h['layer']} {h['score']})" for h in hits[:5])) + "</code></td></tr>"
+                       for item, hits in list(items.items())[:500])
+        parts.append(f"<table><tr><th>benchmark item</th><th>records</th><th>records (layer, score)</th></tr>{rows}</table>")
+    elif not benches:
+        parts.append("<p class='muted'>no decontaminate op in this recipe.</p>")
     else:
-        parts.append("<p class='muted'>no benchmark overlap found (or no decontaminate op).</p>")
+        parts.append("<p class='muted'>no benchmark item found in the data.</p>")
     return page(f"ptdata report: {stats['recipe']}", "".join(parts), stats)
 
 
