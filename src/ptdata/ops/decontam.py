@@ -1,15 +1,13 @@
-"""Decontamination: find training records that hold a benchmark item, in up to three layers.
+"""Decontamination: find training records that hold a benchmark item.
 
-1. n-gram coverage (Tulu 3 / OLMo style): the share of a benchmark item's tokens (words, or
-   characters for CJK text) that lie inside n-grams the record shares with it, 8-grams by
-   default (a short item uses shorter ones, so one changed word never hides it). An n-gram made
-   only of function words, or found in several benchmark items (boilerplate such as "This
-   question refers to the following information"), is no evidence and is not counted.
-2. embeddings (`semantic: true`): the cosine of a multilingual sentence embedding between the
-   record and each benchmark item, so a rephrasing or a translation is found too.
-3. an LLM (`llm: {...}`, optional): each candidate pair the other layers flagged is asked of a
-   judge ("is the training text a rephrasing or translation of the benchmark item?"), and only
-   confirmed pairs count.
+Layer 1, n-gram coverage (Tulu 3 / OLMo style): the share of a benchmark item's tokens (words,
+or characters for CJK text) that lie inside n-grams the record shares with it, 8-grams by
+default. An n-gram made only of function words, or found in many benchmark items (boilerplate
+such as "This question refers to the following information"), is no evidence. A short item
+(under two full n-grams) uses shorter grams to find candidates and counts only when the record
+holds it with at most `max_edits` word edits, so one changed word never hides it and a generic
+phrase ("Explain the concept of") never stands for it. Hits carry their layer (`ngram`), so
+further layers (embeddings for rephrasings and translations, an LLM check) report beside it.
 
 `action: drop` rejects a contaminated record (reason `contaminated`, the benchmark, item, layer
 and score in the detail); `action: flag` keeps it with `meta.contamination`, so a dataset can be
@@ -163,8 +161,8 @@ def _entry(value: Any) -> dict:
 @register
 @dataclass
 class Decontaminate(MapOp):
-    """Find records holding a benchmark item: n-gram coverage, multilingual embeddings (semantic), an
-    optional LLM check; drop them or flag them, with a per-benchmark report."""
+    """Find records holding a benchmark item by n-gram coverage (short items: by edit distance); drop
+    them or flag them, with a per-benchmark report."""
 
     name: ClassVar[str] = "decontaminate"
     benchmarks: Annotated[list[str | dict[str, Any]], MinLen(1)] = param(
@@ -184,20 +182,11 @@ class Decontaminate(MapOp):
     field: TextField = param("all", "record text to check: all, prompt or response")
     include_answers: bool = param(False, "also index the benchmark answers")
     action: Literal["drop", "flag"] = param("drop", "drop (reject as contaminated) or flag (keep, with meta.contamination)")
-    semantic: bool = param(False, "layer 2: multilingual embeddings")
-    semantic_threshold: Annotated[float, Interval(ge=-1, le=1)] = param(0.85, "cosine at which layer 2 flags a record")
-    embedding_model: str = param("", "layer 2's model (default: the packaged multilingual model)")
-    llm: dict[str, Any] = param({}, "layer 3: a judge that confirms each flagged pair (model settings)")
     _items: list = dataclasses.field(default_factory=list, init=False, repr=False)
     _index: dict = dataclasses.field(default_factory=dict, init=False, repr=False)  # (cjk, n) -> gram -> item ids
-    _layers: Any = dataclasses.field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._entries = [_entry(b) for b in self.benchmarks]
-        if self.llm:
-            from ..llm import LLMConfig
-
-            LLMConfig.from_dict(self.llm)
 
     def setup(self) -> None:
         if self._items:
@@ -268,19 +257,6 @@ class Decontaminate(MapOp):
                         out[k] = round(1 - d / len(it.units), 4)
         return out
 
-    def layers(self):
-        """Layers 2 and 3, built once per worker process (models, clients)."""
-        if self._layers is None:
-            from .decontam_layers import Layers
-
-            self._layers = Layers(self)
-        return self._layers
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_layers"] = None
-        return state
-
     def check(self, rec: Record) -> Drop | None:
         """The drop one record gets (None: clean, or flagged with action flag)."""
         _, dropped = self.process([rec])
@@ -291,8 +267,6 @@ class Decontaminate(MapOp):
         texts = [record_text(r, self.field) for r in batch]
         hits: list[list[dict]] = [[{"item": k, "layer": "ngram", "score": s} for k, s in self.coverage(t).items()]
                                   for t in texts]
-        if self.semantic or self.llm:
-            hits = self.layers().apply(texts, hits)
         kept, dropped = [], []
         for rec, found in zip(batch, hits):
             if not found:
@@ -300,12 +274,10 @@ class Decontaminate(MapOp):
                 continue
             found.sort(key=lambda h: (-h["score"], h["item"]))
             rec.meta["contamination"] = [{"benchmark": self._items[h["item"]].benchmark, "item": self._items[h["item"]].name,
-                                          "layer": h["layer"], "score": h["score"],
-                                          **({"judge": h["judge"]} if "judge" in h else {})} for h in found[:5]]
+                                          "layer": h["layer"], "score": h["score"]} for h in found[:5]]
             if self.action == "flag":
                 kept.append(rec)
                 continue
-            detail = ", ".join(f"{c['item']} ({c['layer']} {c['score']:.2f}{', judge: ' + c['judge'] if 'judge' in c else ''})"
-                               for c in rec.meta["contamination"])
+            detail = ", ".join(f"{c['item']} ({c['layer']} {c['score']:.2f})" for c in rec.meta["contamination"])
             dropped.append((rec, Drop("contaminated", "matches " + detail)))
         return kept, dropped
