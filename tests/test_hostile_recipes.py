@@ -26,7 +26,7 @@ from ptdata.pipeline import Input, Output, Recipe
 from ptdata.records import Record
 from ptdata.text import is_cjk, normalize_for_match, shingles
 
-from .conftest import load_jsonl, shared, write_jsonl
+from .conftest import load_jsonl, run_cli, shared, write_jsonl
 from .hostile import EXIT_ERROR, EXIT_OK, digest, one_error_line, run_capped, summary
 
 
@@ -512,3 +512,14 @@ def test_complete_gsm8k_solutions_keep_their_last_number():
 def test_indic_words_are_words():
     assert not identify("नमस्ते दुनिया")[0] == NEUTRAL
     assert identify("भारत की राजधानी क्या है?")[0] == "hi"
+
+
+def test_an_integer_past_64_bits_is_one_line(tmp_path):
+    """The recipe fingerprint and JSON hold 64-bit integers: a larger value is refused when the recipe loads."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("inputs: [in.jsonl]\nops:\n  - judge: {retries: 100000000000000000000000, llm: {model: m}}\n"
+                      "output: {dir: out}\n", encoding="utf-8")
+    (tmp_path / "in.jsonl").write_text('{"instruction": "a", "output": "b"}\n', encoding="utf-8")
+    r = run_cli("run", str(recipe), cwd=tmp_path)
+    assert r.returncode == 1 and "retries: must be an integer >= 0, got 100000000000000000000000" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()

@@ -54,7 +54,9 @@ def create_cmd(name: Annotated[str, typer.Argument(help="Queue name (letters, di
     if (data is None) == (flywheel_version is None):
         raise InputError("give --data FILE or --flywheel-version V (one of them)")
     rb = load_rubric(rubric)
-    names = [n.strip() for n in reviewers.split(",") if n.strip()] if reviewers else None
+    names = [n.strip() for n in reviewers.split(",") if n.strip()] if reviewers is not None else None
+    if names == []:  # an empty list is not "every reviewer": that is leaving the option out
+        raise InputError(f"--reviewers {reviewers!r}: no reviewer names (leave the option out for every reviewer)")
     fw = {"store": flywheel_store, "version": flywheel_version, "out": str(flywheel_out)} if flywheel_version else None
     made = create_queue(_store(store), name, rb, overlap, names, data=data, flywheel=fw, limit=limit)
     err.print(f"queue {name}: {made['items']:,} records ({counts_text(made['kinds'])}), overlap {overlap}, rubric "
@@ -90,8 +92,8 @@ def list_cmd(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False) -> None:
 @rv.command("serve")
 def serve_cmd(store: StoreOpt = DEFAULT_STORE,
               host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-              port: Annotated[int, typer.Option(help="Port.")] = 8090,
-              max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = 1 << 20,
+              port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8090,
+              max_body_bytes: Annotated[int, typer.Option(min=1, help="Larger request bodies get 413.")] = 1 << 20,
               secure_cookies: Annotated[bool, typer.Option(help="Mark cookies Secure (behind an HTTPS proxy).")] = False) -> None:
     """Serve the review web app (log in with a token from add-reviewer)."""
     import uvicorn

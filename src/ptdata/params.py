@@ -21,8 +21,10 @@ from .errors import InputError
 
 # Reusable annotations (pydantic reads annotated_types bounds; importing them costs no pydantic).
 Share = Annotated[float, Interval(ge=0, le=1)]  # a proportion or similarity
-Count = Annotated[int, Ge(0)]  # zero allowed
-Positive = Annotated[int, Ge(1)]
+# Integers end where JSON and the recipe fingerprint's 64-bit ints do; a bound that high is not shown.
+MAX_INT = 2**63 - 1
+Count = Annotated[int, Interval(ge=0, le=MAX_INT)]  # zero allowed
+Positive = Annotated[int, Interval(ge=1, le=MAX_INT)]
 NonEmptyStr = Annotated[str, MinLen(1)]
 NonNegative = Annotated[float, Ge(0)]
 
@@ -105,6 +107,8 @@ def _num(x: float) -> str:
 
 def _bounds(s: dict) -> str:
     lo, hi = s.get("minimum"), s.get("maximum")
+    if hi == MAX_INT:
+        hi = None
     xlo, xhi = s.get("exclusiveMinimum"), s.get("exclusiveMaximum")
     if lo is not None and hi is not None:
         return f" between {_num(lo)} and {_num(hi)}"

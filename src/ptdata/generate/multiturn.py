@@ -128,6 +128,8 @@ def pick_persona(personas: list[str], seed_id: str, seed: int) -> str | None:
 def pick_style(styles: dict[str, float], seed_id: str, turn: int, seed: int) -> str:
     """A follow-up style drawn by weight, reproducibly from (seed id, turn, seed)."""
     names = sorted(k for k, w in styles.items() if w > 0)
+    if not names:
+        raise InputError("styles: give at least one follow-up style a weight above 0")
     total = sum(styles[k] for k in names)
     x = (_draw(f"{seed_id}\x00{turn}", seed) % 1_000_000) / 1_000_000 * total
     for k in names:
@@ -163,7 +165,9 @@ def seed_conversation(rec: Record, s: Settings) -> Conversation:
     """The history a seed starts with: an sft record's turns, a prompt's (answered first), a
     preference record's prompt and chosen side, or nothing but a topic (`meta.topic`)."""
     topic = rec.meta.get("topic")
-    if isinstance(topic, str) and topic.strip():  # a topic seed: nothing said yet (a system turn kept)
+    if rec.kind == "prompt" and isinstance(topic, str) and topic.strip():
+        # a topic seed: nothing said yet (a system turn kept). Only a prompt: an sft or preference
+        # record that carries a `meta.topic` label is a conversation to continue, not to discard
         msgs = [dict(m) for m in rec.messages if m["role"] == "system"]
         if s.method == "magpie" and not msgs and not s.system:  # Magpie's steer: the topic in the system prompt
             zh_topic = is_cjk(topic)
@@ -340,6 +344,8 @@ class Builder:
             raise InputError(f"method must be one of {', '.join(METHODS)}")
         if settings.method == "magpie" and settings.magpie_prefix is None:
             raise InputError("method magpie needs the user model's chat template (magpie_template)")
+        if settings.method == "simulate" and not any(w > 0 for w in settings.styles.values()):
+            raise InputError("styles: give at least one follow-up style a weight above 0")
         self.s, self.assistant, self.user, self.judge = settings, assistant, user, judge
         self.sampling, self.user_sampling, self.judge_sampling, self.embed = sampling, user_sampling, judge_sampling, embed
 
@@ -398,8 +404,12 @@ class Builder:
             if res.samples[0].finish_reason == "length":
                 self._stop(c, "truncated_user_turn", "the user simulator's message hit the token limit")
                 continue
+            text = res.text
+            if self.s.method == "magpie":  # a server that ignored `stop`: the turn ends at the template's end of turn
+                for stop_text in self.s.magpie_stop:
+                    text = text.split(stop_text, 1)[0]
             try:
-                turn = parse_user_turn(res.text)
+                turn = parse_user_turn(text)
             except AnswerError as e:
                 self._stop(c, e.reason, e.detail)
                 continue

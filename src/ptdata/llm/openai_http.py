@@ -156,27 +156,33 @@ class OpenAIBackend(Backend):
                     chunk = orjson.loads(data)
                 except orjson.JSONDecodeError:
                     raise _Retry("bad_response", f"unreadable stream chunk: {data[:200]!r}") from None
-                usage = chunk.get("usage") or usage
-                for ch in chunk.get("choices") or []:
-                    i = ch.get("index", 0)
-                    if raw:
-                        texts.setdefault(i, []).append(ch.get("text") or "")
-                        lp = ch.get("logprobs") or {}
-                        lps.setdefault(i, []).extend(float(x) for x in lp.get("token_logprobs") or [] if x is not None)
-                        toks.setdefault(i, []).extend(lp.get("tokens") or [])
-                    else:
-                        delta = ch.get("delta") or {}
-                        texts.setdefault(i, []).append(delta.get("content") or "")
-                        for t in ((ch.get("logprobs") or {}).get("content") or []):
-                            lps.setdefault(i, []).append(float(t["logprob"]))
-                            toks.setdefault(i, []).append(t.get("token", ""))
-                    if ch.get("finish_reason"):
-                        finish[i] = ch["finish_reason"]
+                try:  # a chunk of the wrong shape is a bad response, never an exception
+                    usage = chunk.get("usage") or usage
+                    for ch in chunk.get("choices") or []:
+                        i = ch.get("index", 0)
+                        if raw:
+                            texts.setdefault(i, []).append(ch.get("text") or "")
+                            lp = ch.get("logprobs") or {}
+                            lps.setdefault(i, []).extend(float(x) for x in lp.get("token_logprobs") or [] if x is not None)
+                            toks.setdefault(i, []).extend(lp.get("tokens") or [])
+                        else:
+                            delta = ch.get("delta") or {}
+                            texts.setdefault(i, []).append(delta.get("content") or "")
+                            for t in ((ch.get("logprobs") or {}).get("content") or []):
+                                lps.setdefault(i, []).append(float(t["logprob"]))
+                                toks.setdefault(i, []).append(t.get("token", ""))
+                        if ch.get("finish_reason"):
+                            finish[i] = ch["finish_reason"]
+                except (AttributeError, TypeError, ValueError, KeyError) as e:
+                    raise _Retry("bad_response", f"unreadable stream chunk ({type(e).__name__}: {e}): {data[:200]!r}") from None
         if len(texts) < n:
             raise _Retry("bad_response", f"stream ended with {len(texts)} of {n} choices")
-        samples = [Sample("".join(texts[i]), finish.get(i), lps.get(i) or None, toks.get(i) or None) for i in sorted(texts)]
-        return Result(samples=samples, prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                      completion_tokens=int(usage.get("completion_tokens", 0)))
+        try:
+            samples = [Sample("".join(texts[i]), finish.get(i), lps.get(i) or None, toks.get(i) or None)
+                       for i in sorted(texts)]
+        except TypeError as e:  # a text piece that is not a string, indexes that do not compare
+            raise _Retry("bad_response", f"unreadable stream ({e})") from None
+        return Result(samples=samples, **_usage(usage))
 
 
 def _wait(cfg: LLMConfig, attempt: int, retry_after: float | None) -> float:
@@ -222,10 +228,19 @@ def _parse(content: bytes, n: int, raw: bool = False) -> Result:
             samples.append(Sample(text, c.get("finish_reason"),
                                   [float(t["logprob"]) for t in lp] if lp else None,
                                   [t.get("token", "") for t in lp] if lp else None))
-        usage = d.get("usage") or {}
+        tokens = _usage(d.get("usage"))
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
         raise _Retry("bad_response", f"unreadable completion ({type(e).__name__}: {e}): {content[:200]!r}") from None
     if len(samples) < n:
         raise _Retry("bad_response", f"asked for {n} choices, got {len(samples)}")
-    return Result(samples=samples, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                  completion_tokens=int(usage.get("completion_tokens") or 0))
+    return Result(samples=samples, **tokens)
+
+
+def _usage(u: Any) -> dict[str, int]:
+    """A response's token counts; an unreadable `usage` (not an object, counts that are not
+    numbers) counts as none rather than failing an answer that came back."""
+    try:
+        return {"prompt_tokens": int((u or {}).get("prompt_tokens") or 0),
+                "completion_tokens": int((u or {}).get("completion_tokens") or 0)}
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return {"prompt_tokens": 0, "completion_tokens": 0}

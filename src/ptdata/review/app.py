@@ -18,7 +18,7 @@ import hmac
 import html
 import time
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
 import orjson
@@ -34,6 +34,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY"), (b"cache-control", b"no-store")]
+MAX_POS = 2**31 - 1
 STATIC = {"review.js": "text/javascript; charset=utf-8", "review.css": "text/css; charset=utf-8"}
 
 
@@ -76,10 +77,13 @@ def shell(title: str, body: str, who: dict | None = None, csrf: str | None = Non
 
 def make_app(store: ReviewStore | str, max_body_bytes: int = 1 << 20, secure_cookies: bool = False):
     """The ASGI app (wrapped in the body limit and the security headers) and the FastAPI app."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Path, Query, Request
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
     store = ReviewStore(store) if isinstance(store, str) else store
+    # positions are stored as 32-bit integers (PostgreSQL's INTEGER): a larger one is a 422, not a 500
+    Pos = Annotated[int, Path(ge=0, le=MAX_POS)]
+    After = Annotated[int, Query(ge=-1, le=MAX_POS)]
     app = FastAPI(title="ptdata review", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
     queue_cache: dict[str, tuple[dict, Rubric]] = {}
@@ -297,7 +301,7 @@ def make_app(store: ReviewStore | str, max_body_bytes: int = 1 << 20, secure_coo
         return JSONResponse(payload(a, m))
 
     @app.get("/api/q/{name}/next")
-    async def next_record(name: str, request: Request, after: int = -1):
+    async def next_record(name: str, request: Request, after: After = -1):
         got = await reviewer_queue(request, name)
         if not isinstance(got, tuple):
             return got
@@ -308,7 +312,7 @@ def make_app(store: ReviewStore | str, max_body_bytes: int = 1 << 20, secure_coo
         return await item_at(q, r, m, pos)
 
     @app.get("/api/q/{name}/a/{pos}")
-    async def get_record(name: str, pos: int, request: Request):
+    async def get_record(name: str, pos: Pos, request: Request):
         got = await reviewer_queue(request, name)
         if not isinstance(got, tuple):
             return got
@@ -323,7 +327,7 @@ def make_app(store: ReviewStore | str, max_body_bytes: int = 1 << 20, secure_coo
             raise Invalid("the body is not JSON") from None
 
     @app.post("/api/q/{name}/a/{pos}")
-    async def answer(name: str, pos: int, request: Request):
+    async def answer(name: str, pos: Pos, request: Request):
         got = await reviewer_queue(request, name, post=True)
         if not isinstance(got, tuple):
             return got
@@ -348,7 +352,7 @@ def make_app(store: ReviewStore | str, max_body_bytes: int = 1 << 20, secure_coo
         return {"stored": True, "first": first, "next": nxt, "progress": {"done": done, "total": m["total"]}}
 
     @app.post("/api/q/{name}/a/{pos}/retract")
-    async def retract(name: str, pos: int, request: Request):
+    async def retract(name: str, pos: Pos, request: Request):
         got = await reviewer_queue(request, name, post=True)
         if not isinstance(got, tuple):
             return got

@@ -113,6 +113,8 @@ def load_rubric(path: str | Path | None) -> Rubric:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except OSError as e:
         raise InputError(f"--rubric {p}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"--rubric {p}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
         raise InputError(f"--rubric {p}: not YAML ({str(e).splitlines()[0]})") from None
     try:
