@@ -177,24 +177,35 @@ def same_event(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in ("interaction_id", "kind", "value", "user_hash"))
 
 
+def migrate(engine: sa.Engine, table: sa.Table, migrations: list[Callable[[sa.Connection], None]]) -> int:
+    """Apply the migrations not yet recorded in `table`, in order, in one transaction."""
+    with engine.begin() as conn:
+        table.create(conn, checkfirst=True)
+        done = {r[0] for r in conn.execute(sa.select(table.c.version))}
+        for n, m in enumerate(migrations, start=1):
+            if n not in done:
+                m(conn)
+                conn.execute(table.insert().values(version=n, applied_at=time.time()))
+    return len(migrations)
+
+
+def open_migrated(url: str, table: sa.Table, migrations: list[Callable[[sa.Connection], None]], what: str) -> sa.Engine:
+    """An engine on `url` with its migrations applied; one line naming the store (never its
+    password) when it cannot be opened: an unreachable server, a bad path, no permission."""
+    engine = engine_for(url)
+    try:
+        migrate(engine, table, migrations)
+    except sa.exc.SQLAlchemyError as e:
+        raise InputError(f"cannot open {what} at {url.split('@')[-1]!r}: {str(getattr(e, 'orig', e)).splitlines()[0]}") from None
+    return engine
+
+
 class Store:
     def __init__(self, url: str) -> None:
-        self.engine = engine_for(url)
-        try:
-            self.migrate()
-        except sa.exc.SQLAlchemyError as e:  # unreachable server, bad path, no permission: one line, no secrets
-            where = url.split("@")[-1]
-            raise InputError(f"cannot open the store at {where!r}: {str(getattr(e, 'orig', e)).splitlines()[0]}") from None
+        self.engine = open_migrated(url, migrations_table, MIGRATIONS, "the store")
 
     def migrate(self) -> int:
-        with self.engine.begin() as conn:
-            migrations_table.create(conn, checkfirst=True)
-            done = {r[0] for r in conn.execute(sa.select(migrations_table.c.version))}
-            for n, m in enumerate(MIGRATIONS, start=1):
-                if n not in done:
-                    m(conn)
-                    conn.execute(migrations_table.insert().values(version=n, applied_at=time.time()))
-        return len(MIGRATIONS)
+        return migrate(self.engine, migrations_table, MIGRATIONS)
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:

@@ -326,12 +326,23 @@ def make_app(store: ReviewStore | str, max_body_bytes: int = 1 << 20, secure_coo
         except orjson.JSONDecodeError:
             raise Invalid("the body is not JSON") from None
 
-    @app.post("/api/q/{name}/a/{pos}")
-    async def answer(name: str, pos: Pos, request: Request):
+    async def assigned(request: Request, name: str, pos: int):
+        """(reviewer, queue, rubric, progress, assignment) of a position in the reviewer's share, or the error response."""
         got = await reviewer_queue(request, name, post=True)
         if not isinstance(got, tuple):
             return got
-        r, q, rubric, m = got
+        r, q, _, _ = got
+        a = await run_sync(store.assignment, q["id"], r["id"], pos)
+        if a is None:
+            return err(404, f"no record {pos} in your share of this queue", "not_found")
+        return (*got, a)
+
+    @app.post("/api/q/{name}/a/{pos}")
+    async def answer(name: str, pos: Pos, request: Request):
+        got = await assigned(request, name, pos)
+        if not isinstance(got, tuple):
+            return got
+        r, q, rubric, m, a = got
         try:
             ans = AnswerIn.model_validate(await json_body(request))
         except Invalid as e:
@@ -339,9 +350,6 @@ def make_app(store: ReviewStore | str, max_body_bytes: int = 1 << 20, secure_coo
         except ValidationError as e:
             first = e.errors()[0]
             return err(422, f"{'.'.join(map(str, first.get('loc', ()))) or 'body'}: {first.get('msg')}", "invalid")
-        a = await run_sync(store.assignment, q["id"], r["id"], pos)
-        if a is None:
-            return err(404, f"no record {pos} in your share of this queue", "not_found")
         try:
             stored = to_stored(ans, rubric, a)
         except Invalid as e:
@@ -353,13 +361,10 @@ def make_app(store: ReviewStore | str, max_body_bytes: int = 1 << 20, secure_coo
 
     @app.post("/api/q/{name}/a/{pos}/retract")
     async def retract(name: str, pos: Pos, request: Request):
-        got = await reviewer_queue(request, name, post=True)
+        got = await assigned(request, name, pos)
         if not isinstance(got, tuple):
             return got
-        r, q, _, _ = got
-        a = await run_sync(store.assignment, q["id"], r["id"], pos)
-        if a is None:
-            return err(404, f"no record {pos} in your share of this queue", "not_found")
+        r, q, _, _, a = got
         old = await run_sync(store.retract, q["id"], r["id"], pos)
         if old is None:
             return err(409, "that record has no answer to undo", "conflict")

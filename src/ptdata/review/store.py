@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 import sqlalchemy as sa
 
 from ..errors import InputError
-from ..flywheel.store import JSONT, _row, engine_for
+from ..flywheel.store import JSONT, _row, migrate, open_migrated
 
 meta = sa.MetaData()
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -155,22 +155,10 @@ def check_name(name: str, what: str) -> str:
 class ReviewStore:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = engine_for(url)
-        try:
-            self.migrate()
-        except sa.exc.SQLAlchemyError as e:
-            where = url.split("@")[-1]
-            raise InputError(f"cannot open the review store at {where!r}: {str(getattr(e, 'orig', e)).splitlines()[0]}") from None
+        self.engine = open_migrated(url, migrations_table, MIGRATIONS, "the review store")
 
     def migrate(self) -> int:
-        with self.engine.begin() as conn:
-            migrations_table.create(conn, checkfirst=True)
-            done = {r[0] for r in conn.execute(sa.select(migrations_table.c.version))}
-            for n, m in enumerate(MIGRATIONS, start=1):
-                if n not in done:
-                    m(conn)
-                    conn.execute(migrations_table.insert().values(version=n, applied_at=time.time()))
-        return len(MIGRATIONS)
+        return migrate(self.engine, migrations_table, MIGRATIONS)
 
     def close(self) -> None:
         self.engine.dispose()
