@@ -76,17 +76,20 @@ version_records = sa.Table(
     sa.PrimaryKeyConstraint("version", "record_id"),
 )
 
-settings = sa.Table(
-    "settings", meta,  # store-wide values created on first start, such as the user-hash salt
-    sa.Column("key", sa.String(100), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
+def settings_table(name: str, metadata: sa.MetaData) -> sa.Table:
+    """Store-wide values created on first start, such as a salt."""
+    return sa.Table(name, metadata, sa.Column("key", sa.String(100), primary_key=True),
+                    sa.Column("value", sa.Text, nullable=False))
 
-migrations_table = sa.Table(
-    "schema_migrations", meta,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("applied_at", sa.Float, nullable=False),
-)
+
+def migrations_table_named(name: str, metadata: sa.MetaData) -> sa.Table:
+    """The migrations applied to a store, by number."""
+    return sa.Table(name, metadata, sa.Column("version", sa.Integer, primary_key=True),
+                    sa.Column("applied_at", sa.Float, nullable=False))
+
+
+settings = settings_table("settings", meta)  # the user-hash salt
+migrations_table = migrations_table_named("schema_migrations", meta)
 
 
 def _m1(conn: sa.Connection) -> None:

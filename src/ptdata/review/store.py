@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 import sqlalchemy as sa
 
 from ..errors import InputError
-from ..flywheel.store import JSONT, _row, migrate, open_migrated
+from ..flywheel.store import JSONT, _row, migrate, migrations_table_named, open_migrated, settings_table
 
 meta = sa.MetaData()
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -121,17 +121,8 @@ exports = sa.Table(
     sa.Column("manifest", JSONT, nullable=False),
 )
 
-settings = sa.Table(
-    "review_settings", meta,
-    sa.Column("key", sa.String(100), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
-
-migrations_table = sa.Table(
-    "review_schema_migrations", meta,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("applied_at", sa.Float, nullable=False),
-)
+settings = settings_table("review_settings", meta)  # the reviewer-hash salt
+migrations_table = migrations_table_named("review_schema_migrations", meta)
 
 
 def _m1(conn: sa.Connection) -> None:
