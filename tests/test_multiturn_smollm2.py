@@ -100,3 +100,23 @@ def test_magpie_over_the_servers_completions(served, tmp_path):
     assert all(x["reason"] in REASONS for x in rejects)
     for row in kept:
         assert row["meta"]["synthesis"]["styles"] == ["magpie", "magpie"]
+
+
+def test_magpie_in_process_with_the_local_models_own_template(tmp_path):
+    """The transformers backend: raw completion of SmolLM2's own template prefix, no server."""
+    topics = write_jsonl(tmp_path / "topics.jsonl", [{"topic": "baking bread"}])
+    out = tmp_path / "local"
+    r = run_cli("multiturn", str(topics), "--topics", "-o", str(out), "--method", "magpie", "--turns", "2",
+                "--backend", "transformers", "--model", "smollm2", "--llm", "max_tokens=32", "--llm", "seed=1",
+                "--llm", "cache_dir=null", "--user-llm", "max_tokens=48", "--no-embeddings", "--no-coherence-judge",
+                "--no-consistency-judge", "-q")
+    stats = orjson.loads((out / "stats.json").read_bytes())
+    assert r.returncode == (0 if stats["kept"] else 4), r.stderr
+    kept = load_jsonl(out / "kept.jsonl") if (out / "kept.jsonl").exists() else []
+    rejects = load_jsonl(out / "rejects.jsonl") if (out / "rejects.jsonl").exists() else []
+    assert len(kept) + len(rejects) == 1 and all(x["reason"] in REASONS for x in rejects)
+    ops = {o["op"]: o for o in stats["ops"]}
+    assert ops["multiturn"]["counters"]["requests"] >= 2  # the raw completions ran in this process
+    for row in kept:
+        assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+        assert "<|im_end|>" not in row["messages"][1]["content"] and row["messages"][1]["content"].strip()
