@@ -42,18 +42,15 @@ def test_parallel_equals_serial(tmp_path, alpaca_with_defects, ext):
             assert lines[rej["line"] - 1] == b'{"instruction": "broken'
 
 
-@pytest.mark.parametrize("counted_by", ["parent", "hash step"])
-def test_shards_cover_the_file_exactly(tmp_path, counted_by):
-    """The executor's shards: line-aligned byte ranges, each told the number of its first line,
-    by a count of its own (the segment plan) or from the newlines the hash step saw."""
+def test_shards_cover_the_file_exactly(tmp_path):
+    """The executor's shards: line-aligned byte ranges, each told the number of its first line."""
     p = tmp_path / "x.jsonl"
     p.write_bytes(b"".join(b'{"a": %d}\n' % i for i in range(10_000)))
     data = p.read_bytes()
     recipe = Recipe(inputs=[Input(str(p))], ops=[], output=Output(dir=str(tmp_path / "out")), shard_bytes=len(data) // 7)
     shards = _make_shards(recipe, [[p]], tmp_path / "work")
     assert len(shards) == 7 and [sh.first_line for sh in shards] == [1] + [0] * 6  # not counted yet
-    newlines = [data[a:b].count(b"\n") for a, b in (sh.byte_range for sh in shards)] if counted_by == "hash step" else None
-    number_shards(shards, newlines)
+    number_shards(shards)
     ranges = [(*sh.byte_range, sh.first_line) for sh in shards]
     assert ranges[0][:1] == (0,) and ranges[-1][1] == p.stat().st_size
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
