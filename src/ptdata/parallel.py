@@ -56,21 +56,9 @@ def pool_context() -> BaseContext:
 _SHARED: dict = {}
 
 
-def _attach(spec: dict) -> None:
-    """Worker initializer: the shared arrays, inherited (fork) or mapped from shared memory."""
+def _set_shared(shared: dict) -> None:
     global _SHARED
-    if spec.get("inherited") is not None:
-        _SHARED = spec["inherited"]
-        return
-    import numpy as np
-    from multiprocessing import shared_memory
-
-    blocks, arrays = [], {}
-    for name, (shm_name, shape, dtype) in spec["arrays"].items():
-        shm = shared_memory.SharedMemory(name=shm_name)
-        blocks.append(shm)  # kept open for the worker's life
-        arrays[name] = np.ndarray(shape, dtype=dtype, buffer=shm.buf)
-    _SHARED = {**spec["plain"], **arrays, "_blocks": blocks}
+    _SHARED = shared
 
 
 def _call(job: tuple) -> object:
@@ -79,34 +67,11 @@ def _call(job: tuple) -> object:
 
 
 def map_shared(fn, shared: dict, tasks: list, workers: int) -> list:
-    """[fn(shared, t) for t in tasks] on `workers` processes. The workers get `shared` (large
-    numpy arrays) without a pickled copy each: inherited with fork, else placed once in shared
-    memory and mapped by every worker (a forkserver pool). `fn` must be a module-level function
-    that only reads the arrays."""
-    if workers <= 1 or len(tasks) <= 1:
+    """[fn(shared, t) for t in tasks], on `workers` processes when that can be done cheaply:
+    only with fork, where the workers inherit `shared` (large arrays) instead of receiving a
+    pickled copy; otherwise in this process. `fn` must be a module-level function."""
+    if workers <= 1 or len(tasks) <= 1 or not fork_is_safe():
         return [fn(shared, t) for t in tasks]
-    ctx = pool_context()
-    n = min(workers, len(tasks))
-    jobs = [(fn, t) for t in tasks]
-    if ctx.get_start_method() == "fork":
-        with ctx.Pool(n, initializer=_attach, initargs=({"inherited": shared},)) as pool:
-            return pool.map(_call, jobs, chunksize=1)
-    import numpy as np
-    from multiprocessing import shared_memory
-
-    blocks, spec = [], {"arrays": {}, "plain": {}}
-    try:
-        for name, value in shared.items():
-            if isinstance(value, np.ndarray) and value.nbytes:
-                shm = shared_memory.SharedMemory(create=True, size=value.nbytes)
-                blocks.append(shm)
-                np.ndarray(value.shape, dtype=value.dtype, buffer=shm.buf)[...] = value
-                spec["arrays"][name] = (shm.name, value.shape, value.dtype.str)
-            else:
-                spec["plain"][name] = value
-        with ctx.Pool(n, initializer=_attach, initargs=(spec,)) as pool:
-            return pool.map(_call, jobs, chunksize=1)
-    finally:
-        for shm in blocks:
-            shm.close()
-            shm.unlink()
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(min(workers, len(tasks)), initializer=_set_shared, initargs=(shared,)) as pool:
+        return pool.map(_call, [(fn, t) for t in tasks], chunksize=1)
