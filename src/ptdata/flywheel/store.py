@@ -192,6 +192,24 @@ def migrate(engine: sa.Engine, table: sa.Table, migrations: list[Callable[[sa.Co
     return len(migrations)
 
 
+@contextlib.contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction that holds the write lock from its start (SQLite `BEGIN IMMEDIATE`), for a
+    check-then-insert that must not interleave with another writer."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            yield conn
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.exec_driver_sql("ROLLBACK")
+            raise
+        conn.exec_driver_sql("COMMIT")
+
+
 def open_migrated(url: str, table: sa.Table, migrations: list[Callable[[sa.Connection], None]], what: str) -> sa.Engine:
     """An engine on `url` with its migrations applied; one line naming the store (never its
     password) when it cannot be opened: an unreachable server, a bad path, no permission."""
@@ -278,22 +296,8 @@ class Store:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    @contextlib.contextmanager
-    def write_transaction(self) -> Iterator[sa.Connection]:
-        """A transaction that holds the write lock from its start (SQLite `BEGIN IMMEDIATE`), for
-        a check-then-insert that must not interleave with another writer."""
-        if self.engine.dialect.name != "sqlite":
-            with self.engine.begin() as conn:
-                yield conn
-            return
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.exec_driver_sql("ROLLBACK")
-                raise
-            conn.exec_driver_sql("COMMIT")
+    def write_transaction(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        return write_transaction(self.engine)
 
     # ---- reads ---------------------------------------------------------------------------
     def interaction(self, iid: str) -> dict | None:

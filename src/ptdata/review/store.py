@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterable, Iterator
 import sqlalchemy as sa
 
 from ..errors import InputError
-from ..flywheel.store import JSONT, _row, migrate, migrations_table_named, open_migrated, settings_table
+from ..flywheel.store import (JSONT, _row, migrate, migrations_table_named, open_migrated, settings_table,
+                              write_transaction)
 
 meta = sa.MetaData()
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -154,22 +155,9 @@ class ReviewStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    @contextlib.contextmanager
-    def write(self) -> Iterator[sa.Connection]:
-        """A transaction holding the write lock from its start (SQLite `BEGIN IMMEDIATE`), for a
-        read-then-write that must not interleave with another writer."""
-        if self.engine.dialect.name != "sqlite":
-            with self.engine.begin() as conn:
-                yield conn
-            return
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.exec_driver_sql("ROLLBACK")
-                raise
-            conn.exec_driver_sql("COMMIT")
+    def write(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        """A transaction holding the write lock from its start, for a read-then-write."""
+        return write_transaction(self.engine)
 
     def salt(self) -> str:
         """The store's random salt for reviewer hashes in exports (made on first use, kept)."""
