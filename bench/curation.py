@@ -13,10 +13,13 @@ Recipes: (a) read, length filter (10..10,000 chars), exact dedup, write;
          (b) read, MinHash near-dedup at Jaccard 0.8 (5-word shingles, 128 hashes), write.
 Every engine runs as a subprocess with 2 workers; wall time and the peak RSS of its whole
 process tree (sampled every 50 ms) are recorded, and so is the CPU other processes used
-meanwhile (the machine is shared). The engines that take seconds (the floor and ptdata's) run
---repeat times, interleaved, and their median is reported with the range; datatrove and
-data-juicer run once. --scaling adds recipe (a) by ptdata on the first 1/4, 1/2 and all of the
-distinct workload (wall time and peak RSS per size, medians of --repeat interleaved runs).
+meanwhile. The machine is shared: each run waits for it to be quiet (other processes below
+--quiet cores for 2 s, at most --max-wait s), and a run during which others used more than
+--quiet cores is run again (--retries times for the fast engines, once for the peers). The
+engines that take seconds (the floor and ptdata's) run --repeat times, interleaved, and their
+median is reported with the range; datatrove and data-juicer run once. --scaling adds recipe
+(a) by ptdata on the first 1/4, 1/2 and all of the distinct workload (wall time and peak RSS
+per size, medians of --repeat interleaved runs).
 
 Setup (once): python3 -m venv bench/_venvs/datatrove && bench/_venvs/datatrove/bin/pip install "datatrove[io,processing,cli]==0.10.1" spacy
               python3 -m venv bench/_venvs/datajuicer && bench/_venvs/datajuicer/bin/pip install torch==2.13.0+cpu && \\
@@ -224,17 +227,37 @@ def engine_cmd(eng: str, recipe: str, data: dict, work: Path, workers: int, py: 
     return [py["datajuicer"], str(ENGINES / "datajuicer_run.py"), recipe, str(data["text"]), str(work), str(workers)]
 
 
+def wait_quiet(limit: float, max_wait: float) -> float:
+    """Wait (at most max_wait s) until the machine has been quiet for 2 s: other processes below `limit` cores."""
+    t0, calm = time.perf_counter(), 0
+    while calm < 2 and time.perf_counter() - t0 < max_wait:
+        b0 = _busy()
+        time.sleep(1)
+        calm = calm + 1 if _busy() - b0 < limit else 0
+    return time.perf_counter() - t0
+
+
 def run_one(eng: str, recipe: str, data: dict, tag: str, args, py: dict, raw: list) -> dict:
-    work = WORK / f"run_{eng}_{recipe}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    os.sync()  # the previous engine's output is on disk: nobody pays for another's dirty pages
-    r = measure(engine_cmd(eng, recipe, data, work, args.workers, py), args.timeout, WORK / f"log_{tag}_{eng}_{recipe}.txt")
-    r.update(recipe=recipe, engine=eng, workload=tag)
-    print(r, flush=True)
-    raw.append(r)
-    (WORK / "curation_raw.json").write_text(json.dumps(raw, indent=1))
-    shutil.rmtree(work, ignore_errors=True)
+    """One measured run, started once the machine is quiet. A run during which other processes used more
+    than --quiet cores is marked `loaded` and run again: up to --retries times for the fast engines,
+    once for datatrove and data-juicer. The last run is kept whatever its load."""
+    tries = 1 + (min(1, args.retries) if eng in PEERS else args.retries)
+    for i in range(tries):
+        waited = wait_quiet(args.quiet, args.max_wait)
+        work = WORK / f"run_{eng}_{recipe}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        os.sync()  # the previous engine's output is on disk: nobody pays for another's dirty pages
+        r = measure(engine_cmd(eng, recipe, data, work, args.workers, py), args.timeout, WORK / f"log_{tag}_{eng}_{recipe}.txt")
+        r.update(recipe=recipe, engine=eng, workload=tag, waited=waited)
+        shutil.rmtree(work, ignore_errors=True)
+        loaded = r["status"] == "ok" and r["others"] > args.quiet and i < tries - 1
+        r["loaded"] = loaded
+        print(r, flush=True)
+        raw.append(r)
+        (WORK / "curation_raw.json").write_text(json.dumps(raw, indent=1))
+        if not loaded:
+            return r
     return r
 
 
@@ -272,6 +295,9 @@ def main() -> None:
     ap.add_argument("--scaling", action="store_true", help="recipe (a), ptdata, on 1/4, 1/2 and all of the distinct workload")
     ap.add_argument("--results", type=Path)
     ap.add_argument("--repeat", type=int, default=3, help="runs of the floor and ptdata engines (median reported)")
+    ap.add_argument("--quiet", type=float, default=0.3, help="a run is loaded when other processes used more cores than this")
+    ap.add_argument("--retries", type=int, default=3, help="reruns of a loaded fast run (peers: at most 1)")
+    ap.add_argument("--max-wait", type=float, default=120, help="seconds to wait for a quiet machine before each run")
     args = ap.parse_args()
     engines = args.engines.split(",")
     py = {"ptdata": sys.executable, "datatrove": str(VENVS / "datatrove" / "bin" / "python"),
@@ -317,7 +343,7 @@ def main() -> None:
 
 def median_run(rs: list[dict]) -> dict:
     """One engine's runs as one row: the median wall time (with the range), the highest peak RSS."""
-    ok = [r for r in rs if r.get("status") == "ok"]
+    ok = [r for r in rs if r.get("status") == "ok" and not r.get("loaded")]
     if not ok:
         return rs[0]
     walls = sorted(r["wall"] for r in ok)
@@ -340,8 +366,11 @@ def _wall(r: dict) -> str:
 
 def report(rows: list[dict], scaling: list[dict], sizes: dict, versions: dict, raw: list, started: float, args) -> str:
     ver = ", ".join(f"{LABEL[k]} {v}" if v else f"{LABEL[k]} not installed" for k, v in versions.items())
-    loads = [r["load"] for r in raw]
-    others = [r["others"] for r in raw]
+    kept_runs = [r for r in raw if not r.get("loaded")]
+    loads = [r["load"] for r in kept_runs]
+    others = [r["others"] for r in kept_runs]
+    n_loaded = len(raw) - len(kept_runs)
+    still = sum(r["others"] > args.quiet for r in kept_runs)
     cmd = "`.venv/bin/python bench/curation.py" + (f" --workloads {args.workloads}" if args.workloads != "x10,distinct,mixed" else "") + \
           f" --repeat {args.repeat}" + (" --scaling" if args.scaling else "") + " --results bench/RESULTS.md`"
     lines = [f"### curation: ptdata vs datatrove vs data-juicer on {len(sizes)} workload{'s' if len(sizes) > 1 else ''} "
@@ -350,9 +379,14 @@ def report(rows: list[dict], scaling: list[dict], sizes: dict, versions: dict, r
              f"{args.workers} workers each; command: {cmd} ({(time.time() - started) / 60:.0f} min, "
              f"{time.strftime('%Y-%m-%d', time.localtime(started))}, ptdata at {args.commit}). {ver}, each in its own venv. Peak RSS is the whole process tree. "
              f"The floor and ptdata rows are the median of {args.repeat} interleaved runs (range in brackets); datatrove "
-             "and data-juicer ran once. The machine is shared: " +
-             (f"the 1-minute load average at the start of a run was {min(loads):.2f}-{max(loads):.2f} (median {statistics.median(loads):.2f}), and "
-              f"other processes used {statistics.median(others):.2f} cores on average during a run (median; max {max(others):.2f})."
+             "and data-juicer ran once. The machine is shared (other sessions run test suites and benchmarks on it): "
+             f"each run starts after 2 s with other processes below {args.quiet} cores (waiting at most {args.max_wait:.0f} s), and a run during "
+             f"which they used more (`others' CPU` below) is run again, up to {args.retries} times for the fast engines and once for the "
+             f"peers. " +
+             (f"{n_loaded} of {len(raw)} runs were loaded and run again; of the runs reported, {still} still had other load above {args.quiet} "
+              f"cores; other processes used {statistics.median(others):.2f} cores during a run at the median (max {max(others):.2f}), and the "
+              f"1-minute load average at the start of a run was {min(loads):.2f}-{max(loads):.2f} (median {statistics.median(loads):.2f}; "
+              "it counts the engine's own workers of the run before)."
               if raw else "no runs."), "",
              "Workloads, built deterministically from `../shared/data` (seeded; cached in `bench/_work/cur_<name>/`):", ""]
     for tag, n in sizes.items():
