@@ -1,4 +1,4 @@
-"""Decontamination: find training records that hold a benchmark item.
+"""Decontamination: find training records that hold a benchmark item, in three layers.
 
 Layer 1, n-gram coverage (Tulu 3 / OLMo style): the share of a benchmark item's tokens (words,
 or characters for CJK text) that lie inside n-grams the record shares with it, 8-grams by
@@ -6,8 +6,18 @@ default. An n-gram made only of function words, or found in many benchmark items
 such as "This question refers to the following information"), is no evidence. A short item
 (under two full n-grams) uses shorter grams to find candidates and counts only when the record
 holds it with at most `max_edits` word edits, so one changed word never hides it and a generic
-phrase ("Explain the concept of") never stands for it. Hits carry their layer (`ngram`), so
-further layers (embeddings for rephrasings and translations, an LLM check) report beside it.
+phrase ("Explain the concept of") never stands for it.
+
+Layer 2 (`semantic: true`), embeddings: rephrasings and translations share no n-grams, so each
+item is embedded (whole, with its options; its question line; its passage) with a multilingual
+sentence model from a package (USE v3 by default, chosen on bench/decontam.py's figures) and a
+record holds the item when the cosine of its embedding to the item's best chunk reaches
+`semantic_threshold`. Vectors go through ptdata.embed's cache, shared with semantic_dedup.
+
+Layer 3 (`llm: {...}`), a judge through ptdata.llm, sees only the candidate pairs of layers 1-2
+("is the training text a rephrasing or translation of the item?"): a yes adds an `llm` hit with
+the judge's reason; a no dismisses the semantic hit (a topical neighbour), while n-gram hits,
+lexical evidence, stay.
 
 `action: drop` rejects a contaminated record (reason `contaminated`, the benchmark, item, layer
 and score in the detail); `action: flag` keeps it with `meta.contamination`, so a dataset can be
@@ -17,6 +27,7 @@ which layer, and per layer the records flagged.
 from __future__ import annotations
 
 import csv
+from collections import Counter
 import dataclasses
 import io
 import re
@@ -32,7 +43,9 @@ from ..errors import InputError
 from ..params import Positive
 from ..records import Record
 from ..text import is_cjk, normalize_for_match, record_text
-from .base import Drop, MapOp, param, register
+from ..llm import Request
+from .base import Drop, param, register
+from .llm import LLM_HELP, LLMOp
 from .filters import TextField
 
 # Function words: an n-gram made of these alone says nothing about where a text came from.
@@ -95,6 +108,7 @@ class Item:
     raw: list[int]  # every n-gram, generic or not
     units: list[int]  # the item's unit hashes (short items are confirmed by edit distance)
     short: bool  # shorter than two full n-grams: held only when the text has it with few edits
+    options: str = ""  # an MMLU row's choices (the semantic layer embeds them with the item)
 
     @property
     def name(self) -> str:
@@ -105,6 +119,13 @@ def read_benchmark(path: str, fmt: str | None = None, fields: dict | None = None
     """(row number, text) of each item: any format ptdata reads (the prompt, plus the answer with
     `answers`), or a CSV with a question column (MMLU's layout, headerless: question, four options,
     answer; or a header naming `question`/`prompt`/`input`)."""
+    return [(i, text) for i, text, _ in read_items(path, fmt, fields, answers)]
+
+
+def read_items(path: str, fmt: str | None = None, fields: dict | None = None,
+               answers: bool = False) -> list[tuple[int, str, str]]:
+    """(row number, text, options) of each item; `options` is an MMLU row's choices as "A. ...",
+    one per line (the semantic layer embeds the item with them: a translation carries them too)."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"decontaminate: benchmark file {path} not found")
@@ -122,24 +143,35 @@ def read_benchmark(path: str, fmt: str | None = None, fields: dict | None = None
         if col is not None:
             if col not in head:
                 raise InputError(f"decontaminate: {path}: no column {col!r} (columns: {', '.join(head)})")
-            k, body, first = head.index(col), rows[1:], 2
+            k, body, first, mmlu = head.index(col), rows[1:], 2, False
         else:
-            k, body, first = 0, rows, 1  # MMLU: no header, the question first
+            k, body, first, mmlu = 0, rows, 1, True  # MMLU: no header, the question first
         out = []
         for i, r in enumerate(body, first):
             if len(r) > k and r[k].strip():
                 text = r[k] + ("\n" + "\n".join(r[k + 1:]) if answers else "")
-                out.append((i, text))
+                choices = r[k + 1:-1] if mmlu and len(r) > k + 2 else []
+                out.append((i, text, "\n".join(f"{chr(65 + j)}. {c}" for j, c in enumerate(choices[:26]))))
         return out
     from ..reader import ReadOptions, read_records
 
     opts = {"fields": dict(fields)} if fields else {}
     try:
         records = read_records(path, ReadOptions(fmt=fmt, opts=opts, validate=False))
-        return [(i, record_text(rec, "all" if answers else "prompt")) for i, (rec, _) in enumerate(records, 1)
+        return [(i, record_text(rec, "all" if answers else "prompt"), "") for i, (rec, _) in enumerate(records, 1)
                 if rec is not None]
     except InputError as e:
         raise InputError(f"decontaminate: {str(e).removeprefix('error: ')}") from None
+
+
+def item_chunks(text: str, options: str) -> list[str]:
+    """What the semantic layer embeds of an item: the whole item (with its options), its last line
+    (the question of a passage-based item: a rephrasing often keeps only that), and the passage."""
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    out = [text.strip() + ("\n" + options if options else "")]
+    if len(lines) > 1:
+        out += [lines[-1].strip(), "\n".join(lines[:-1]).strip()]
+    return out
 
 
 def _entry(value: Any) -> dict:
@@ -158,11 +190,38 @@ def _entry(value: Any) -> dict:
     raise InputError(f"decontaminate: a benchmarks entry is a path or a mapping, got {type(value).__name__}")
 
 
+JUDGE_PROMPT = """You check training data for benchmark contamination.
+
+Benchmark item:
+<<<
+{item}
+>>>
+
+Training text:
+<<<
+{text}
+>>>
+
+Is the training text this benchmark item itself, a rephrasing of it, or a translation of it (the same question, \
+worded differently or in another language), rather than a different text on a similar topic? Answer YES or NO on \
+the first line, then one short sentence saying why."""
+
+
+LAYERS = ("ngram", "semantic", "llm")
+
+
+def parse_verdict(text: str) -> str:
+    """yes, no, or unclear, from the first word of a judge's answer."""
+    m = re.match(r"\W*(yes|no)\b", text.strip(), re.I)
+    return m.group(1).lower() if m else "unclear"
+
+
 @register
 @dataclass
-class Decontaminate(MapOp):
-    """Find records holding a benchmark item by n-gram coverage (short items: by edit distance); drop
-    them or flag them, with a per-benchmark report."""
+class Decontaminate(LLMOp):
+    """Find records holding a benchmark item: n-gram coverage (short items: by edit distance), a
+    multilingual embedding layer for rephrasings and translations, an LLM check of the candidates;
+    drop them or flag them, with a per-benchmark report."""
 
     name: ClassVar[str] = "decontaminate"
     benchmarks: Annotated[list[str | dict[str, Any]], MinLen(1)] = param(
@@ -181,19 +240,43 @@ class Decontaminate(MapOp):
         1, "a short item (under two full n-grams) is held by a text that has it with at most this many word edits")
     field: TextField = param("all", "record text to check: all, prompt or response")
     include_answers: bool = param(False, "also index the benchmark answers")
+    semantic: bool = param(False, "layer 2: flag records whose embedding is close to an item's (rephrasings, translations)")
+    semantic_model: str = param("use", "layer 2 embedding model: use (multilingual USE v3), e5, minilm, or a folder")
+    semantic_threshold: Annotated[float, Interval(ge=-1, le=1)] = param(
+        0.585, "layer 2: cosine at which a record holds an item (use, calibrated on decontam_dev: 0.1% of untouched Alpaca prompts reach it)")
+    semantic_field: TextField = param("prompt", "layer 2: record text to embed")
+    cache_dir: str = param(".ptdata-cache", "embedding cache folder (shared with semantic_dedup); empty: no cache")
     action: Literal["drop", "flag"] = param("drop", "drop (reject as contaminated) or flag (keep, with meta.contamination)")
+    llm: dict[str, Any] = param({}, "layer 3 (optional): a judge that confirms each candidate (record, item) pair; "
+                                + LLM_HELP)
     _items: list = dataclasses.field(default_factory=list, init=False, repr=False)
     _index: dict = dataclasses.field(default_factory=dict, init=False, repr=False)  # (cjk, n) -> gram -> item ids
+    _sem: Any = dataclasses.field(default=None, init=False, repr=False)  # (embedder, cache, chunk matrix, item starts)
 
     def __post_init__(self) -> None:
+        if self.llm:  # layer 3 is optional: no judge, no model settings to check
+            super().__post_init__()
         self._entries = [_entry(b) for b in self.benchmarks]
+        self._counts: Counter = Counter()
+
+    def rules(self) -> None:
+        from ..embed import MODELS
+
+        if self.semantic and self.semantic_model not in MODELS and not Path(self.semantic_model).is_dir():
+            raise ValueError(f"semantic_model {self.semantic_model!r}: one of {', '.join(MODELS)}, or a "
+                             "sentence-transformers folder")
+
+    def __getstate__(self) -> dict:  # models are loaded again in each worker, never pickled
+        state = super().__getstate__()
+        state["_sem"] = None
+        return state
 
     def setup(self) -> None:
         if self._items:
             return
         items: list[Item] = []
         for e in self._entries:
-            for i, text in read_benchmark(e["path"], e["format"], e["fields"], self.include_answers):
+            for i, text, options in read_items(e["path"], e["format"], e["fields"], self.include_answers):
                 units, cjk = _units(text)
                 if not units:
                     continue
@@ -201,7 +284,7 @@ class Decontaminate(MapOp):
                 n = gram_size(len(units), full, self.min_ngram)
                 ids = _hashes(units)
                 items.append(Item(e["name"], i, text, cjk, n, self._evidence(units, n, cjk), _grams(ids, n), ids,
-                                  len(units) < 2 * full + 1))
+                                  len(units) < 2 * full + 1, options))
         if not items:
             raise InputError("decontaminate: the benchmark files hold no items")
         # boilerplate: an n-gram in `common_items` items or more is not evidence
@@ -262,22 +345,93 @@ class Decontaminate(MapOp):
         _, dropped = self.process([rec])
         return dropped[0][1] if dropped else None
 
+    def similar(self, texts: list[str]) -> list[dict[int, float]]:
+        """Layer 2: per text, item -> cosine of the embeddings (the best of the item's chunks) where
+        it reaches semantic_threshold, the 5 best. (ptdata.embed reads a text's first
+        MAX_CHARS characters: a huge record costs what a long one does)."""
+        from ..embed import EmbeddingCache, embed, load_embedder
+
+        if not texts:
+            return []
+
+        if self._sem is None:
+            embedder = load_embedder(self.semantic_model)
+            cache = EmbeddingCache(self.cache_dir) if self.cache_dir else None
+            chunks = [item_chunks(it.text, it.options) for it in self._items]
+            starts = np.cumsum([0] + [len(c) for c in chunks[:-1]])
+            self._sem = (embedder, cache, embed(embedder, [c for cs in chunks for c in cs], cache), starts)
+        embedder, cache, mat, starts = self._sem
+        sims = np.maximum.reduceat(embed(embedder, texts, cache) @ mat.T, starts, axis=1)
+        out = []
+        for row in sims:
+            top = np.flatnonzero(row >= self.semantic_threshold)
+            top = top[np.argsort(-row[top], kind="stable")][:5]
+            out.append({int(k): round(float(row[k]), 4) for k in top})
+        return out
+
+    def confirm(self, pairs: list[tuple[str, int]]) -> list[tuple[str, str]]:
+        """Layer 3: the judge's (verdict, reason) on each (training text, item) candidate."""
+        reqs = [Request(messages=[{"role": "user", "content": JUDGE_PROMPT.format(item=self._items[k].text[:4000],
+                                                                                   text=t[:4000])}],
+                        sampling=self.config.sampling(temperature=0, max_tokens=96), tag="decontaminate")
+                for t, k in pairs]
+        out = []
+        for res in self.backend().generate(reqs):
+            if not res.ok:
+                out.append(("unclear", f"judge failed: {res.error}"))
+                continue
+            text = res.text.strip()
+            out.append((parse_verdict(text), " ".join(text.split())[:200]))
+        return out
+
+    def counters(self) -> dict[str, int]:
+        out = {**super().counters(), **{k: v for k, v in self._counts.items() if v}}
+        self._counts.clear()
+        return out
+
     def process(self, batch: list[Record]) -> tuple[list[Record], list[tuple[Record, Drop]]]:
         self.setup()
         texts = [record_text(r, self.field) for r in batch]
         hits: list[list[dict]] = [[{"item": k, "layer": "ngram", "score": s} for k, s in self.coverage(t).items()]
                                   for t in texts]
+        if self.semantic:
+            sem_texts = texts if self.semantic_field == self.field else [record_text(r, self.semantic_field) for r in batch]
+            for found, near in zip(hits, self.similar(sem_texts)):
+                found += [{"item": k, "layer": "semantic", "score": s} for k, s in near.items()]
+        if self.llm and any(hits):
+            self._judge(texts, hits)
         kept, dropped = [], []
         for rec, found in zip(batch, hits):
             if not found:
                 kept.append(rec)
                 continue
-            found.sort(key=lambda h: (-h["score"], h["item"]))
+            best: dict[int, float] = {}
+            for h in found:
+                best[h["item"]] = max(best.get(h["item"], 0.0), h["score"])
+            found.sort(key=lambda h: (-best[h["item"]], h["item"], LAYERS.index(h["layer"])))
             rec.meta["contamination"] = [{"benchmark": self._items[h["item"]].benchmark, "item": self._items[h["item"]].name,
-                                          "layer": h["layer"], "score": h["score"]} for h in found[:5]]
+                                          "layer": h["layer"], "score": h["score"], **({"verdict": h["verdict"]} if "verdict" in h else {})}
+                                         for h in found[:6]]
             if self.action == "flag":
                 kept.append(rec)
                 continue
-            detail = ", ".join(f"{c['item']} ({c['layer']} {c['score']:.2f})" for c in rec.meta["contamination"])
+            detail = ", ".join(f"{c['item']} ({c['layer']} {c['score']:.2f}" + (f": {c['verdict']}" if "verdict" in c else "") + ")"
+                               for c in rec.meta["contamination"])
             dropped.append((rec, Drop("contaminated", "matches " + detail)))
         return kept, dropped
+
+    def _judge(self, texts: list[str], hits: list[list[dict]]) -> None:
+        """Layer 3 on every candidate pair: a yes (or an unclear answer) adds an `llm` hit; a no
+        dismisses the semantic hit (n-gram coverage is lexical evidence, and it stays)."""
+        pairs = [(j, k) for j, found in enumerate(hits) for k in dict.fromkeys(h["item"] for h in found)]
+        verdicts = self.confirm([(texts[j], k) for j, k in pairs])
+        for (j, k), (verdict, why) in zip(pairs, verdicts):
+            self._counts[f"llm_{verdict}"] += 1
+            if verdict == "no":
+                hits[j][:] = [h for h in hits[j] if not (h["item"] == k and h["layer"] == "semantic")]
+                for h in hits[j]:
+                    if h["item"] == k:
+                        h["verdict"] = f"llm no: {why}"
+            else:
+                hits[j].append({"item": k, "layer": "llm", "score": 1.0 if verdict == "yes" else 0.5,
+                                "verdict": f"{verdict}: {why}"})

