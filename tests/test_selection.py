@@ -1,0 +1,129 @@
+"""Selection methods against plain reference implementations, and `ptdata select-report` on real
+Alpaca records with the random and longest-response baselines always beside the chosen method."""
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ptdata.selection import methods as M
+
+from .conftest import run_cli, shared, write_jsonl
+
+
+def _unit(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_kcenter_greedy_is_farthest_first():
+    emb = _unit(300)
+    got = M.kcenter_greedy(emb, 25, first=7)
+    picked = [7]
+    for _ in range(24):  # the definition, written out
+        d = [min(1 - float(emb[i] @ emb[j]) for j in picked) if i not in picked else -1 for i in range(len(emb))]
+        picked.append(int(np.argmax(d)))
+    assert got.tolist() == picked
+
+
+def test_facility_location_lazy_greedy_equals_plain_greedy():
+    emb = _unit(220, seed=1)
+    idx, sim = M.knn_graph(emb, 8)
+    n = len(emb)
+    S = np.zeros((n, n), dtype=np.float64)  # dense form of the graph: i is covered by j with sim(i, j)
+    S[np.arange(n), np.arange(n)] = 1.0
+    for i in range(n):
+        S[i, idx[i]] = np.maximum(sim[i], 0)
+    cover, picked = np.zeros(n), []
+    for _ in range(30):
+        gains = np.maximum(S - cover[:, None], 0).sum(0)
+        gains[picked] = -1
+        j = int(np.argmax(gains))  # ties: the lowest position, like the heap
+        picked.append(j)
+        cover = np.maximum(cover, S[:, j])
+    assert M.facility_location(emb, 30, neighbours=8).tolist() == picked
+
+
+def test_knn_graph_is_exact():
+    emb = _unit(150, seed=2)
+    idx, sim = M.knn_graph(emb, 5, block=40)
+    full = emb @ emb.T
+    np.fill_diagonal(full, -np.inf)
+    for i in range(150):
+        want = np.lexsort((np.arange(150), -full[i]))[:5]
+        assert idx[i].tolist() == want.tolist()
+        assert np.allclose(sim[i], full[i, want])
+
+
+def test_nearest_to_targets_round_robin():
+    pool = np.eye(6, dtype=np.float32)
+    pool[3] = pool[0] * 0.8 + pool[1] * 0.6  # close to target 0, then 1
+    targets = np.array([pool[0], pool[1]])
+    # target 0 ranks 0, 3, ...; target 1 ranks 1, 3, ...: round-robin 0, 1, 3, then the ties by position
+    assert M.nearest_to_targets(pool, targets, 4).tolist() == [0, 1, 3, 2]
+
+
+def test_spearman_equals_pandas_with_ties():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 5, 400).astype(float)
+    b = a * 0.5 + rng.normal(size=400)
+    a[::17] = np.nan
+    ok = ~np.isnan(a)  # Spearman = Pearson of the average ranks (pandas' spearman needs scipy, not installed)
+    want = pd.Series(a[ok]).rank(method="average").corr(pd.Series(b[ok]).rank(method="average"))
+    assert M.spearman(a, b) == pytest.approx(want, abs=1e-12)
+    assert M.spearman(np.ones(10), np.arange(10.0)) is None
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pool")
+    with gzip.open(shared("alpaca_en_52k.jsonl.gz"), "rb") as f:
+        rows = [json.loads(x) for x in itertools.islice(f, 1500)]
+    rows.append({"instruction": "<script>alert(1)</script> Say hi.", "input": "", "output": "<b>hi</b> " * 400})
+    return write_jsonl(d / "pool.jsonl", rows), rows
+
+
+def test_select_report_methods_and_baselines(pool, tmp_path):
+    path, rows = pool
+    out = tmp_path / "rep"
+    r = run_cli("select-report", path, "-o", out, "--n", "100", "--methods", "score,kcenter,facility",
+                "--cache-dir", tmp_path / "cache", "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    rep = json.loads((out / "select_report.json").read_text())
+    assert set(rep["methods"]) == {"score", "kcenter", "facility", "random", "longest"}  # baselines added
+    valid = [x for x in rows if x["output"].strip()]
+    assert rep["pool"] == summary["pool"] == len(valid) and summary["records_in"] == len(rows)
+    lengths = np.array([len(x["output"]) for x in valid], float)
+    kept = {m: [json.loads(x) for x in (out / f"{m}.jsonl").read_text().splitlines()] for m in rep["methods"]}
+    assert all(len(v) == 100 for v in kept.values())
+    # longest is the longest 100 responses; random is the seeded permutation's first 100
+    want_longest = sorted(lengths, reverse=True)[:100]
+    assert sorted((len(x["messages"][-1]["content"]) for x in kept["longest"]), reverse=True) == want_longest
+    assert rep["methods"]["longest"]["mean_length"] == pytest.approx(np.mean(want_longest), abs=0.05)
+    ids = [json.loads(x) for x in (out / "random.jsonl").read_text().splitlines()]
+    assert len({x["id"] for x in ids}) == 100
+    # overlaps are symmetric Jaccard of the kept sets
+    sets = {m: {x["id"] for x in v} for m, v in kept.items()}
+    for a, b in itertools.permutations(sets, 2):
+        assert rep["methods"][a]["overlap"][b] == pytest.approx(len(sets[a] & sets[b]) / len(sets[a] | sets[b]), abs=1e-3)
+    # the length correlation of the ranking score, recomputed from the kept records' own scores
+    q = rep["scores"]["quality"]
+    assert q["spearman_with_length"] is not None and len(q["top"]) == 3 and len(q["bottom"]) == 3
+    assert q["top"][0]["score"] >= q["bottom"][0]["score"]
+    html = (out / "select_report.html").read_text()
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html and "Overlap of kept sets" in html
+
+
+def test_select_report_bad_usage(pool, tmp_path):
+    path, _ = pool
+    r = run_cli("select-report", path, "-o", tmp_path / "x", "--n", "10", "--methods", "score,magic")
+    assert r.returncode == 2 and "unknown magic" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("select-report", path, "-o", tmp_path / "x", "--n", "10", "--methods", "target")
+    assert r.returncode == 2 and "needs --targets" in r.stderr
+    r = run_cli("select-report", path, "-o", tmp_path / "x")
+    assert r.returncode == 2 and "--n N or --fraction" in r.stderr
