@@ -127,3 +127,51 @@ def test_select_report_bad_usage(pool, tmp_path):
     assert r.returncode == 2 and "needs --targets" in r.stderr
     r = run_cli("select-report", path, "-o", tmp_path / "x")
     assert r.returncode == 2 and "--n N or --fraction" in r.stderr
+
+
+# --- judge calibration against people -------------------------------------------------------------
+
+def _rated(n: int = 240, seed: int = 5) -> tuple[list[int], list[int]]:
+    rng = np.random.default_rng(seed)
+    human = rng.integers(1, 6, n).tolist()
+    judge = [min(5, max(1, h + int(rng.choice([-1, 0, 0, 0, 1])))) for h in human]  # agrees, off by one at times
+    return judge, human
+
+
+def test_judge_calibration_against_independent_code():
+    import krippendorff
+
+    from ptdata.review.agreement import judge_calibration
+
+    judge, human = _rated()
+    c = judge_calibration(judge, human, [h >= 4 for h in human])
+    assert c["pairs"] == 240
+    assert c["alpha"] == pytest.approx(krippendorff.alpha(reliability_data=[judge, human], level_of_measurement="ordinal"), abs=1e-4)
+    po = np.mean(np.array(judge) == np.array(human))
+    pe = sum(judge.count(v) * human.count(v) for v in range(1, 6)) / 240 ** 2
+    assert c["kappa"] == pytest.approx((po - pe) / (1 - pe), abs=1e-4)
+    want = pd.Series(judge).rank().corr(pd.Series(human).rank())
+    assert c["spearman"] == pytest.approx(want, abs=1e-4)
+    # every threshold, by brute force: the best kappa of keep/drop decisions
+    keep = np.array(human) >= 4
+    best = max((t for t in range(1, 6)), key=lambda t: (
+        (lambda p: ((p == keep).mean() - (p.mean() * keep.mean() + (1 - p.mean()) * (1 - keep.mean())))
+         / (1 - (p.mean() * keep.mean() + (1 - p.mean()) * (1 - keep.mean()))))(np.array(judge) >= t), -t))
+    assert c["threshold"]["keep_if_at_least"] == best
+    assert c["threshold"]["accuracy"] == pytest.approx(((np.array(judge) >= best) == keep).mean(), abs=1e-4)
+
+
+def test_judge_calibrate_cli(tmp_path):
+    judge, human = _rated(60)
+    rows = [{"kind": "sft", "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+             "scores": {"helpfulness": j, "human.helpfulness": h}} for i, (j, h) in enumerate(zip(judge, human))]
+    rows.append({"kind": "sft", "messages": [{"role": "user", "content": "no ratings"}, {"role": "assistant", "content": "x"}]})
+    src = write_jsonl(tmp_path / "rated.jsonl", rows)
+    r = run_cli("judge-calibrate", src, "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    from ptdata.review.agreement import judge_calibration
+
+    assert d["records_in"] == 61 and d["aspects"] == {"helpfulness": judge_calibration(judge, human, [h >= 4 for h in human])}
+    r = run_cli("judge-calibrate", src, "--aspect", "harmlessness")
+    assert r.returncode == 2 and "no record has both" in r.stderr and "Traceback" not in r.stderr

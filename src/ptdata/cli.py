@@ -507,7 +507,7 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
         raise typer.Exit()
 
 
-from . import cli_flywheel, cli_llm, cli_review, cli_select  # noqa: E402,F401  (the model steps, `flywheel`, `review`, `select-report`)
+from . import cli_calibrate, cli_flywheel, cli_llm, cli_review, cli_select  # noqa: E402,F401  (model steps, flywheel, review, selection)
 
 
 def main() -> None:

@@ -103,3 +103,45 @@ def units_of(ratings: dict[str, dict[Hashable, Hashable]]) -> list[list]:
         for item, v in per.items():
             by_item[item].append(v)
     return list(by_item.values())
+
+
+def judge_calibration(judge: Sequence[float], human: Sequence[float], keep: Sequence[bool] | None = None) -> dict:
+    """How far a judge's ratings can be trusted, against people rating the same items (judge[i]
+    and human[i] rate item i): Krippendorff's alpha (ordinal), Cohen's kappa (on the rounded
+    ratings; unweighted and quadratic), Spearman, and, given the people's keep/drop decision, the
+    judge threshold (keep when judge >= t) that best reproduces it (highest kappa of the
+    decisions, then accuracy, then the lowest t), with its accuracy, precision and recall.
+    The review report's judge-vs-reviewer figures are this computation."""
+    from ..selection.methods import spearman
+
+    if len(judge) != len(human) or (keep is not None and len(keep) != len(judge)):
+        raise ValueError("judge, human (and keep) must rate the same items")
+    n = len(judge)
+    if n == 0:
+        return {"pairs": 0}
+    rj, rh = [int(round(x)) for x in judge], [int(round(x)) for x in human]
+    kq = cohen_kappa(rj, rh, "quadratic") if len(set(rj) | set(rh)) > 1 else None
+    out = {"pairs": n, "alpha": _round(krippendorff_alpha([[a, b] for a, b in zip(judge, human)], "ordinal")),
+           "kappa": _round(cohen_kappa(rj, rh)), "kappa_quadratic": _round(kq),
+           "spearman": _round(spearman(list(judge), list(human))),
+           "percent_agreement": _round(sum(a == b for a, b in zip(rj, rh)) / n)}
+    if keep is not None:
+        best = None
+        for t in sorted(set(judge)):
+            pred = [x >= t for x in judge]
+            k = cohen_kappa(pred, list(keep))
+            acc = sum(p == h for p, h in zip(pred, keep)) / n
+            key = (-1.0 if k is None else k, acc, -t)
+            if best is None or key > best[0]:
+                best = (key, t, pred, k, acc)
+        _, t, pred, k, acc = best
+        tp = sum(p and h for p, h in zip(pred, keep))
+        out["threshold"] = {"keep_if_at_least": t, "kappa": _round(k), "accuracy": _round(acc),
+                            "precision": _round(tp / sum(pred)) if sum(pred) else None,
+                            "recall": _round(tp / sum(keep)) if sum(keep) else None,
+                            "human_keep_rate": _round(sum(keep) / n), "judge_keep_rate": _round(sum(pred) / n)}
+    return out
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 4)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..report.html import hbar_chart, page
-from .agreement import cohen_kappa, krippendorff_alpha, pairwise_kappas, units_of
+from .agreement import cohen_kappa, judge_calibration, krippendorff_alpha, pairwise_kappas, units_of
 from .rubric import Rubric
 from .store import ReviewStore
 
@@ -34,15 +34,18 @@ def _agreement(ratings: dict[str, dict], level: str) -> dict[str, Any]:
 
 
 def _judge_vs_human(judge: dict, human: dict[str, dict], level: str) -> dict[str, Any] | None:
-    """The judge as one more rater: each (unit, reviewer) rating paired with the judge's."""
+    """The judge as one more rater: each (unit, reviewer) rating paired with the judge's (ordinal
+    aspects through agreement.judge_calibration, the computation `ptdata judge-calibrate` runs)."""
     pairs = [(judge[u], v) for per in human.values() for u, v in per.items() if u in judge]
     if not pairs:
         return None
     j, h = [p[0] for p in pairs], [p[1] for p in pairs]
-    as_int = lambda x: int(round(x)) if isinstance(x, (int, float)) and not isinstance(x, bool) else x  # noqa: E731
+    if level == "ordinal" and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in j + h):
+        c = judge_calibration(j, h)
+        return {k: c[k] for k in ("alpha", "kappa", "pairs", "percent_agreement", "spearman")}
     return {"alpha": _r(krippendorff_alpha([[a, b] for a, b in pairs], level)),
-            "kappa": _r(cohen_kappa([as_int(x) for x in j], [as_int(x) for x in h])), "pairs": len(pairs),
-            "percent_agreement": _r(sum(as_int(a) == as_int(b) for a, b in pairs) / len(pairs))}
+            "kappa": _r(cohen_kappa(j, h)), "pairs": len(pairs),
+            "percent_agreement": _r(sum(a == b for a, b in pairs) / len(pairs))}
 
 
 def _judge_choice(scores: dict, aspects: list[str]) -> str | None:
