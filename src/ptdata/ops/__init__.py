@@ -13,7 +13,7 @@ MODULES = {
     "length_filter": "filters", "turn_filter": "filters", "repetition_filter": "filters", "garbled_filter": "filters",
     "refusal_filter": "filters", "pii": "pii", "language_id": "language", "language_filter": "language",
     "exact_dedup": "dedup", "near_dedup": "dedup", "semantic_dedup": "dedup", "decontaminate": "decontam",
-    "quality_scores": "quality", "score_filter": "quality", "select": "quality",
+    "quality_scores": "quality", "score_filter": "quality", "select": "select",
     "generate": "llm", "evolve": "llm", "rewrite": "llm", "judge": "llm", "pairs": "llm", "distill": "llm",
     "multiturn": "llm",
 }

@@ -133,6 +133,12 @@ def render(stats: dict) -> str:
         if sizes:
             ks = sorted(sizes, key=int)
             parts.append(hbar_chart(f"{name}: clusters by size (records per cluster)", [f"size {k}" for k in ks], [sizes[k] for k in ks], color="#E45756"))
+        if isinstance(rep.get("baselines"), dict):  # select: the method beside random and longest-response selection
+            rows = list(rep["baselines"].items())
+            cols = list(rows[0][1]) if rows else []
+            parts.append("<table><tr><th>selection</th>" + "".join(f"<th>{_esc(c.replace('_', ' '))}</th>" for c in cols) + "</tr>"
+                         + "".join(f"<tr><td>{_esc(m)}</td>" + "".join(f"<td>{_esc('' if v.get(c) is None else v.get(c))}</td>" for c in cols) + "</tr>"
+                                   for m, v in rows) + "</table>")
     cont = stats.get("contamination", {})
     parts.append("<h2>Decontamination</h2>")
     benches, items = cont.get("benchmarks") or {}, cont.get("items") or {}

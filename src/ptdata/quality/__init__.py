@@ -1,0 +1,1 @@
+"""Quality measures that need more than a heuristic (see `ptdata.quality.ifeval`)."""
