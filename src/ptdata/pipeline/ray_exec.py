@@ -9,7 +9,6 @@ storage every node sees (one machine, or a shared file system such as NFS).
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Iterator
 
 import orjson
