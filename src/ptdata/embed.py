@@ -158,3 +158,21 @@ def embed(embedder: Embedder, texts: list[str], cache: EmbeddingCache | None = N
             cache.put_many(list(new.items()))
         have.update(new)
     return np.stack([np.frombuffer(have[k], dtype=np.float16) for k in keys]).astype(np.float32)
+
+
+class Embeddings:
+    """An op's embedder: the model loads on first use in the process that embeds (never in a
+    parent about to fork workers) and is never pickled; vectors go through the cache."""
+
+    def __init__(self, model: str = "use", cache_dir: str | None = ".ptdata-cache", batch: int = 64) -> None:
+        self.model, self.cache_dir, self.batch = model, cache_dir, batch
+        self._loaded: tuple[Embedder, EmbeddingCache | None] | None = None
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        if self._loaded is None:
+            self._loaded = (load_embedder(self.model, batch=self.batch),
+                            EmbeddingCache(self.cache_dir) if self.cache_dir else None)
+        return embed(self._loaded[0], texts, self._loaded[1])
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_loaded": None}

@@ -251,7 +251,7 @@ class Decontaminate(LLMOp):
                                 + LLM_HELP)
     _items: list = dataclasses.field(default_factory=list, init=False, repr=False)
     _index: dict = dataclasses.field(default_factory=dict, init=False, repr=False)  # (cjk, n) -> gram -> item ids
-    _sem: Any = dataclasses.field(default=None, init=False, repr=False)  # (embedder, cache, chunk matrix, item starts)
+    _sem: Any = dataclasses.field(default=None, init=False, repr=False)  # (Embeddings, chunk matrix, item starts)
 
     def __post_init__(self) -> None:
         if self.llm:  # layer 3 is optional: no judge, no model settings to check
@@ -349,19 +349,17 @@ class Decontaminate(LLMOp):
         """Layer 2: per text, item -> cosine of the embeddings (the best of the item's chunks) where
         it reaches semantic_threshold, the 5 best. (ptdata.embed reads a text's first
         MAX_CHARS characters: a huge record costs what a long one does)."""
-        from ..embed import EmbeddingCache, embed, load_embedder
-
         if not texts:
             return []
-
         if self._sem is None:
-            embedder = load_embedder(self.semantic_model)
-            cache = EmbeddingCache(self.cache_dir) if self.cache_dir else None
+            from ..embed import Embeddings
+
+            embed = Embeddings(self.semantic_model, self.cache_dir)
             chunks = [item_chunks(it.text, it.options) for it in self._items]
             starts = np.cumsum([0] + [len(c) for c in chunks[:-1]])
-            self._sem = (embedder, cache, embed(embedder, [c for cs in chunks for c in cs], cache), starts)
-        embedder, cache, mat, starts = self._sem
-        sims = np.maximum.reduceat(embed(embedder, texts, cache) @ mat.T, starts, axis=1)
+            self._sem = (embed, embed([c for cs in chunks for c in cs]), starts)
+        embed, mat, starts = self._sem
+        sims = np.maximum.reduceat(embed(texts) @ mat.T, starts, axis=1)
         out = []
         for row in sims:
             top = np.flatnonzero(row >= self.semantic_threshold)

@@ -352,24 +352,18 @@ class SemanticDedup(GlobalOp):
     batch: Positive = param(64, "texts per forward pass")
 
     def __post_init__(self) -> None:
-        self._model = None
+        from ..embed import Embeddings
 
-    def setup(self) -> None:
-        """Nothing here: the model loads in the worker that first embeds (torch threads in the
-        parent would make forking workers unsafe)."""
+        self.embed = Embeddings(self.model_dir or self.model, self.cache_dir, self.batch)  # loads where it first embeds
 
-    def __getstate__(self) -> dict:  # the model is loaded again in each worker, never pickled
-        state = dict(self.__dict__)
-        state["_model"] = None
-        return state
+    def rules(self) -> None:
+        from pathlib import Path
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        from ..embed import EmbeddingCache, embed, load_embedder
+        from ..embed import MODELS
 
-        if self._model is None:
-            self._model = (load_embedder(self.model_dir or self.model, batch=self.batch),
-                           EmbeddingCache(self.cache_dir) if self.cache_dir else None)
-        return embed(self._model[0], texts, self._model[1])
+        m = self.model_dir or self.model
+        if m not in MODELS and not Path(m).is_dir():
+            raise ValueError(f"model {m!r}: one of {', '.join(MODELS)}, or a sentence-transformers folder")
 
     def keys(self, batch: list[Record]) -> dict[str, np.ndarray]:
         return {"emb": self.embed([record_text(r, self.field) for r in batch]), "score": _score_keys(batch, self.score), **_id_keys(batch)}

@@ -57,19 +57,9 @@ class Select(GlobalOp):
             raise ValueError("method target needs targets: a file of example prompts")
 
     def __post_init__(self) -> None:
-        self._embedder = None
+        from ..embed import Embeddings
 
-    def __getstate__(self) -> dict:  # the model is loaded again in each worker, never pickled
-        state = dict(self.__dict__)
-        state["_embedder"] = None
-        return state
-
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        from ..embed import EmbeddingCache, embed, load_embedder
-
-        if self._embedder is None:
-            self._embedder = (load_embedder(self.embed_model), EmbeddingCache(self.cache_dir) if self.cache_dir else None)
-        return embed(self._embedder[0], texts, self._embedder[1])
+        self._embed = Embeddings(self.embed_model, self.cache_dir)
 
     def keys(self, batch: list[Record]) -> dict[str, np.ndarray]:
         from .dedup import NearDedup, _id_keys, _score_keys
