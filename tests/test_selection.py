@@ -239,3 +239,31 @@ def test_select_target_needs_targets():
         Select.from_params({"method": "target", "top_n": 5})
     with pytest.raises(InputError, match="method"):
         Select.from_params({"method": "best", "top_n": 5})
+
+
+def test_judge_calibrate_against_flywheel_ratings(tmp_path):
+    """People's ratings from a real flywheel store (rating feedback on the interactions a record
+    was mined from), against the judge's score on the mined records."""
+    from ptdata.flywheel.store import Store
+    from ptdata.review.agreement import judge_calibration
+
+    url = f"sqlite:///{tmp_path / 'fw.sqlite'}"
+    st = Store(url)
+    st.migrate()
+    judge, human = _rated(30, seed=9)
+    rows = []
+    for i, (j, h) in enumerate(zip(judge, human)):
+        iid = f"i{i:04d}"
+        st.add_interaction({"id": iid, "created_at": 1.0 + i, "consent": True, "status": 200, "stream": False,
+                            "request": {"messages": [{"role": "user", "content": f"q{i}"}]}, "response": {}})
+        st.add_feedback({"event_id": f"e{i}", "interaction_id": iid, "created_at": 2.0 + i, "kind": "rating", "value": h})
+        rows.append({"kind": "sft", "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}],
+                     "scores": {"helpfulness": j}, "meta": {"interaction_ids": [iid]}})
+    st.close()
+    src = write_jsonl(tmp_path / "mined.jsonl", rows)
+    r = run_cli("judge-calibrate", src, "--store", url, "--aspect", "helpfulness", "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)["aspects"]["helpfulness"]
+    assert got == judge_calibration(judge, [float(h) for h in human], [h >= 4 for h in human])
+    r = run_cli("judge-calibrate", src, "--store", url)
+    assert r.returncode == 2 and "--store needs --aspect" in r.stderr

@@ -16,6 +16,19 @@ def _num(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def _store_ratings(url: str):
+    """record -> the mean 1-5 rating users gave the interactions it was mined from (None if none)."""
+    from .flywheel.store import Store
+
+    st = Store(url)
+
+    def rating(rec) -> float | None:
+        ids = rec.meta.get("interaction_ids") or []
+        vals = [e["value"] for e in st.feedback_for(list(ids)) if e["kind"] == "rating"] if ids else []
+        return sum(vals) / len(vals) if vals else None
+    return rating
+
+
 @app.command("judge-calibrate")
 def judge_calibrate_cmd(
     inputs: Annotated[list[Path], typer.Argument(help="Records carrying both the judge's and people's ratings "
@@ -24,12 +37,18 @@ def judge_calibrate_cmd(
     judge_prefix: Annotated[str, typer.Option("--judge-prefix", help="Judge score key = prefix + aspect.")] = "",
     human_prefix: Annotated[str, typer.Option("--human-prefix", help="Human score key = prefix + aspect.")] = "human.",
     keep_min: Annotated[float, typer.Option("--human-keep-min", help="People keep a record whose rating is at least this.")] = 4.0,
+    store: Annotated[Optional[str], typer.Option("--store", help="Flywheel store URL: people's ratings are the 1-5 rating "
+                                                 "feedback on each record's meta.interaction_ids (records from `flywheel mine`).")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the figures as JSON here too.")] = None,
     fmt: FromOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Per aspect: Krippendorff's alpha, Cohen's kappa, Spearman of the judge vs people, and the judge threshold that best reproduces the people's keep/drop decision."""
+    if store and not aspect:
+        err.print("error: --store needs --aspect (the judge's score to compare with the users' ratings)", highlight=False)
+        raise typer.Exit(EXIT_USAGE)
     ro = _read_options(fmt, None, None, None, None, 100_000, False, True, 16 * 1024 * 1024)
+    flywheel = _store_ratings(store) if store else None
     pairs: dict[str, tuple[list[float], list[float]]] = {}
     n_in = rejected = 0
     for path in inputs:
@@ -40,7 +59,8 @@ def judge_calibrate_cmd(
                 continue
             names = aspect or sorted(k[len(human_prefix):] for k in rec.scores if k.startswith(human_prefix))
             for a in names:
-                j, h = _num(rec.scores.get(judge_prefix + a)), _num(rec.scores.get(human_prefix + a))
+                j = _num(rec.scores.get(judge_prefix + a))
+                h = flywheel(rec) if flywheel else _num(rec.scores.get(human_prefix + a))
                 if j is not None and h is not None:
                     pairs.setdefault(a, ([], []))
                     pairs[a][0].append(j)
