@@ -205,11 +205,11 @@ def test_consent_opt_out(upstream, store_url):
 
 def test_migrations_are_recorded_and_idempotent(store_url):
     s = Store(store_url)
-    assert s.schema_version() == 4
+    assert s.schema_version() == 5
     s.migrate()
-    assert s.schema_version() == 4
+    assert s.schema_version() == 5
     with s.engine.connect() as c:
-        assert c.execute(sa.text("select count(*) from schema_migrations")).scalar() == 4
+        assert c.execute(sa.text("select count(*) from schema_migrations")).scalar() == 5
     s.close()
 
 
@@ -345,29 +345,49 @@ def test_mining_a_simulated_log(store_url, tmp_path):
     simulate(src, store_url, "model-v2", start=60, limit=40)  # rows 60-79 again, then 80-99
     m2 = mine(store, "v2", tmp_path / "data")
 
+    # the held-out split (10% of the prompts by default, by a salted hash of the store's own random
+    # salt) takes some rows out of training: find which, by their prompts, from the eval files
+    row_of = {orjson.dumps(r.messages[:-1]): ("alpaca", i) for i, (r, _) in enumerate(read_records(src))}
+    row_of.update({orjson.dumps(r.messages): ("hh", j) for j, (r, _) in enumerate(read_records(hh))})
+    held: dict[str, set[int]] = {"alpaca": set(), "hh": set()}
+    for v in ("v1", "v2"):
+        for e in map(orjson.loads, (tmp_path / "data" / v / "eval.jsonl").read_bytes().splitlines()):
+            src_name, i = row_of[orjson.dumps(store.interaction(e["meta"]["interaction_ids"][0])["request"]["messages"])]
+            held[src_name].add(i)
+    ha, hh_held = held["alpaca"], held["hh"]
+    nonzero = lambda d: {k: v for k, v in d.items() if v}  # noqa: E731
+
     def expect(rows: range) -> tuple[int, int]:
+        rows = [i for i in rows if i not in ha]
         sft = sum(1 for i in rows if i % 10 < 7) + sum(1 for i in rows if i % 10 == 8)
         return sft, sum(1 for i in rows if i % 10 == 8)
 
     a1, p1 = expect(range(80))
-    assert (m1["counts"]["sft"], m1["counts"]["pairs"]) == (a1 + 30, p1 + 30)
-    assert m1["counts"]["dropped_records"] == {"duplicate": 10}  # the choice events repeat the up/down pairs
-    assert m1["counts"]["unused_interactions"] == {"no_usable_feedback": 8, "no_feedback": 8}
+    h = 30 - len(hh_held)  # each HH prompt (asked twice, up and down) is held out whole or not at all
+    assert (m1["counts"]["sft"], m1["counts"]["pairs"]) == (a1 + h, p1 + h)
+    # the choice events repeat the up/down pairs
+    assert m1["counts"]["dropped_records"] == nonzero({"duplicate": sum(1 for j in range(0, 30, 3) if j not in hh_held)})
+    assert m1["counts"]["unused_interactions"] == nonzero({
+        "no_usable_feedback": sum(1 for i in range(80) if i % 10 == 7 and i not in ha),
+        "no_feedback": sum(1 for i in range(80) if i % 10 == 9 and i not in ha)})
+    assert m1["counts"]["held_out_interactions"] == sum(1 for i in ha if i < 80) + 2 * len(hh_held) == m1["counts"]["eval"]
     a2, p2 = expect(range(80, 100))
     assert (m2["counts"]["sft"], m2["counts"]["pairs"]) == (a2, p2) and m2["parent"] == "v1"
-    ov_sft, ov_pairs = expect(range(60, 80))
-    assert m2["counts"]["dropped_records"] == {"in_earlier_version": ov_sft + ov_pairs}
-    assert m2["counts"]["interactions"] == 40
+    ov_sft, ov_pairs = expect(range(60, 80))  # rows 60-79 held out in v1 are held out again in v2: the same prompts
+    assert m2["counts"]["dropped_records"] == nonzero({"in_earlier_version": ov_sft + ov_pairs})
+    assert m2["counts"]["interactions"] == 40 == m2["counts"]["held_out_interactions"] + sum(
+        1 for i in range(60, 100) if i not in ha)
 
     out = {}
     for v in ("v1", "v2"):
         recs = [r for name in ("sft.jsonl", "pairs.jsonl") for r, _ in read_records(tmp_path / "data" / v / name)]
         out[v] = recs
-        for r in recs:
+        for r in recs + [r for r, _ in read_records(tmp_path / "data" / v / "eval.jsonl")]:
             assert r.meta["interaction_ids"] and r.meta["version"] == v
             text = orjson.dumps(r.to_dict()).decode()
             assert not PII_RX.search(text)
-            for msg in r.messages + (r.chosen or []) + (r.rejected or []):
+            answers = [{"content": r.meta["answer"]}] if r.kind == "prompt" else []
+            for msg in r.messages + (r.chosen or []) + (r.rejected or []) + answers:
                 assert redact(msg["content"], set(TYPES), "[{type}]")[1] == {}, msg["content"]
     assert sum(1 for r in out["v1"] if "[EMAIL]" in orjson.dumps(r.to_dict()).decode()) > 0
     keys1, keys2 = {content_key(r) for r in out["v1"]}, {content_key(r) for r in out["v2"]}
@@ -381,7 +401,7 @@ def test_mining_a_simulated_log(store_url, tmp_path):
     assert s["model_versions"]["model-v1"]["interactions"] == 80 + 60
     assert s["model_versions"]["model-v2"]["interactions"] == 40
     assert s["model_versions"]["model-v1"]["correction_rate"] == round(8 / 140, 4)
-    assert [(d["name"], d["sft"], d["pairs"]) for d in s["dataset_versions"]] == [("v1", a1 + 30, p1 + 30), ("v2", a2, p2)]
+    assert [(d["name"], d["sft"], d["pairs"]) for d in s["dataset_versions"]] == [("v1", a1 + h, p1 + h), ("v2", a2, p2)]
     assert (tmp_path / "report.html").read_text().count("<svg") == 6
     store.close()
 

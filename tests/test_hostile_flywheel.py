@@ -377,7 +377,8 @@ def test_every_html_report_escapes_user_values(upstream, store_url, tmp_path):  
         iid = chat(base, XSS, {"X-PTData-Model-Version": XSS, "X-PTData-Conversation": XSS}, model=XSS).headers["x-interaction-id"]
         assert httpx.post(base + "/feedback", json={"interaction_id": iid, "kind": "correction", "value": f"fixed {XSS}"},
                           headers=AUTH).status_code == 201
-    r = run_capped("flywheel", "mine", "--version", "v1", "--store", store_url, "--out", tmp_path / "data")
+    # --eval-share 0: the one interaction must be mined, not held out for evaluation
+    r = run_capped("flywheel", "mine", "--version", "v1", "--store", store_url, "--out", tmp_path / "data", "--eval-share", "0")
     assert r.returncode == EXIT_OK, r.stderr
     reports = [tmp_path / "flywheel.html"]
     r = run_capped("flywheel", "report", "--store", store_url, "--out", reports[0])
@@ -439,14 +440,15 @@ def test_mine_pii_reject_writes_no_pii_into_rejects(upstream, store_url, tmp_pat
             iid = chat(base, f"mail me at jane.doe{i}@example.com or call 415-555-01{i:02d}").headers["x-interaction-id"]
             assert httpx.post(base + "/feedback", json={"interaction_id": iid, "kind": "thumbs", "value": "up"},
                               headers=AUTH).status_code == 201
-    r = run_capped("flywheel", "mine", "--version", "v1", "--store", store_url, "--out", tmp_path / "d", "--pii", "reject")
+    r = run_capped("flywheel", "mine", "--version", "v1", "--store", store_url, "--out", tmp_path / "d", "--pii", "reject",
+                   "--eval-share", "0")  # nothing held out for evaluation: every interaction is mined
     assert r.returncode == EXIT_ALL_REJECTED, r.stderr  # every record had PII: nothing new
     # and with other records beside them the version's rejects carry the records redacted
     with proxy(srv.base_url, store_url) as (base, _store):
         iid = chat(base, "a question without personal data").headers["x-interaction-id"]
         httpx.post(base + "/feedback", json={"interaction_id": iid, "kind": "thumbs", "value": "up"}, headers=AUTH)
     r = run_capped("flywheel", "mine", "--version", "v1", "--store", store_url, "--out", tmp_path / "d", "--pii", "reject",
-                   "--since", "0")
+                   "--since", "0", "--eval-share", "0")
     assert r.returncode == EXIT_OK, r.stderr
     text = (tmp_path / "d" / "v1" / "rejects.jsonl").read_text()
     assert "example.com" not in text and "415-555" not in text and text.count("[EMAIL]") >= 3
@@ -464,9 +466,9 @@ def test_blank_feedback_is_refused_and_mined_records_are_valid(service, tmp_path
             assert httpx.post(url, json={"interaction_id": ok, "kind": kind, "value": value}, headers=AUTH).status_code == 422
     for iid in (ok, blank):
         assert httpx.post(url, json={"interaction_id": iid, "kind": "thumbs", "value": "up"}, headers=AUTH).status_code == 201
-    from ptdata.flywheel.mine import mine
+    from ptdata.flywheel.mine import MineConfig, mine
 
-    m = mine(store, "v1", tmp_path / "d")
+    m = mine(store, "v1", tmp_path / "d", cfg=MineConfig(eval_share=0))  # both mined, none held out for evaluation
     assert m["counts"]["sft"] == 1 and m["counts"]["dropped_records"] == {"empty_turn": 1}
     rejects = load_jsonl(tmp_path / "d" / "v1" / "rejects.jsonl")
     assert [(x["op"], x["reason"], x["interaction_ids"]) for x in rejects if x.get("op") == "validate"] == \
@@ -619,7 +621,7 @@ def test_a_store_from_before_migration_3_takes_nul_after_upgrade(upstream, store
                     c.execute(sa.text(f"ALTER TABLE {table} ALTER COLUMN {col} TYPE jsonb USING {col}::jsonb"))
     s.close()
     with proxy(srv.base_url, store_url) as (base, store):
-        assert store.schema_version() == 4
+        assert store.schema_version() == 5
         r = chat(base, "after \u0000 upgrade")
         assert r.status_code == 200
         assert store.interaction(r.headers["x-interaction-id"])["request"]["messages"][0]["content"] == "after \u0000 upgrade"

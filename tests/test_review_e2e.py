@@ -39,7 +39,8 @@ def test_flywheel_to_review_to_the_next_mine(tmp_path):
     need_browser()
     fw, rv, data = str(tmp_path / "fw.sqlite"), str(tmp_path / "rv.sqlite"), tmp_path / "data"
     ok(run_cli("flywheel", "simulate", shared("alpaca_en_52k.jsonl.gz"), "--store", fw, "--limit", "30", "--json"))
-    v1 = ok(run_cli("flywheel", "mine", "--version", "v1", "--store", fw, "--out", data, "--json"))
+    # no held-out split: the queue's first 6 records are rows 0-5 (each with a thumbs up)
+    v1 = ok(run_cli("flywheel", "mine", "--version", "v1", "--store", fw, "--out", data, "--eval-share", "0", "--json"))
     assert v1["counts"]["sft"] > 6
     tok = ok(run_cli("review", "add-reviewer", "ann", "--store", rv, "--json"))["token"]
     made = ok(run_cli("review", "create", "fb", "--flywheel-version", "v1", "--flywheel-store", fw, "--flywheel-out", data,

@@ -116,6 +116,8 @@ def mine_cmd(version: Annotated[str, typer.Option(help="Name of the new dataset 
              pii: Annotated[str, typer.Option(help="redact or reject records with PII.")] = "redact",
              pii_ner: Annotated[bool, typer.Option(help="Also find person names (Presidio + spaCy: the pii-ner extra; slow).")] = False,
              ops: Annotated[Optional[str], typer.Option(help="YAML file with a list of curation ops to run on mined records.")] = None,
+             eval_share: Annotated[float, typer.Option(help="Share of conversations held out for evaluation (eval.jsonl; "
+                                                       "never mined into training data, in any version).")] = 0.1,
              as_json: JsonOpt = False) -> None:
     """Turn the store into a dataset version: SFT records and preference pairs, scrubbed and deduplicated.
     A version name is 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit. Exit 4 when
@@ -133,14 +135,16 @@ def mine_cmd(version: Annotated[str, typer.Option(help="Name of the new dataset 
     op_list = load_ops_file(ops) if ops else []
     if pii not in ("redact", "reject"):
         raise InputError("--pii must be redact or reject")
-    m = mine(Store(store), version, Path(out_dir), t0, t1, MineConfig(min_rating=min_rating, ops=op_list, pii=pii, pii_ner=pii_ner))
+    m = mine(Store(store), version, Path(out_dir), t0, t1, MineConfig(min_rating=min_rating, ops=op_list, pii=pii, pii_ner=pii_ner,
+                                                                     eval_share=eval_share))
     c = m["counts"]
     vdir = Path(out_dir) / version
     if as_json:
         print_json({**m, "command": "flywheel mine", "kept": c["sft"] + c["pairs"],
                     "files": {"dir": written(vdir) if m["written"] else None,
-                              **{n: written(vdir / f"{n}.jsonl") if m["written"] else None for n in ("sft", "pairs", "rejects")},
-                              "manifest": written(vdir / "manifest.json") if m["written"] else None}})
+                              **{n: written(vdir / f"{n}.jsonl") if m["written"] else None for n in ("sft", "pairs", "eval", "rejects")},
+                              "manifest": written(vdir / "manifest.json") if m["written"] else None,
+                              "card": written(vdir / "CARD.md") if m["written"] else None}})
     if not m["written"]:
         err.print(f"nothing new: {c['interactions']:,} interactions since {_when(m['since']) if m['since'] else 'the start'} gave no record "
                   f"(unused: {counts_text(c['unused_interactions']) or 'none'}; dropped: {counts_text(c['dropped_records']) or 'none'}); "
@@ -148,6 +152,8 @@ def mine_cmd(version: Annotated[str, typer.Option(help="Name of the new dataset 
         raise typer.Exit(4)
     err.print(f"version {version} (parent {m['parent'] or 'none'}): {c['interactions']:,} interactions -> {c['sft']:,} sft, "
               f"{c['pairs']:,} pairs", highlight=False)
+    err.print(f"  held out for evaluation: {c['eval']:,} prompts from {c['held_out_conversations']:,} conversations "
+              f"(eval.jsonl)", highlight=False)
     err.print(f"  by source: {counts_text(c['by_source']) or 'none'}\n"
               f"  unused interactions: {counts_text(c['unused_interactions']) or 'none'}\n"
               f"  dropped records: {counts_text(c['dropped_records']) or 'none'}\n  written to {vdir}", highlight=False)
@@ -169,7 +175,7 @@ def versions_cmd(store: StoreOpt = "flywheel.sqlite", as_json: JsonOpt = False) 
         when = datetime.fromtimestamp(v["created_at"], timezone.utc).strftime("%Y-%m-%d %H:%M")
         c = v["counts"]
         out.print(f"{v['name']:<20} {when}  parent={v['parent'] or '-':<12} sft={c.get('sft', 0):,} pairs={c.get('pairs', 0):,} "
-                  f"interactions={c.get('interactions', 0):,}", highlight=False, soft_wrap=True)
+                  f"eval={c.get('eval', 0):,} interactions={c.get('interactions', 0):,}", highlight=False, soft_wrap=True)
 
 
 @fw.command("report")
@@ -213,3 +219,199 @@ def simulate_cmd(data: Annotated[list[str], typer.Argument(help="Datasets to rep
         done.append({"data": d, "records": c["records"], "plans": c["plans"], "calls": c.get("calls", 0), "feedback": feedback})
     if as_json:
         print_json({"command": "flywheel simulate", "model_version": model_version, "datasets": done})
+
+
+# ---- the loop over time: evaluate a candidate, record deploys, diff versions, dataset cards ----------------
+EXIT_GATE = 5  # `flywheel eval --gate`: the candidate's win rate is below the gate (README, Exit codes)
+
+
+def _label(v: str, what: str) -> str:
+    import re
+
+    if not v or len(v) > 200 or re.search(r"[\x00-\x1f\x7f]", v):
+        raise InputError(f"{what} {v[:40]!r}: a label of 1-200 printable characters")
+    return v
+
+
+def _open_store(url: str, what: str):
+    """An existing store: a path that is not there would be made as an empty store."""
+    from pathlib import Path
+
+    from .flywheel.store import Store
+
+    if "://" not in url and not Path(url).exists():
+        raise InputError(f"{what} {url}: no such file (the store `flywheel mine` read)")
+    return Store(url)
+
+
+def _model(url: str | None, model: str | None, sets: list[str] | None, api_key_env: str | None, what: str) -> dict:
+    from .cli_llm import llm_settings
+
+    if not url or not model:
+        raise InputError(f"{what}: give both the URL and the model name")
+    d = {"temperature": 0, "cache_dir": None}  # replay deterministically, and never reuse another model's answers
+    d.update(llm_settings(model, None, _check_base(url, what), api_key_env, sets, None))
+    return d
+
+
+def _check_base(url: str, what: str) -> str:
+    u = urlparse(url)
+    if u.scheme not in ("http", "https") or not u.netloc:
+        raise InputError(f"{what} {url!r}: give an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    return url
+
+
+@fw.command("eval")
+def eval_cmd(source: Annotated[str, typer.Argument(help="A version folder (its eval.jsonl), or a store (every held-out "
+                                                   "interaction in it).")],
+             candidate: Annotated[Optional[str], typer.Option(help="The candidate model's OpenAI-compatible base URL.")] = None,
+             candidate_model: Annotated[Optional[str], typer.Option(help="The candidate's served model name.")] = None,
+             candidate_version: Annotated[Optional[str], typer.Option(help="Its model-version label (default: the model name).")] = None,
+             current: Annotated[Optional[str], typer.Option(help="The current model's base URL (or --from-store).")] = None,
+             current_model: Annotated[Optional[str], typer.Option(help="The current model's served name.")] = None,
+             current_version: Annotated[Optional[str], typer.Option(help="Its model-version label (default: the model name; "
+                                                                    "--from-store: the stored answers' version).")] = None,
+             from_store: Annotated[bool, typer.Option(help="Compare with the stored answers instead of asking a current model.")] = False,
+             judge_url: Annotated[Optional[str], typer.Option(help="The judge's base URL.")] = None,
+             judge_model: Annotated[Optional[str], typer.Option(help="The judge's served model name.")] = None,
+             aspect: Annotated[Optional[list[str]], typer.Option(help="Also have the judge rate both answers on this aspect "
+                                                                 "(repeatable): per-aspect deltas.")] = None,
+             gate: Annotated[Optional[float], typer.Option(help="Exit 5 when the win rate is below this (0-1).")] = None,
+             store: Annotated[Optional[str], typer.Option(help="Store the result here (default: SOURCE when it is a store).")] = None,
+             limit: Annotated[Optional[int], typer.Option(help="At most this many held-out prompts.")] = None,
+             retries: Annotated[int, typer.Option(help="Re-asks after a malformed judge answer.")] = 2,
+             api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Env var with the API key (all three models).")] = None,
+             llm: Annotated[Optional[list[str]], typer.Option("--llm", help="A setting for all three models as key=value "
+                                                              "(concurrency=32, max_tokens=1024, timeout=120, cache_dir=...).")] = None,
+             judge_llm: Annotated[Optional[list[str]], typer.Option(help="A judge-only setting as key=value.")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Judge a candidate model against the current one on the held-out prompts; exit 5 below --gate.
+
+    The held-out prompts go to the candidate and to the current model (or the stored answers are used); a judge
+    compares each pair in both orders (a win only when both agree): wins, ties, losses, the win rate with a 95%
+    Wilson interval, per-aspect deltas, the worst regressions. Logs carry counts, never prompt text."""
+    from pathlib import Path
+
+    from .flywheel.evaluate import evaluate, load_store_eval, load_version_eval, record
+    from .llm import make_llm
+
+    if from_store == bool(current or current_model):
+        raise InputError("give --current URL --current-model M, or --from-store (one of them)")
+    if gate is not None and not 0 <= gate <= 1:
+        raise InputError(f"--gate {gate}: a win rate in [0, 1]")
+    if limit is not None and limit < 1:
+        raise InputError("--limit must be at least 1")
+    if retries < 0:
+        raise InputError("--retries must be 0 or more")
+    cand_cfg = _model(candidate, candidate_model, llm, api_key_env, "--candidate/--candidate-model")
+    judge_cfg = _model(judge_url, judge_model, (llm or []) + (judge_llm or []), api_key_env, "--judge-url/--judge-model")
+    cur_cfg = None if from_store else _model(current, current_model, llm, api_key_env, "--current/--current-model")
+    src = Path(source)
+    rec_store = None
+    if src.is_dir():
+        eval_set, items = load_version_eval(src)
+        if store:
+            rec_store = _open_store(store, "--store")
+    else:
+        rec_store = _open_store(store or source, "the store")
+        eval_set, items = "store", load_store_eval(rec_store)
+    items = items[:limit] if limit else items
+    cand_v = _label(candidate_version or candidate_model, "--candidate-version")
+    if from_store:
+        seen: dict[str, int] = {}
+        for it in items:
+            seen[it.model_version or "(none)"] = seen.get(it.model_version or "(none)", 0) + 1
+        cur_v = current_version or (max(seen, key=seen.get) if seen else "(stored)")
+    else:
+        cur_v = current_version or current_model
+    cur_v = _label(cur_v, "--current-version")
+    backends = [make_llm(c) for c in (cand_cfg, judge_cfg) + ((cur_cfg,) if cur_cfg else ())]
+    try:
+        s = evaluate(items, backends[0], backends[1], backends[2] if cur_cfg else None,
+                     sampling=backends[0].config.sampling(), judge_sampling=backends[1].config.sampling(),
+                     aspects=aspect or [], retries=retries, gate=gate)
+    finally:
+        for b in backends:
+            b.close()
+    summary = {"command": "flywheel eval", "eval_set": eval_set, "candidate_version": cand_v, "current_version": cur_v,
+               "current": "stored answers" if from_store else current_model, "judge_model": judge_model, **s}
+    if rec_store is not None:
+        summary["evaluation_id"] = record(rec_store, s, eval_set, cand_v, cur_v, judge_model)
+    rate = "-" if s["win_rate"] is None else f"{s['win_rate']:.3f} (95% Wilson CI {s['ci_low']:.3f}-{s['ci_high']:.3f})"
+    err.print(f"{cand_v} vs {cur_v} on {s['n']:,} held-out prompts of {eval_set}: {s['wins']:,} wins, {s['ties']:,} ties "
+              f"({s['inconsistent']:,} of them the two orders disagreeing), {s['losses']:,} losses; win rate {rate}",
+              highlight=False, markup=False)
+    left = {k: s[k] for k in ("candidate_errors", "current_errors", "unjudged") if s[k]}
+    if left:
+        err.print(f"  not judged / errors: {counts_text(left)}", highlight=False, markup=False)
+    for a, d in (s.get("aspects") or {}).items():
+        err.print(f"  {a}: {d['delta']:+.2f} (candidate - current, 1-5 scale)", highlight=False, markup=False)
+    err.print(f"  result {'stored: ' + summary['evaluation_id'] if rec_store is not None else 'not stored (give --store)'}",
+              highlight=False, markup=False)
+    if as_json:
+        print_json(summary)
+    else:  # the report itself (prompts and answers of the worst regressions) is stdout, never the log
+        for k, w in enumerate(s["worst_regressions"], 1):
+            out.print(f"--- regression {k}: interaction {w['interaction_id']}\n[prompt] {w['prompt'][-1]['content']}\n"
+                      f"[candidate] {w['candidate']}\n[current] {w['current']}"
+                      + (f"\n[reference] {w['reference']}" if w["reference"] else ""), highlight=False, markup=False,
+                      soft_wrap=True)
+    if gate is not None:
+        err.print(f"gate {gate:g}: {'pass' if s['passed'] else 'FAIL'}", highlight=False, markup=False)
+        if not s["passed"]:
+            raise typer.Exit(EXIT_GATE)
+
+
+@fw.command("deploy")
+def deploy_cmd(model_version: Annotated[str, typer.Option(help="The model-version label it serves under (the proxy's "
+                                                          "--model-version).")],
+               trained_on: Annotated[str, typer.Option(help="The dataset version it was trained on.")],
+               store: StoreOpt = "flywheel.sqlite", as_json: JsonOpt = False) -> None:
+    """Record which dataset version a model version was trained on (the report and the cards show it)."""
+    s = _open_store(store, "--store")
+    done = s.deploy(_label(model_version, "--model-version"), trained_on)
+    err.print(f"{model_version}: trained on {trained_on} ({'recorded' if done == 'created' else 'already recorded'})",
+              highlight=False, markup=False)
+    if as_json:
+        print_json({"command": "flywheel deploy", "model_version": model_version, "trained_on": trained_on,
+                    "created": done == "created"})
+
+
+@fw.command("diff")
+def diff_cmd(a: Annotated[str, typer.Argument(help="The first version folder.")],
+             b: Annotated[str, typer.Argument(help="The second version folder.")],
+             as_json: JsonOpt = False) -> None:
+    """Records added, removed and changed between two dataset version folders, per file.
+
+    A record's key is its prompt (the hash of the prompt messages: roles and normalized text); changed: the same
+    prompt with other content."""
+    from pathlib import Path
+
+    from .flywheel.diff import diff_versions
+
+    d = diff_versions(Path(a), Path(b))
+    if as_json:
+        print_json({"command": "flywheel diff", **d})
+        return
+    out.print(f"{'file':<8} {'added':>8} {'removed':>8} {'changed':>8} {'unchanged':>10}   records {Path(a).name} -> {Path(b).name}",
+              highlight=False, markup=False)
+    for name, f in d["files"].items():
+        out.print(f"{name:<8} {f['added']:>8,} {f['removed']:>8,} {f['changed']:>8,} {f['unchanged']:>10,}   "
+                  f"{f['records_a']:,} -> {f['records_b']:,}", highlight=False, markup=False)
+
+
+@fw.command("card")
+def card_cmd(version: Annotated[str, typer.Option(help="The dataset version.")], store: StoreOpt = "flywheel.sqlite",
+             out_dir: Annotated[str, typer.Option("--out", "-o", help="Where the versions are (mine --out).")] = "flywheel-data",
+             as_json: JsonOpt = False) -> None:
+    """Write a version's CARD.md again, with the evaluations of the model versions trained on it.
+
+    Only the card changes; the version's data files never do."""
+    from pathlib import Path
+
+    from .flywheel.card import write_card
+
+    path = write_card(_open_store(store, "--store"), Path(out_dir), version)
+    err.print(f"card: {path}", highlight=False, markup=False)
+    if as_json:
+        print_json({"command": "flywheel card", "version": version, "files": {"card": written(path)}})

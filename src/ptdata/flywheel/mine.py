@@ -12,6 +12,20 @@ record names its interactions (`meta.interaction_ids`); every interaction that y
 is listed in the rejects with the reason, so mined + unused = interactions read. Mined records
 go through the same validation as every other command's (an answer of spaces is no answer).
 
+Held-out evaluation split: before anything is mined, a share of the conversations
+(`eval_share`, 0.1 by default) is set aside. The conversation of an interaction is its
+conversation id when the client sent one (`X-PTData-Conversation`), else its prompt up to and
+including the first user message (later turns of one chat repeat that prefix, and so does the
+same question asked again). The first version that sees a conversation decides its side: held
+out when the salted hash of its key (the store's salt) falls below the share. The side is kept
+for good (the `conversation_split` table holds the hashes and sides, never the text), so a
+conversation held out once stays held out and one trained on is never evaluated on, whatever
+share a later `mine` is given; no version mines a held-out conversation into training data.
+The held-out interactions go to `eval.jsonl` (prompt records, PII-scrubbed like everything
+mined, with the stored answer, the model version that answered and the human rating, thumbs
+and correction where there are), for `ptdata flywheel eval`. Interactions read = interactions
+in records or rejects + held-out interactions.
+
 A version is a name matching `VERSION_PATTERN` (`[A-Za-z0-9][A-Za-z0-9._-]{0,63}`): it is
 also a folder name under `--out`. Mining holds the store's mining lock, so concurrent runs
 take turns; the version's files are written to a temporary folder and moved into place in
@@ -20,6 +34,7 @@ at all, and an existing version's files are never touched.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import shutil
@@ -41,7 +56,7 @@ from ..ops.pii import Pii
 from ..records import Record
 from ..text import normalize_for_match
 from ..validation import validate
-from .store import Store, version_records, versions
+from .store import Store, conversation_split, version_records, versions
 
 VERSION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 _VERSION_RX = re.compile(VERSION_PATTERN)
@@ -53,6 +68,7 @@ class MineConfig:
     ops: list[Op] = field(default_factory=list)  # map ops run on the mined records (after PII scrubbing)
     pii: str = "redact"  # redact or reject
     pii_ner: bool = False  # also look for names and street addresses (the pii-ner extra)
+    eval_share: float = 0.1  # share of conversations held out for evaluation (never mined into training data)
 
 
 def check_version_name(name: str) -> str:
@@ -128,6 +144,113 @@ def _prompt(row: dict) -> list[dict] | None:
 
 def _prompt_key(msgs: list[dict]) -> str:
     return xxhash.xxh3_64_hexdigest(orjson.dumps([[m["role"], normalize_for_match(m["content"])] for m in msgs]))
+
+
+def conversation_key(row: dict) -> str | None:
+    """The conversation an interaction belongs to: `c:` + its conversation id when the client
+    sent one, else `p:` + a hash of its prompt up to and including the first user message (a
+    later turn of the same chat, or the same question asked again, has the same prefix). None
+    for an interaction without a usable prompt (no consent, an unsupported request)."""
+    if row.get("conversation_id"):
+        return "c:" + row["conversation_id"]
+    msgs = _prompt(row) if row.get("consent") else None
+    if msgs is None:
+        return None
+    first = next((i for i, m in enumerate(msgs) if m["role"] == "user"), len(msgs) - 1)
+    prefix = [[m["role"], normalize_for_match(m["content"])] for m in msgs[:first + 1]]
+    return "p:" + xxhash.xxh3_128_hexdigest(orjson.dumps(prefix))
+
+
+def held_out_hash(key: str, salt: str) -> str:
+    """The salted hash a conversation is known by (the `conversation_split` table keeps only this)."""
+    return hashlib.sha256(f"{salt}\0held-out\0{key}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def hash_share(h: str) -> float:
+    """Where a hash falls in [0, 1): a conversation is held out when this is below the share."""
+    return int(h[:16], 16) / float(1 << 64)
+
+
+def _usable(row: dict) -> tuple[list[dict], str] | None:
+    if not row["consent"] or row["status"] != 200:
+        return None
+    p, a = _prompt(row), _answer(row)
+    return (p, a) if p is not None and a is not None else None
+
+
+def split_held_out(rows: list[dict], salt: str, share: float, known: dict[str, str]
+                   ) -> tuple[list[dict], list[tuple[dict, str]], dict[str, str]]:
+    """(rows to mine, [(held-out row, its conversation hash)], {new conversation hash: side}): a
+    usable interaction is held out when its conversation was held out before (`known`), or is new
+    and its hash is below `share`. Unusable interactions stay in the rows to mine, where they are
+    rejected with their reason."""
+    train, held = [], []
+    new: dict[str, str] = {}
+    for r in rows:
+        k = conversation_key(r) if _usable(r) is not None else None
+        if k is None:
+            train.append(r)
+            continue
+        h = held_out_hash(k, salt)
+        side = known.get(h) or new.get(h) or ("eval" if hash_share(h) < share else "train")
+        if h not in known:
+            new[h] = side
+        if side == "eval":
+            held.append((r, h))
+        else:
+            train.append(r)
+    return train, held, new
+
+
+def eval_records(held: list[tuple[dict, str]], events: list[dict], pii_op: Pii, redactor: Pii, version: str,
+                 late: set[str] | None = None) -> tuple[list[Record], list[dict]]:
+    """The held-out interactions as prompt records for `eval.jsonl`, PII handled as for every mined
+    record (`pii_op`), and a reject row (redacted) for each one that cannot be an eval prompt.
+    No curation op runs on them: they are the traffic as it came."""
+    fb: dict[str, list[dict]] = defaultdict(list)
+    for e in events:
+        fb[e["interaction_id"]].append(e)
+    out: list[Record] = []
+    rejects: list[dict] = []
+    for row, h in held:
+        msgs, ans = _usable(row)  # type: ignore[misc]
+        evs = fb.get(row["id"], [])
+        last = lambda kind: next((e["value"] for e in reversed(evs) if e["kind"] == kind), None)  # noqa: E731
+        correction = last("correction")
+
+        def carrier() -> Record:
+            """One record that carries every text (prompt, stored answer, correction): one PII pass scrubs them all."""
+            return Record("preference", [dict(m) for m in msgs], [{"role": "assistant", "content": ans}],
+                          [{"role": "assistant", "content": correction}] if correction else [])
+
+        def as_eval(c: Record) -> Record:
+            meta = {"interaction_ids": [row["id"]], "conversation": h[:32], "mined_from": "held_out", "version": version,
+                    "created_at": row.get("created_at"), **_model(row), "answer": c.chosen[0]["content"],
+                    "correction": c.rejected[0]["content"] if correction else None,
+                    "rating": last("rating"), "thumbs": last("thumbs")}
+            if late and row["id"] in late:
+                meta["late_feedback"] = True
+            if c.meta.get("pii"):
+                meta["pii"] = c.meta["pii"]
+            return Record("prompt", c.messages, meta=meta)
+
+        c = carrier()
+        drop = pii_op.check(c)
+        op, reason, detail = ("pii", drop.reason, drop.detail) if drop else ("eval", None, "")
+        rec = as_eval(c)
+        if reason is None:
+            try:
+                validate(Record("sft", rec.messages + [{"role": "assistant", "content": rec.meta["answer"]}]))
+            except RecordError as e:
+                reason, detail = e.reason, e.detail
+        if reason is not None:
+            safe = carrier()
+            redactor.check(safe)
+            rejects.append({"op": op, "reason": reason, "detail": detail, "held_out": True,
+                            "record": as_eval(safe).to_dict(), "interaction_ids": [row["id"]]})
+            continue
+        out.append(rec)
+    return out, rejects
 
 
 def build_records(rows: list[dict], events: list[dict], min_rating: int) -> tuple[list[Record], list[dict]]:
@@ -287,16 +410,21 @@ def _dedup(batch: list[Record], earlier: set[str], version: str) -> tuple[list[R
     return kept, keys, rejects
 
 
-def _write_files(vdir: Path, kept: list[Record], rejects: list[dict], manifest: dict) -> None:
+def _write_files(vdir: Path, kept: list[Record], rejects: list[dict], manifest: dict, evals: list[Record]) -> None:
+    from .card import card_markdown
+
     vdir.mkdir(parents=True)
     sft = [r.to_dict() for r in kept if r.kind == "sft"]
     pairs = [r.to_dict() for r in kept if r.kind == "preference"]
-    for name, items in (("sft.jsonl", sft), ("pairs.jsonl", pairs), ("rejects.jsonl", rejects)):
+    for name, items in (("sft.jsonl", sft), ("pairs.jsonl", pairs), ("eval.jsonl", [r.to_dict() for r in evals]),
+                        ("rejects.jsonl", rejects)):
         (vdir / name).write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in items))
     (vdir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    (vdir / "CARD.md").write_text(card_markdown(manifest, []), encoding="utf-8")  # no model is trained on it yet
 
 
-def _register(store: Store, staged: Path, final: Path, manifest: dict, kept: list[Record], keys: list[str]) -> None:
+def _register(store: Store, staged: Path, final: Path, manifest: dict, kept: list[Record], keys: list[str],
+              sides: dict[str, str] | None = None) -> None:
     """Insert the version and move its files into place in one transaction: a version is
     registered with its files, or neither is there."""
     name = manifest["version"]
@@ -310,6 +438,10 @@ def _register(store: Store, staged: Path, final: Path, manifest: dict, kept: lis
                 c.execute(version_records.insert(), [{"version": name, "record_id": r.id, "content_key": k, "kind": r.kind,
                                                        "interaction_ids": r.meta["interaction_ids"]}
                                                       for r, k in zip(kept, keys)])
+            if sides:
+                now = time.time()
+                c.execute(conversation_split.insert(), [{"key": h, "side": side, "version": name, "created_at": now}
+                                                        for h, side in sorted(sides.items())])
             staged.rename(final)
     except sa.exc.IntegrityError:
         raise InputError(f"version {name!r} exists; versions are immutable: mine into a new name") from None
@@ -322,7 +454,7 @@ def _register(store: Store, staged: Path, final: Path, manifest: dict, kept: lis
 
 def mine(store: Store, version: str, out_dir: Path, since: float | None = None, until: float | None = None,
          cfg: MineConfig | None = None) -> dict[str, Any]:
-    """Write OUT/NAME/{sft,pairs,rejects}.jsonl + manifest.json and register the version.
+    """Write OUT/NAME/{sft,pairs,eval,rejects}.jsonl + manifest.json + CARD.md and register the version.
     By default a version mines what came in after its parent was mined. When no record is
     mined, nothing is written or registered (`written` is False in the returned manifest)."""
     cfg = cfg or MineConfig()
@@ -332,6 +464,8 @@ def mine(store: Store, version: str, out_dir: Path, since: float | None = None, 
             raise InputError(f"{what} {t!r}: not a finite time")
     if any(not isinstance(o, MapOp) for o in cfg.ops):
         raise InputError("mining runs map ops only (dedup against earlier versions is built in)")
+    if not (isinstance(cfg.eval_share, (int, float)) and 0 <= cfg.eval_share < 1):
+        raise InputError(f"--eval-share {cfg.eval_share!r}: a share of conversations in [0, 1)")
     pii_op = Pii(action=cfg.pii, ner=cfg.pii_ner)
     redactor = Pii(action="redact", ner=cfg.pii_ner)
     ops: list[MapOp] = [pii_op, *cfg.ops]
@@ -356,7 +490,9 @@ def mine(store: Store, version: str, out_dir: Path, since: float | None = None, 
         ids = [r["id"] for r in rows]
         events = sorted((e for i in range(0, len(ids), 500) for e in store.feedback_for(ids[i:i + 500])),
                         key=lambda e: (e["created_at"], e["event_id"]))
-        recs, rejects = build_records(rows, events, cfg.min_rating)
+        train_rows, held, sides = split_held_out(rows, store.salt(), float(cfg.eval_share), store.conversation_sides())
+        evals, eval_rejects = eval_records(held, events, pii_op, redactor, version, {r["id"] for r in late})
+        recs, rejects = build_records(train_rows, events, cfg.min_rating)
         recs, invalid = _valid(recs, redactor)
         batch, dropped = _run_ops(recs, ops, redactor)
         kept, keys, dups = _dedup(batch, earlier, version)
@@ -367,8 +503,11 @@ def mine(store: Store, version: str, out_dir: Path, since: float | None = None, 
                   "by_source": dict(Counter(r.meta["mined_from"] for r in kept)),
                   "unused_interactions": dict(Counter(x["reason"] for x in rejects)),
                   "dropped_records": dict(Counter(x["reason"] for x in mined_rejects)),
-                  "pii_redacted_records": sum(1 for r in kept if r.meta.get("pii"))}
+                  "pii_redacted_records": sum(1 for r in kept if r.meta.get("pii")),
+                  "held_out_interactions": len(held), "held_out_conversations": len({h for _, h in held}),
+                  "eval": len(evals), "eval_dropped": dict(Counter(x["reason"] for x in eval_rejects))}
         manifest = {"version": version, "parent": parent, "since": since, "until": until, "min_rating": cfg.min_rating,
+                    "eval_share": float(cfg.eval_share), "pii": {"action": cfg.pii, "ner": cfg.pii_ner},
                     "ops": [{type(o).name: o.params()} for o in ops], "counts": counts}
         if not kept:  # nothing new: no version, so what came in stays in the next version's window
             return {**manifest, "written": False}
@@ -376,8 +515,8 @@ def mine(store: Store, version: str, out_dir: Path, since: float | None = None, 
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=final.parent))
         staged = tmp / "files"
         try:
-            _write_files(staged, kept, rejects + mined_rejects, manifest)
-            _register(store, staged, final, manifest, kept, keys)
+            _write_files(staged, kept, rejects + mined_rejects + eval_rejects, manifest, evals)
+            _register(store, staged, final, manifest, kept, keys, sides)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return {**manifest, "written": True}

@@ -76,6 +76,42 @@ version_records = sa.Table(
     sa.PrimaryKeyConstraint("version", "record_id"),
 )
 
+conversation_split = sa.Table(
+    "conversation_split", meta,  # each conversation's side, decided the first time a version mined it, kept for good
+    sa.Column("key", sa.String(64), primary_key=True),  # salted hash of the conversation key (no prompt text)
+    sa.Column("side", sa.String(10), nullable=False),  # "eval" (held out: never mined into training data) or "train"
+    sa.Column("version", sa.String(200), nullable=False),  # the dataset version that first saw it
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+evaluations = sa.Table(
+    "evaluations", meta,  # `ptdata flywheel eval`: a candidate model against the current one on held-out prompts
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("eval_set", sa.String(200), nullable=False),  # the dataset version whose eval.jsonl was replayed, or "store"
+    sa.Column("candidate_version", sa.String(200), nullable=False, index=True),
+    sa.Column("current_version", sa.String(200), nullable=False),
+    sa.Column("judge_model", sa.String(200)),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("wins", sa.Integer, nullable=False),
+    sa.Column("ties", sa.Integer, nullable=False),
+    sa.Column("losses", sa.Integer, nullable=False),
+    sa.Column("win_rate", sa.Float),
+    sa.Column("ci_low", sa.Float),
+    sa.Column("ci_high", sa.Float),
+    sa.Column("gate", sa.Float),
+    sa.Column("passed", sa.Boolean),
+    sa.Column("result", JSONT, nullable=False),  # the whole summary (per-aspect deltas, regressions by interaction id)
+)
+
+deployments = sa.Table(
+    "deployments", meta,  # `ptdata flywheel deploy`: which dataset version a model version was trained on
+    sa.Column("model_version", sa.String(200), primary_key=True),
+    sa.Column("trained_on", sa.String(200), sa.ForeignKey("versions.name"), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+
 def settings_table(name: str, metadata: sa.MetaData) -> sa.Table:
     """Store-wide values created on first start, such as a salt."""
     return sa.Table(name, metadata, sa.Column("key", sa.String(100), primary_key=True),
@@ -102,7 +138,7 @@ def _m2(conn: sa.Connection) -> None:
 
 
 JSON_COLUMNS = {"interactions": ("request", "response"), "feedback": ("value",), "versions": ("counts", "manifest"),
-                "version_records": ("interaction_ids",)}
+                "version_records": ("interaction_ids",)}  # the tables of migration 1 (migration 3 moved them to json)
 
 
 def _m3(conn: sa.Connection) -> None:
@@ -119,7 +155,13 @@ def _m4(conn: sa.Connection) -> None:
     conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_feedback_created_at ON feedback (created_at)"))
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_m1, _m2, _m3, _m4]  # append only; never edit an applied one
+def _m5(conn: sa.Connection) -> None:
+    """The held-out evaluation split (each conversation's side), evaluations of candidate models, deploy records."""
+    for t in (conversation_split, evaluations, deployments):
+        t.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_m1, _m2, _m3, _m4, _m5]  # append only; never edit an applied one
 
 
 def _json_dumps(obj: Any) -> str:
@@ -333,6 +375,45 @@ class Store:
             q = q.where(feedback.c.interaction_id.in_(ids))
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(q).mappings()]
+
+    def conversation_sides(self) -> dict[str, str]:
+        """{salted conversation-key hash: "eval" or "train"} for every conversation a version mined."""
+        with self.engine.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(sa.select(conversation_split.c.key, conversation_split.c.side))}
+
+    def held_out_keys(self) -> set[str]:
+        """The salted conversation-key hashes set aside for evaluation (they stay held out)."""
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(sa.select(conversation_split.c.key).where(conversation_split.c.side == "eval"))}
+
+    def add_evaluation(self, row: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(evaluations.insert().values(**fit_row(evaluations, row)))
+
+    def evaluations(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(sa.select(evaluations).order_by(evaluations.c.created_at,
+                                                                                  evaluations.c.id)).mappings()]
+
+    def deploy(self, model_version: str, trained_on: str) -> str:
+        """Record that `model_version` was trained on dataset version `trained_on`: "created", or
+        "same" when that is already recorded; another dataset version for it is refused."""
+        with write_transaction(self.engine) as conn:
+            if conn.execute(sa.select(versions.c.name).where(versions.c.name == trained_on)).first() is None:
+                raise InputError(f"--trained-on {trained_on!r}: no such dataset version in the store")
+            old = conn.execute(sa.select(deployments.c.trained_on).where(deployments.c.model_version == model_version)).scalar()
+            if old is not None:
+                if old != trained_on:
+                    raise InputError(f"model version {model_version!r} is recorded as trained on {old!r}; "
+                                     "a deploy record is not changed")
+                return "same"
+            conn.execute(deployments.insert().values(model_version=model_version, trained_on=trained_on, created_at=time.time()))
+            return "created"
+
+    def deployments(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(sa.select(deployments).order_by(deployments.c.created_at,
+                                                                                  deployments.c.model_version)).mappings()]
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
