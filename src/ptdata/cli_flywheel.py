@@ -415,3 +415,65 @@ def card_cmd(version: Annotated[str, typer.Option(help="The dataset version.")],
     err.print(f"card: {path}", highlight=False, markup=False)
     if as_json:
         print_json({"command": "flywheel card", "version": version, "files": {"card": written(path)}})
+
+
+# ---- import traces logged by other tools (Langfuse, LiteLLM, OpenTelemetry GenAI, OpenAI logs) ----------------
+@fw.command("import")
+def import_cmd(files: Annotated[list[str], typer.Argument(help="Export files (JSON or JSON Lines).")],
+               source: Annotated[str, typer.Option("--from", help="langfuse, litellm, otel or openai-log.")],
+               store: StoreOpt = "flywheel.sqlite",
+               consent: Annotated[str, typer.Option(help="all, none, or field:NAME (a metadata field per record; "
+                                                    "missing: no consent). Without consent no text is stored.")] = "all",
+               model_version: Annotated[str, typer.Option(help="Model-version label stored with every interaction.")] = "",
+               score_map: Annotated[Optional[list[str]], typer.Option(help="A Langfuse score name's feedback kind as "
+                                                                      "NAME=KIND (thumbs, rating, comment, correction; repeatable).")] = None,
+               rejects: Annotated[Optional[str], typer.Option(help="Rejects file (default: import.rejects.jsonl beside "
+                                                              "the first input).")] = None,
+               as_json: JsonOpt = False) -> None:
+    """Import traces other tools logged into the store, as the proxy would have stored them (ids derived from
+    the source's: a re-import stores nothing new; users salted-hashed; no consent, no text). Every record is
+    stored, already present, or rejected with a reason and file:line. Exit 4 when nothing was importable."""
+    from pathlib import Path
+
+    import orjson
+
+    from .flywheel.importers import FEEDBACK_KINDS, SOURCES, ImportConfig, import_into
+    from .flywheel.store import Store
+
+    if source not in SOURCES:
+        raise InputError(f"--from {source!r}: one of {', '.join(SOURCES)}")
+    if consent not in ("all", "none") and not (consent.startswith("field:") and len(consent) > 6):
+        raise InputError(f"--consent {consent!r}: all, none or field:NAME")
+    smap: dict[str, str] = {}
+    for s in score_map or []:
+        name, _, kind = s.partition("=")
+        if not name or kind not in FEEDBACK_KINDS:
+            raise InputError(f"--score-map {s!r}: NAME=KIND with KIND one of {', '.join(FEEDBACK_KINDS)}")
+        smap[name] = kind
+    paths = [Path(f) for f in files]
+    for p in paths:
+        if not p.is_file():
+            raise InputError(f"{p}: no such file")
+        try:
+            p.open("rb").close()
+        except OSError as e:
+            raise InputError(f"{p}: cannot read it: {e.strerror}") from None
+    rej_path = Path(rejects) if rejects else paths[0].parent / "import.rejects.jsonl"
+    if any(rej_path.resolve() == p.resolve() for p in paths):
+        raise InputError(f"--rejects {rej_path}: that is an input")
+    if model_version:
+        _label(model_version, "--model-version")
+    st = Store(store)
+    salt = os.environ.get("PTDATA_FLYWHEEL_SALT", "") or st.salt()
+    r = import_into(st, source, paths, ImportConfig(salt=salt, consent=consent, model_version=model_version, score_map=smap))
+    st.close()
+    rej_path.write_bytes(b"".join(orjson.dumps({"source": source, **x}) + b"\n" for x in r["rejects"]))  # empty: none
+    s, a = r["stored"], r["already_present"]
+    err.print(f"{source}: in {r['in']:,} · stored {s['interactions']:,} interactions, {s['feedback']:,} feedback events · "
+              f"already present {a['interactions'] + a['feedback']:,} · rejected {r['rejected']:,}"
+              + (f" ({counts_text(r['reasons'])}; {rej_path})" if r["rejected"] else ""), highlight=False, markup=False)
+    if as_json:
+        print_json({"command": "flywheel import", **{k: v for k, v in r.items() if k != "rejects"},
+                    "files": {"rejects": written(rej_path)}})
+    if not any(s.values()) and not any(a.values()):
+        raise typer.Exit(4)
