@@ -168,6 +168,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path)
     a = ap.parse_args()
     t0 = time.time()
+    load0 = os.getloadavg()[0]
     models = compare_models(a.models.split(","), a.sample)
     work = Path(tempfile.mkdtemp(prefix="ptdata-decontam-"))
     try:
@@ -187,7 +188,8 @@ def main() -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; command: "
         f"`.venv/bin/python bench/decontam.py --results bench/RESULTS.md` ({(time.time() - t0) / 60:.0f} min, "
         f"{time.strftime('%Y-%m-%d')}). Dev data: ../shared/data/decontam_dev (204 MMLU high-school US history items; "
-        "192 non-empty English rephrasings of their question line, 202 Chinese translations of the whole item).",
+        "192 non-empty English rephrasings of their question line, 202 Chinese translations of the whole item). "
+        f"The machine was shared: 1-minute load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.",
         "",
         "**Layer 2 candidates.** Each MMLU item is embedded as three chunks (whole item with options, question line, passage; "
         "a record's score for an item is its best chunk). `cut` is the cosine reached by 0.1% of untouched Alpaca prompts; "
