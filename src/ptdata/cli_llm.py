@@ -309,7 +309,8 @@ def llm_serve_cmd(model: Annotated[Path, typer.Argument(help="Local model direct
     sock = listen_socket(host, port)  # before the model loads: a port in use is one error line
     backend = make_llm({"backend": "transformers", "model": str(model), "cache_dir": None})
     err.print(f"serving {model} as {name!r} on http://{host}:{sock.getsockname()[1]}/v1", highlight=False)
-    server = uvicorn.Server(uvicorn.Config(make_app(backend.complete, model_name=name, api_key=key), log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(make_app(backend.complete, model_name=name, api_key=key,
+                                                    score_prompt=backend.score_prompt), log_level="warning",
                                            timeout_graceful_shutdown=2))
     server.run(sockets=[sock])
 

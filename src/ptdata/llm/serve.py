@@ -1,5 +1,8 @@
 """An OpenAI-compatible server around any responder (a local transformers model, a script):
-`/v1/chat/completions`, and `/v1/completions` for raw text (a Request with `prompt`).
+`/v1/chat/completions`, and `/v1/completions` for raw text (a Request with `prompt`). With a
+`score_prompt` function, `/v1/completions` also takes `echo: true`: the prompt (text, or token
+ids as vLLM and lm-eval send them) comes back first with its own tokens' log-probs (null for the
+first token), then what `max_tokens` (0: nothing) generates.
 
 `ptdata llm-serve MODEL_DIR` serves a local model for demos and tests; the test suite also
 serves scripted answers and injects faults (429 with Retry-After, 500, a hang, an unreadable
@@ -22,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .base import Request, Result, Sample, Sampling
 
 Responder = Callable[[Request], Result]  # sync (run on a thread) or async
+# prompt (text or token ids) -> (its text, its tokens, each token's log-prob given those before it, None first)
+PromptScorer = Callable[[str | list[int]], tuple[str, list[str], list[float | None]]]
 
 
 class ChatBody(BaseModel):
@@ -43,14 +48,15 @@ class ChatBody(BaseModel):
 class CompletionBody(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = ""
-    prompt: str
+    prompt: str | list[int]  # token ids: with echo only
     n: int = Field(1, ge=1, le=128)
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=0)  # 0: with echo only (score the prompt, generate nothing)
     seed: int | None = None
     stop: str | list[str] | None = None
     logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool = False
     stream: bool = False
     stream_options: dict[str, Any] | None = None
 
@@ -88,7 +94,7 @@ def _last_user(messages: list[dict]) -> str:
 
 
 def make_app(responder: Responder, *, model_name: str = "ptdata-local", api_key: str | None = None,
-             faults: list[Fault] | None = None):
+             faults: list[Fault] | None = None, score_prompt: PromptScorer | None = None):
     from fastapi import FastAPI, Request as HTTPRequest
     from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -117,13 +123,20 @@ def make_app(responder: Responder, *, model_name: str = "ptdata-local", api_key:
 
     @app.post("/v1/completions")
     async def completions(body: CompletionBody, http: HTTPRequest):
-        return await answer(body, http, body.prompt, [], body.prompt, body.max_tokens, body.logprobs is not None)
+        text = body.prompt if isinstance(body.prompt, str) else orjson.dumps(body.prompt).decode()
+        bad = ("echo needs a server that scores prompts (ptdata llm-serve MODEL)" if body.echo and score_prompt is None
+               else "echo does not stream here" if body.echo and body.stream
+               else "a token-id prompt needs echo" if not body.echo and not isinstance(body.prompt, str)
+               else "max_tokens 0 needs echo" if not body.echo and body.max_tokens == 0 else None)
+        return await answer(body, http, text, [], text, body.max_tokens, body.logprobs is not None, body.echo, bad)
 
     async def answer(body, http: HTTPRequest, prompt: str, messages: list, raw: str | None, max_tokens: int | None,
-                     want_lp: bool):
+                     want_lp: bool, echo: bool = False, bad: str | None = None):
         if api_key and http.headers.get("authorization") != f"Bearer {api_key}":
             app.state.log.add(401, "")
             return JSONResponse({"error": {"message": "invalid API key", "type": "auth"}}, status_code=401)
+        if bad:
+            return JSONResponse({"error": {"message": bad, "type": "invalid_request_error"}}, status_code=400)
         fault = take_fault(prompt)
         if fault and fault.kind == "429":
             app.state.log.add(429, prompt)
@@ -142,15 +155,26 @@ def make_app(responder: Responder, *, model_name: str = "ptdata-local", api_key:
         stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop) if body.stop else None
         sampling = Sampling(n=body.n, temperature=body.temperature, top_p=body.top_p, max_tokens=max_tokens or 256,
                             seed=body.seed, stop=stop, logprobs=want_lp)
+        from starlette.concurrency import run_in_threadpool
+
+        if echo:
+            try:
+                raw, ptoks, plps = await run_in_threadpool(score_prompt, body.prompt)
+            except ValueError as e:
+                return JSONResponse({"error": {"message": str(e), "type": "invalid_request_error"}}, status_code=400)
         req = Request(messages=messages, sampling=sampling, prompt=raw)
         if fault and fault.kind == "bad_answer":
             res = Result(samples=[Sample(fault.answer, "stop")] * body.n)
+        elif echo and max_tokens == 0:
+            res = Result(samples=[Sample("", "length", [], [])] * body.n)
         elif is_async:
             res = await responder(req)
         else:
-            from starlette.concurrency import run_in_threadpool
-
             res = await run_in_threadpool(responder, req)
+        if echo:  # the prompt, its tokens and log-probs, before what was generated
+            res = Result(samples=[Sample(raw + s.text, s.finish_reason, [*plps, *(s.logprobs or [])] if want_lp else None,
+                                         [*ptoks, *(s.tokens or [])] if want_lp else None) for s in res.samples],
+                         prompt_tokens=len(ptoks), completion_tokens=res.completion_tokens)
         app.state.log.add(200, prompt)
         cid = f"{'cmpl' if raw is not None else 'chatcmpl'}-{uuid.uuid4().hex[:24]}"
         if body.stream:

@@ -15,7 +15,7 @@ MODULES = {
     "exact_dedup": "dedup", "near_dedup": "dedup", "semantic_dedup": "dedup", "decontaminate": "decontam",
     "quality_scores": "quality", "score_filter": "quality", "select": "select",
     "generate": "llm", "evolve": "llm", "rewrite": "llm", "judge": "llm", "pairs": "llm", "distill": "llm",
-    "multiturn": "llm",
+    "multiturn": "llm", "model_scores": "model_scores",
 }
 
 
@@ -26,7 +26,7 @@ CLASSES = {
     "LanguageFilter": "language_filter", "ExactDedup": "exact_dedup", "NearDedup": "near_dedup",
     "SemanticDedup": "semantic_dedup", "Decontaminate": "decontaminate", "QualityScores": "quality_scores",
     "ScoreFilter": "score_filter", "Select": "select", "Generate": "generate", "Evolve": "evolve", "Rewrite": "rewrite",
-    "Judge": "judge", "Pairs": "pairs", "Distill": "distill", "MultiTurn": "multiturn",
+    "Judge": "judge", "Pairs": "pairs", "Distill": "distill", "MultiTurn": "multiturn", "ModelScores": "model_scores",
 }
 __all__ = ["Op", "MapOp", "GlobalOp", "get_op", "all_ops", *CLASSES]
 
