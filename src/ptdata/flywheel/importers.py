@@ -76,6 +76,16 @@ def read_records(path: Path) -> Iterator[tuple[str, Any]]:
         except orjson.JSONDecodeError as e:
             yield f"{path}:{n}", ValueError(str(e))
 
+def parsed(paths: list[Path], rejects: list[dict]) -> Iterator[tuple[str, Any]]:
+    """(`file:line`, object) over every file; an unparseable line becomes an `unparseable_json` reject."""
+    for p in paths:
+        for loc, o in read_records(p):
+            if isinstance(o, ValueError):
+                rejects.append(reject(loc, "unparseable_json", str(o)))
+            else:
+                yield loc, o
+
+
 
 def epoch(v: Any) -> float | None:
     """ISO 8601 text, epoch seconds/milliseconds or nanoseconds (OTLP) as epoch seconds."""
@@ -325,40 +335,36 @@ def import_langfuse(paths: list[Path], cfg: ImportConfig) -> Result:
 def import_litellm(paths: list[Path], cfg: ImportConfig) -> Result:
     """LiteLLM_SpendLogs rows (`messages` is there with store_prompts_in_spend_logs)."""
     rows, rejects = [], []
-    for p in paths:
-        for loc, o in read_records(p):
-            if isinstance(o, ValueError):
-                rejects.append(reject(loc, "unparseable_json", str(o)))
-                continue
-            if not isinstance(o, dict) or not o.get("request_id"):
-                rejects.append(reject(loc, "no_request_id"))
-                continue
-            ct = str(o.get("call_type") or "completion")
-            if "completion" not in ct or "text_completion" in ct:
-                rejects.append(reject(loc, "not_a_chat_completion", ct))
-                continue
-            msgs = _messages(o.get("messages"))
-            if msgs is None:
-                rejects.append(reject(loc, "no_messages", str(o["request_id"])))
-                continue
-            md = _json(o.get("metadata"))
-            md = md if isinstance(md, dict) else {}
-            failed = str(o.get("status") or "success").lower() not in ("success", "200")
-            out = None if failed else _choices(o.get("response"))
-            if out is None and not failed:
-                rejects.append(reject(loc, "no_response", str(o["request_id"])))
-                continue
-            info = md.get("error_information") if isinstance(md.get("error_information"), dict) else {}
-            code = _int(info.get("error_code")) if info else None
-            t0, t1 = epoch(o.get("startTime")), epoch(o.get("endTime"))
-            req = _json(o.get("proxy_server_request"))
-            params = {k: v for k, v in req.items() if k not in ("messages", "user")} if isinstance(req, dict) else {}
-            rows.append(make_row(cfg, "litellm", str(o["request_id"]), created_at=t0, conversation=o.get("session_id"),
-                                 user=o.get("end_user") or o.get("user"), meta=md, model=o.get("model"), messages=msgs,
-                                 params=params, out=out, status=(code if code and code >= 400 else 500) if failed else 200,
-                                 error=(info.get("error_message") or "error") if failed else None,
-                                 prompt_tokens=o.get("prompt_tokens"), completion_tokens=o.get("completion_tokens"),
-                                 latency_ms=_latency(t0, t1)))
+    for loc, o in parsed(paths, rejects):
+        if not isinstance(o, dict) or not o.get("request_id"):
+            rejects.append(reject(loc, "no_request_id"))
+            continue
+        ct = str(o.get("call_type") or "completion")
+        if "completion" not in ct or "text_completion" in ct:
+            rejects.append(reject(loc, "not_a_chat_completion", ct))
+            continue
+        msgs = _messages(o.get("messages"))
+        if msgs is None:
+            rejects.append(reject(loc, "no_messages", str(o["request_id"])))
+            continue
+        md = _json(o.get("metadata"))
+        md = md if isinstance(md, dict) else {}
+        failed = str(o.get("status") or "success").lower() not in ("success", "200")
+        out = None if failed else _choices(o.get("response"))
+        if out is None and not failed:
+            rejects.append(reject(loc, "no_response", str(o["request_id"])))
+            continue
+        info = md.get("error_information") if isinstance(md.get("error_information"), dict) else {}
+        code = _int(info.get("error_code")) if info else None
+        t0, t1 = epoch(o.get("startTime")), epoch(o.get("endTime"))
+        req = _json(o.get("proxy_server_request"))
+        params = {k: v for k, v in req.items() if k not in ("messages", "user")} if isinstance(req, dict) else {}
+        rows.append(make_row(cfg, "litellm", str(o["request_id"]), created_at=t0, conversation=o.get("session_id"),
+                             user=o.get("end_user") or o.get("user"), meta=md, model=o.get("model"), messages=msgs,
+                             params=params, out=out, status=(code if code and code >= 400 else 500) if failed else 200,
+                             error=(info.get("error_message") or "error") if failed else None,
+                             prompt_tokens=o.get("prompt_tokens"), completion_tokens=o.get("completion_tokens"),
+                             latency_ms=_latency(t0, t1)))
     return rows, [], rejects
 
 
@@ -496,23 +502,19 @@ def import_otel(paths: list[Path], cfg: ImportConfig) -> Result:
     """OTLP JSON (`resourceSpans[].scopeSpans[].spans[]`; one document or the file exporter's JSON
     Lines): one interaction per GenAI chat span; a reject's line is the document's, `#N` the span."""
     rows, rejects = [], []
-    for p in paths:
-        for loc, o in read_records(p):
-            if isinstance(o, ValueError):
-                rejects.append(reject(loc, "unparseable_json", str(o)))
-                continue
-            if not isinstance(o, dict) or not isinstance(o.get("resourceSpans"), list):
-                rejects.append(reject(loc, "not_otlp_json"))
-                continue
-            n = 0
-            for rs in o["resourceSpans"]:
-                rattrs = _attrs((rs.get("resource") or {}).get("attributes"))
-                for ss in rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or []:
-                    for span in ss.get("spans") or []:
-                        n += 1
-                        row = _otel_span(cfg, f"{loc}#{n}", span, rattrs, rejects)
-                        if row:
-                            rows.append(row)
+    for loc, o in parsed(paths, rejects):
+        if not isinstance(o, dict) or not isinstance(o.get("resourceSpans"), list):
+            rejects.append(reject(loc, "not_otlp_json"))
+            continue
+        n = 0
+        for rs in o["resourceSpans"]:
+            rattrs = _attrs((rs.get("resource") or {}).get("attributes"))
+            for ss in rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or []:
+                for span in ss.get("spans") or []:
+                    n += 1
+                    row = _otel_span(cfg, f"{loc}#{n}", span, rattrs, rejects)
+                    if row:
+                        rows.append(row)
     return rows, [], rejects
 
 
@@ -522,49 +524,45 @@ def import_openai_log(paths: list[Path], cfg: ImportConfig) -> Result:
     response}`; optional `id`, `created_at`, `conversation_id`, `user`, `consent`, `status`, `error`,
     and `feedback` ({thumbs: up|down, rating: 1-5, comment: text, correction: text})."""
     rows, fb, rejects = [], [], []
-    for p in paths:
-        for loc, o in read_records(p):
-            if isinstance(o, ValueError):
-                rejects.append(reject(loc, "unparseable_json", str(o)))
+    for loc, o in parsed(paths, rejects):
+        if not isinstance(o, dict):
+            rejects.append(reject(loc, "not_an_object"))
+            continue
+        req = o.get("request") if isinstance(o.get("request"), dict) else {"messages": o.get("messages")}
+        msgs = _messages(req.get("messages"))
+        if msgs is None:
+            rejects.append(reject(loc, "no_messages"))
+            continue
+        resp = o.get("response")
+        err = o.get("error") or (resp.get("error") if isinstance(resp, dict) else None)
+        status = _int(o.get("status")) or (500 if err else 200)
+        out = _choices(resp) if status == 200 else None
+        if out is None and status == 200:
+            rejects.append(reject(loc, "no_response"))
+            continue
+        rid = o.get("id") or (resp.get("id") if isinstance(resp, dict) else None)
+        key = str(rid) if rid else hashlib.sha256(orjson.dumps(o, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        md = {**(req.get("metadata") if isinstance(req.get("metadata"), dict) else {}),
+              **(o.get("metadata") if isinstance(o.get("metadata"), dict) else {}),
+              **({"consent": o["consent"]} if "consent" in o else {})}
+        params = {k: v for k, v in req.items() if k not in ("messages", "user")}
+        created = epoch(o.get("created_at")) or (epoch(resp.get("created")) if isinstance(resp, dict) else None)
+        row = make_row(cfg, "openai-log", key, created_at=created,
+                       conversation=o.get("conversation_id") or md.get("conversation_id"), user=o.get("user") or req.get("user"),
+                       meta=md, model=req.get("model"), messages=msgs, params=params, out=out, status=status,
+                       error=(err if isinstance(err, str) else orjson.dumps(err).decode()) if err else None,
+                       latency_ms=o.get("latency_ms") if isinstance(o.get("latency_ms"), (int, float)) else None)
+        rows.append(row)
+        f = o.get("feedback") if isinstance(o.get("feedback"), dict) else {}
+        for kind, value in f.items():
+            ok = ((kind == "thumbs" and value in ("up", "down"))
+                  or (kind == "rating" and isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5)
+                  or (kind in ("comment", "correction") and isinstance(value, str) and value.strip()))
+            if not ok:
+                rejects.append(reject(loc, "invalid_feedback", kind))
                 continue
-            if not isinstance(o, dict):
-                rejects.append(reject(loc, "not_an_object"))
-                continue
-            req = o.get("request") if isinstance(o.get("request"), dict) else {"messages": o.get("messages")}
-            msgs = _messages(req.get("messages"))
-            if msgs is None:
-                rejects.append(reject(loc, "no_messages"))
-                continue
-            resp = o.get("response")
-            err = o.get("error") or (resp.get("error") if isinstance(resp, dict) else None)
-            status = _int(o.get("status")) or (500 if err else 200)
-            out = _choices(resp) if status == 200 else None
-            if out is None and status == 200:
-                rejects.append(reject(loc, "no_response"))
-                continue
-            rid = o.get("id") or (resp.get("id") if isinstance(resp, dict) else None)
-            key = str(rid) if rid else hashlib.sha256(orjson.dumps(o, option=orjson.OPT_SORT_KEYS)).hexdigest()
-            md = {**(req.get("metadata") if isinstance(req.get("metadata"), dict) else {}),
-                  **(o.get("metadata") if isinstance(o.get("metadata"), dict) else {}),
-                  **({"consent": o["consent"]} if "consent" in o else {})}
-            params = {k: v for k, v in req.items() if k not in ("messages", "user")}
-            created = epoch(o.get("created_at")) or (epoch(resp.get("created")) if isinstance(resp, dict) else None)
-            row = make_row(cfg, "openai-log", key, created_at=created,
-                           conversation=o.get("conversation_id") or md.get("conversation_id"), user=o.get("user") or req.get("user"),
-                           meta=md, model=req.get("model"), messages=msgs, params=params, out=out, status=status,
-                           error=(err if isinstance(err, str) else orjson.dumps(err).decode()) if err else None,
-                           latency_ms=o.get("latency_ms") if isinstance(o.get("latency_ms"), (int, float)) else None)
-            rows.append(row)
-            f = o.get("feedback") if isinstance(o.get("feedback"), dict) else {}
-            for kind, value in f.items():
-                ok = ((kind == "thumbs" and value in ("up", "down"))
-                      or (kind == "rating" and isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5)
-                      or (kind in ("comment", "correction") and isinstance(value, str) and value.strip()))
-                if not ok:
-                    rejects.append(reject(loc, "invalid_feedback", kind))
-                    continue
-                fb.append({"event_id": f"openai-log:{key}:{kind}", "interaction_id": row["id"], "created_at": row["created_at"],
-                           "kind": kind, "value": value, "user_hash": row["user_hash"], "_loc": loc})
+            fb.append({"event_id": f"openai-log:{key}:{kind}", "interaction_id": row["id"], "created_at": row["created_at"],
+                       "kind": kind, "value": value, "user_hash": row["user_hash"], "_loc": loc})
     return rows, fb, rejects
 
 
