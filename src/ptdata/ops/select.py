@@ -19,7 +19,7 @@ import numpy as np
 from ..params import Count, Positive, Share
 from ..records import Record
 from ..selection import methods as M
-from ..selection.report import EMBEDDING_METHODS
+from ..selection.report import EMBEDDING_METHODS, pick
 from ..text import prompt_text, record_text, response_text
 from .base import Decision, GlobalOp, param, register
 from .filters import TextField
@@ -89,18 +89,11 @@ class Select(GlobalOp):
         n = len(scores)
         target = min(n, self.top_n or int(round(self.fraction * n)))
         too_close: dict[int, tuple[int, float]] = {}
-        if self.method == "score":
+        if self.method == "score":  # the ranking with the MinHash diversity check
             kept = self._diverse_top(keys, target, too_close)
-        elif self.method == "kcenter":
-            kept = M.kcenter_greedy(keys["emb"], target, int(M.by_score(scores, 1)[0]) if n else 0).tolist()
-        elif self.method == "facility":
-            kept = M.facility_location(keys["emb"], target).tolist()
-        elif self.method == "target":
-            kept = M.nearest_to_targets(keys["emb"], self._target_embeddings(), target).tolist()
-        elif self.method == "random":
-            kept = M.random_pick(n, target, self.seed).tolist()
-        else:
-            kept = M.longest(lengths, target).tolist()
+        else:  # the same choice select-report makes
+            kept = pick(self.method, target, scores=scores, lengths=lengths, emb=lambda: keys["emb"],
+                        targets=self._target_embeddings, seed=self.seed).tolist()
         keep = np.zeros(n, dtype=bool)
         keep[kept] = True
         drop = np.nonzero(~keep)[0]
