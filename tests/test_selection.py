@@ -127,6 +127,15 @@ def test_select_report_bad_usage(pool, tmp_path):
     assert r.returncode == 2 and "needs --targets" in r.stderr
     r = run_cli("select-report", path, "-o", tmp_path / "x")
     assert r.returncode == 2 and "--n N or --fraction" in r.stderr
+    r = run_cli("select-report", path, "-o", path, "--n", "10")
+    assert r.returncode == 1 and f"--out {path}: exists and is not a directory" in r.stderr and "Errno" not in r.stderr
+    before = path.read_bytes()
+    r = run_cli("select-report", path, "-o", path.parent, "--n", "10", "--methods", "score")
+    assert r.returncode == 0, r.stderr  # pool.jsonl sits beside the outputs, none of which is named like it
+    assert path.read_bytes() == before
+    victim = write_jsonl(tmp_path / "score.jsonl", [json.loads(x) for x in before.splitlines()[:20]])
+    r = run_cli("select-report", victim, "-o", tmp_path, "--n", "5", "--methods", "score")
+    assert r.returncode == 1 and "refusing to write" in r.stderr and len(victim.read_bytes().splitlines()) == 20
 
 
 # --- judge calibration against people -------------------------------------------------------------
@@ -173,6 +182,8 @@ def test_judge_calibrate_cli(tmp_path):
     from ptdata.review.agreement import judge_calibration
 
     assert d["records_in"] == 61 and d["aspects"] == {"helpfulness": judge_calibration(judge, human, [h >= 4 for h in human])}
+    r = run_cli("judge-calibrate", src, "--report", src)
+    assert r.returncode == 1 and "refusing to write" in r.stderr and len(src.read_bytes().splitlines()) == 61
     r = run_cli("judge-calibrate", src, "--aspect", "harmlessness")
     assert r.returncode == 2 and "no record has both" in r.stderr and "Traceback" not in r.stderr
 

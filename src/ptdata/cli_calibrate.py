@@ -8,6 +8,7 @@ import orjson
 import typer
 
 from .cli import EXIT_USAGE, FromOpt, JsonOpt, _read_options, app, err, out, print_json
+from .io import guard_outputs
 from .reader import RecordReader
 from .review.agreement import judge_calibration
 
@@ -47,6 +48,8 @@ def judge_calibrate_cmd(
     if store and not aspect:
         err.print("error: --store needs --aspect (the judge's score to compare with the users' ratings)", highlight=False)
         raise typer.Exit(EXIT_USAGE)
+    if report:
+        guard_outputs(inputs, files=[report])  # the report never replaces an input
     ro = _read_options(fmt, None, None, None, None, 100_000, False, True, 16 * 1024 * 1024)
     flywheel = _store_ratings(store) if store else None
     pairs: dict[str, tuple[list[float], list[float]]] = {}

@@ -12,6 +12,7 @@ import typer
 from .cli import (EXIT_USAGE, FieldOpt, FromOpt, JsonOpt, QuietOpt, app, err, exit_if_nothing, out, print_json,
                   _read_options)
 from .errors import InputError
+from .io import guard_outputs
 from .reader import RecordReader
 from .records import Record
 from .selection.report import EMBEDDING_METHODS, METHODS, compare, pick, to_html
@@ -82,6 +83,10 @@ def select_report_cmd(
     if not n and not fraction:
         err.print("error: give --n N or --fraction F", highlight=False)
         raise typer.Exit(EXIT_USAGE)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: exists and is not a directory")
+    guard_outputs(inputs + ([targets] if targets else []),  # never write over an input, before anything is read
+                  files=[out_dir / "select_report.json", out_dir / "select_report.html", *(out_dir / f"{m}.jsonl" for m in chosen)])
     ro = _read_options(fmt, fields, None, None, None, 100_000, False, True, 16 * 1024 * 1024)
     t0 = time.perf_counter()
     recs, rejected = _load(inputs, ro)
