@@ -297,3 +297,56 @@ def test_semantic_dedup_catches_paraphrases(alpaca_rows):
     assert dec.reasons()[0] == "semantic_duplicate"
 
 
+
+
+def _reference_jaccard(sets: list[list[str]], pairs: np.ndarray) -> np.ndarray:
+    """Per pair, from Python sets of the same 32-bit shingle hashes: the definition, one pair at a time."""
+    import xxhash
+
+    hashed = [{xxhash.xxh32_intdigest(x.encode()) for x in s} for s in sets]
+    return np.array([len(hashed[a] & hashed[b]) / len(hashed[a] | hashed[b]) if hashed[a] | hashed[b] else 1.0
+                     for a, b in pairs.tolist()], dtype=np.float32)
+
+
+def test_near_dedup_verification_equals_the_definition(alpaca_rows):
+    """The vectorized shingle hashing (one sort per batch) and exact Jaccard (pairs merged by
+    (pair, hash)) give, bit for bit, what sets of the same hashes give pair by pair: on Alpaca
+    records with planted edited copies, random pairs, a record with itself, and on 1 or 3 threads."""
+    import xxhash
+
+    from ptdata.ops.dedup import exact_jaccard, shingle_hashes
+
+    texts = [r["instruction"] + "\n" + r["input"] + "\n" + r["output"] for r in alpaca_rows[:3000]]
+    rng = random.Random(3)
+    src, variants = _plant_variants(texts, rng, 500, str.split, " ".join, ["data", "model", "water", "time"])
+    op = NearDedup()
+    sets = op._sets(texts + variants)
+    keys = shingle_hashes(sets)
+    assert keys["sh_n"].tolist() == [len({xxhash.xxh32_intdigest(x.encode()) for x in s}) for s in sets]
+    ends = np.cumsum(keys["sh_n"])
+    for k in rng.sample(range(len(sets)), 50):  # each record's hashes sorted and unique
+        part = keys["sh"][ends[k] - keys["sh_n"][k]:ends[k]]
+        assert np.all(part[1:] > part[:-1])
+    near = np.array([(i, len(texts) + k) for k, i in enumerate(src)])
+    rand = np.sort(np.array([(rng.randrange(len(sets)), rng.randrange(len(sets))) for _ in range(20_000)]), axis=1)
+    pairs = np.concatenate([near, rand, [[5, 5]]])
+    want = _reference_jaccard(sets, pairs)
+    assert (want[:len(near)] >= 0.8).sum() > 100 and (want[len(near):-1] < 0.2).mean() > 0.99  # both kinds present
+    for workers in (1, 3):
+        got = exact_jaccard(keys["sh"], keys["sh_n"], pairs, workers)
+        assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
+def test_near_dedup_decides_the_same_with_or_without_band_keys(alpaca_rows):
+    """The workers hand over band and whole-signature hashes with the keys; a decision from the
+    signatures alone (how a caller of `decide` with its own keys gets it) is identical."""
+    texts = [r["instruction"] + "\n" + r["input"] + "\n" + r["output"] for r in alpaca_rows[:4000]]
+    src, variants = _plant_variants(texts, random.Random(4), 800, str.split, " ".join, ["data", "model"])
+    recs = [Record("sft", [{"role": "user", "content": t}, {"role": "assistant", "content": "."}]) for t in texts + variants + texts[:50]]
+    op = NearDedup(threshold=0.8)
+    op.decide_workers = 2
+    keys = op.keys(recs)
+    full = op.decide(dict(keys))
+    bare = op.decide({k: v for k, v in keys.items() if k not in ("band", "whole")})
+    assert len(full.drop) > 300
+    assert np.array_equal(full.drop, bare.drop) and list(full.detail) == list(bare.detail) and full.report == bare.report

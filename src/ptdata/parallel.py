@@ -53,25 +53,14 @@ def pool_context() -> BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-_SHARED: dict = {}
-
-
-def _set_shared(shared: dict) -> None:
-    global _SHARED
-    _SHARED = shared
-
-
-def _call(job: tuple) -> object:
-    fn, task = job
-    return fn(_SHARED, task)
-
-
-def map_shared(fn, shared: dict, tasks: list, workers: int) -> list:
-    """[fn(shared, t) for t in tasks], on `workers` processes when that can be done cheaply:
-    only with fork, where the workers inherit `shared` (large arrays) instead of receiving a
-    pickled copy; otherwise in this process. `fn` must be a module-level function."""
-    if workers <= 1 or len(tasks) <= 1 or not fork_is_safe():
+def map_threads(fn, shared: dict, tasks: list, workers: int) -> list:
+    """[fn(shared, t) for t in tasks], on `workers` threads. For functions that spend their time
+    in numpy (sorts, comparisons, gathers release the GIL): the threads share `shared` (large
+    arrays) with no copy, no pickling of results and no forked process whose resident size
+    counts the parent's pages again."""
+    if workers <= 1 or len(tasks) <= 1:
         return [fn(shared, t) for t in tasks]
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(min(workers, len(tasks)), initializer=_set_shared, initargs=(shared,)) as pool:
-        return pool.map(_call, [(fn, t) for t in tasks], chunksize=1)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(workers, len(tasks))) as ex:
+        return list(ex.map(lambda t: fn(shared, t), tasks))

@@ -6,6 +6,7 @@ duplicates. Within a group the record with the best score is kept (ties: the ear
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
@@ -13,7 +14,7 @@ import numpy as np
 import xxhash
 from annotated_types import Interval
 
-from ..parallel import map_shared
+from ..parallel import map_threads
 from ..params import Positive, Share
 from ..records import Record
 from ..text import normalize_for_match, record_text, shingles
@@ -165,49 +166,79 @@ def candidate_pairs(band_keys: np.ndarray, workers: int = 1) -> np.ndarray:
     """Unique (i, j), i < j, of records sharing a band bucket; the bands split across `workers`."""
     n, bands = band_keys.shape
     groups = [list(range(bands))[w::workers] for w in range(min(workers, bands))] if workers > 1 else [list(range(bands))]
-    parts = [p for p in map_shared(_band_pair_codes, {"band_keys": band_keys}, groups, workers) if len(p)]
+    parts = [p for p in map_threads(_band_pair_codes, {"band_keys": band_keys}, groups, workers) if len(p)]
     if not parts:
         return np.empty((0, 2), dtype=np.int64)
     codes = np.unique(np.concatenate(parts)) if len(parts) > 1 else parts[0]
     return np.stack([codes // n, codes % n], axis=1)
 
 
-def estimated_jaccard(sig: np.ndarray, pairs: np.ndarray, chunk: int = 200_000) -> np.ndarray:
-    out = np.empty(len(pairs), dtype=np.float32)
-    for s in range(0, len(pairs), chunk):
-        p = pairs[s:s + chunk]
-        out[s:s + chunk] = (sig[p[:, 0]] == sig[p[:, 1]]).mean(axis=1)
-    return out
+def _estimate_part(shared: dict, span: tuple[int, int]) -> np.ndarray:
+    sig, p = shared["sig"], shared["pairs"][span[0]:span[1]]
+    return (sig[p[:, 0]] == sig[p[:, 1]]).mean(axis=1).astype(np.float32)
+
+
+def _spans(n: int, parts: int, chunk: int) -> list[tuple[int, int]]:
+    """[start, end) ranges of at most `chunk` items, at least `parts` of them when n allows."""
+    step = max(1, min(chunk, -(-n // max(parts, 1))))
+    return [(s, min(s + step, n)) for s in range(0, n, step)] or [(0, 0)]
+
+
+def estimated_jaccard(sig: np.ndarray, pairs: np.ndarray, workers: int = 1, chunk: int = 25_000) -> np.ndarray:
+    """The share of equal MinHash values of each pair, `chunk` pairs at a time on `workers` threads."""
+    parts = _spans(len(pairs), workers, chunk)
+    return np.concatenate(map_threads(_estimate_part, {"sig": sig, "pairs": pairs}, parts, workers))
 
 
 def shingle_hashes(sets: list[list[str]]) -> dict[str, np.ndarray]:
-    """Each record's sorted, unique 32-bit shingle hashes, flattened, with per-record counts."""
-    h = xxhash.xxh32_intdigest
-    parts = [np.unique(np.fromiter((h(x.encode()) for x in s), dtype=np.uint32, count=len(s))) for s in sets]
-    return {"sh": np.concatenate(parts) if parts else np.empty(0, np.uint32),
-            "sh_n": np.array([len(p) for p in parts], dtype=np.int64)}
+    """Each record's sorted, unique 32-bit shingle hashes, flattened, with per-record counts: one
+    hash call per shingle, then one sort of the whole batch by (record, hash)."""
+    lens = np.fromiter(map(len, sets), dtype=np.int64, count=len(sets))
+    flat = np.fromiter(map(xxhash.xxh32_intdigest, map(str.encode, itertools.chain.from_iterable(sets))),
+                       dtype=np.uint64, count=int(lens.sum()))
+    key = np.sort((np.repeat(np.arange(len(sets), dtype=np.uint64), lens) << np.uint64(32)) | flat)
+    first = np.ones(len(key), dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    key = key[first]
+    return {"sh": (key & np.uint64(0xFFFFFFFF)).astype(np.uint32),
+            "sh_n": np.bincount((key >> np.uint64(32)).astype(np.int64), minlength=len(sets)).astype(np.int64)}
 
 
-def _jaccard_part(shared: dict, span: tuple[int, int]) -> np.ndarray:
+def _gather(values: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """values[starts[k]:starts[k] + lens[k]] for every k, concatenated, and the k of each element."""
+    owner = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
+    ends = np.cumsum(lens)
+    pos = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) - np.repeat(ends - lens, lens)
+    return values[np.repeat(starts, lens) + pos], owner
+
+
+def _jaccard_part(shared: dict, span: tuple[int, int], chunk: int = 5_000) -> np.ndarray:
+    """Intersections counted without a Python loop: both sides of `chunk` pairs are tagged with
+    their pair's number, each side is then sorted by (pair, hash), and a stable sort of the two
+    merges them in one pass; an intersection is a (pair, hash) seen twice (each set is unique)."""
     sh, ends, starts = shared["sh"], shared["ends"], shared["starts"]
     pairs = shared["pairs"][span[0]:span[1]]
     out = np.empty(len(pairs), dtype=np.float32)
-    for k, (a, b) in enumerate(pairs.tolist()):
-        x, y = sh[starts[a]:ends[a]], sh[starts[b]:ends[b]]
-        inter = len(np.intersect1d(x, y, assume_unique=True))
-        out[k] = inter / (len(x) + len(y) - inter) if len(x) + len(y) else 1.0
+    for s in range(0, len(pairs), chunk):
+        a, b = pairs[s:s + chunk, 0], pairs[s:s + chunk, 1]
+        na, nb = ends[a] - starts[a], ends[b] - starts[b]
+        xa, ka = _gather(sh, starts[a], na)
+        xb, kb = _gather(sh, starts[b], nb)
+        tagged = np.concatenate([(ka.astype(np.uint64) << np.uint64(32)) | xa.astype(np.uint64),
+                                 (kb.astype(np.uint64) << np.uint64(32)) | xb.astype(np.uint64)])
+        tagged.sort(kind="stable")  # two sorted runs: one merge
+        twice = tagged[1:][tagged[1:] == tagged[:-1]]
+        inter = np.bincount((twice >> np.uint64(32)).astype(np.int64), minlength=len(a))
+        union = na + nb - inter
+        out[s:s + chunk] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     return out
 
 
 def exact_jaccard(sh: np.ndarray, sh_n: np.ndarray, pairs: np.ndarray, workers: int = 1) -> np.ndarray:
-    """Exact Jaccard of the shingle-hash sets of each pair; the pairs split across `workers`
-    when there are enough of them to pay for the processes."""
+    """Exact Jaccard of the shingle-hash sets of each pair, the pairs split across `workers` threads."""
     ends = np.cumsum(sh_n)
     shared = {"sh": sh, "ends": ends, "starts": ends - sh_n, "pairs": pairs}
-    parts = workers if len(pairs) >= 50_000 else 1
-    step = -(-len(pairs) // (4 * parts)) if len(pairs) else 1
-    spans = [(s, min(s + step, len(pairs))) for s in range(0, len(pairs), step)] or [(0, 0)]
-    return np.concatenate(map_shared(_jaccard_part, shared, spans, parts))
+    return np.concatenate(map_threads(_jaccard_part, shared, _spans(len(pairs), workers, 50_000), workers))
 
 
 def components(n: int, edges: np.ndarray) -> np.ndarray:
@@ -265,26 +296,31 @@ class NearDedup(GlobalOp):
 
     def keys(self, batch: list[Record]) -> dict[str, np.ndarray]:
         sets = self._sets([record_text(r, self.field) for r in batch])
-        out = {"sig": self.signatures([], sets), "score": _score_keys(batch, self.score), **_id_keys(batch)}
+        sig = self.signatures([], sets)
+        # the band hashes here, in the workers: the decision then only sorts them
+        out = {"sig": sig, "band": _band_hashes(sig, self.bands), "whole": _band_hashes(sig, 1)[:, 0],
+               "score": _score_keys(batch, self.score), **_id_keys(batch)}
         if self.verify == "exact":
             out.update(shingle_hashes(sets))
         return out
 
-    def _graph(self, sig: np.ndarray, sh: np.ndarray | None, sh_n: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _graph(self, sig: np.ndarray, sh: np.ndarray | None, sh_n: np.ndarray | None,
+               band: np.ndarray | None = None, whole: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rep, pairs, sim): each record's first record with the same signature, and the
         verified near-duplicate pairs (i < j) among those first records, with their similarity.
 
         Identical signatures (exact copies, common in real data) are collapsed first and only
         distinct signatures are banded. Candidates are confirmed by exact Jaccard when shingle
-        hashes are given, else by the MinHash estimate."""
+        hashes are given, else by the MinHash estimate. `band` and `whole` are the band and
+        whole-signature hashes when the keys carry them (computed from `sig` otherwise)."""
         n = len(sig)
-        whole = _band_hashes(sig, 1)[:, 0]
+        whole = _band_hashes(sig, 1)[:, 0] if whole is None else whole
         _, first, inverse = np.unique(whole, return_index=True, return_inverse=True)
         rep = first[inverse.ravel()] if n else np.empty(0, dtype=np.int64)
         uniq = np.sort(first)
-        cand = candidate_pairs(_band_hashes(sig[uniq], self.bands), self.decide_workers)
+        cand = candidate_pairs(_band_hashes(sig[uniq], self.bands) if band is None else band[uniq], self.decide_workers)
         cand = uniq[cand] if len(cand) else cand
-        est = estimated_jaccard(sig, cand)
+        est = estimated_jaccard(sig, cand, self.decide_workers)
         if sh is None:
             ok = est >= self.threshold
             return rep, cand[ok], est[ok]
@@ -311,7 +347,7 @@ class NearDedup(GlobalOp):
     def decide(self, keys: dict[str, np.ndarray]):
         sig = keys["sig"]
         n = len(sig)
-        rep, cand, sim = self._graph(sig, keys.get("sh"), keys.get("sh_n"))
+        rep, cand, sim = self._graph(sig, keys.get("sh"), keys.get("sh_n"), keys.get("band"), keys.get("whole"))
         copy_pairs = self._copy_pairs(rep)
         keeper, drop, sizes = resolve_groups(components(n, np.concatenate([copy_pairs, cand])), keys, self.keep)
         # the similarity to the keeper, where known: 1 for the same signature, else that of the

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .plan import Segment
-from .shards import COPY_KEY, load_bundle, save_bundle
+from .shards import COPY_KEY, bundle_arrays, load_bundle, read_into, save_bundle
 
 
 def _offsets(stats: list[dict]) -> list[int]:
@@ -19,19 +19,21 @@ def _offsets(stats: list[dict]) -> list[int]:
 
 
 def _gather_keys(seg_dir: Path, n_shards: int, stats: list[dict]) -> dict[str, np.ndarray]:
-    """All shards' keys in record order, each copied once into one preallocated array."""
+    """All shards' keys in record order, each read once into one preallocated array (read, not
+    mapped: the decision's peak memory is the keys once, not twice)."""
     names = next((list(st["keys"]) for st in stats if st.get("keys")), [])
+    specs = {i: bundle_arrays(seg_dir / f"{i:05d}.keys.bin") for i in range(n_shards) if stats[i].get("keys")}
     out: dict[str, np.ndarray] = {}
-    bundles = {i: load_bundle(seg_dir / f"{i:05d}.keys.bin")[0] for i in range(n_shards) if stats[i].get("keys")}
     for name in names:
-        parts = [(i, bundles[i][name]) for i in range(n_shards) if stats[i].get("keys", {}).get(name)]
-        total = sum(len(a) for _, a in parts)
-        first = parts[0][1]
-        arr = np.empty((total, *first.shape[1:]), dtype=first.dtype)
+        parts = [(i, specs[i][name]) for i in range(n_shards) if stats[i].get("keys", {}).get(name)]
+        dtype, shape, _ = parts[0][1]
+        arr = np.empty((sum(sp[1][0] for _, sp in parts), *shape[1:]), dtype=dtype)
         pos = 0
-        for _, a in parts:
-            arr[pos:pos + len(a)] = a
-            pos += len(a)
+        for i, (_, rows_shape, offset) in parts:
+            rows = rows_shape[0]
+            if rows:
+                read_into(seg_dir / f"{i:05d}.keys.bin", offset, arr[pos:pos + rows])
+            pos += rows
         out[name] = arr
     return out
 

@@ -68,6 +68,32 @@ def load_bundle(path: Path) -> tuple[dict[str, np.ndarray], Any]:
     return arrays, head["meta"]
 
 
+def bundle_arrays(path: Path) -> dict[str, tuple[np.dtype, tuple[int, ...], int]]:
+    """(dtype, shape, byte offset in the file) of each array of a bundle, from its header alone."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+        if head[:8] != _BUNDLE_MAGIC:
+            raise ValueError(f"{path}: not a ptdata bundle")
+        n = int.from_bytes(head[8:16], "little")
+        specs = orjson.loads(f.read(n))["arrays"]
+    return {k: (np.lib.format.descr_to_dtype(dt if isinstance(dt, str) else [tuple(f) for f in dt]), tuple(shape), 16 + n + off)
+            for k, (dt, shape, off) in specs.items()}
+
+
+def read_into(path: Path, offset: int, out: np.ndarray) -> None:
+    """Fill `out` (contiguous) with the bytes at `offset` of a file: a copy with no mapping, so
+    the pages read do not stay in this process's resident set beside the copy."""
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        got = 0
+        while got < len(view):
+            n = f.readinto(view[got:])
+            if not n:
+                raise ValueError(f"{path}: truncated bundle")
+            got += n
+
+
 def _output_names(recipe: Recipe) -> list[str]:
     return [recipe.output.file, *RUN_FILES]
 
