@@ -294,6 +294,8 @@ def main() -> None:
     ap.add_argument("--recipes", default="a,b")
     ap.add_argument("--scaling", action="store_true", help="recipe (a), ptdata, on 1/4, 1/2 and all of the distinct workload")
     ap.add_argument("--results", type=Path)
+    ap.add_argument("--section", default="curation",
+                    help="RESULTS.md section to write (another name keeps the full comparison beside a partial rerun)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of the floor and ptdata engines (median reported)")
     ap.add_argument("--quiet", type=float, default=0.3, help="a run is loaded when other processes used more cores than this")
     ap.add_argument("--retries", type=int, default=3, help="reruns of a loaded fast run (peers: at most 1)")
@@ -338,7 +340,7 @@ def main() -> None:
     text = report(rows, scaling, sizes, versions, raw, started, args)
     print(text)
     if args.results:
-        update_results(args.results, "curation", text)
+        update_results(args.results, args.section, text)
 
 
 def median_run(rs: list[dict]) -> dict:
@@ -372,7 +374,10 @@ def report(rows: list[dict], scaling: list[dict], sizes: dict, versions: dict, r
     n_loaded = len(raw) - len(kept_runs)
     still = sum(r["others"] > args.quiet for r in kept_runs)
     cmd = "`.venv/bin/python bench/curation.py" + (f" --workloads {args.workloads}" if args.workloads != "x10,distinct,mixed" else "") + \
-          f" --repeat {args.repeat}" + (" --scaling" if args.scaling else "") + " --results bench/RESULTS.md`"
+          (f" --engines {args.engines}" if args.engines != "floor,ptdata,ptdata-full-rejects,datatrove,datajuicer" else "") + \
+          (f" --recipes {args.recipes}" if args.recipes != "a,b" else "") + \
+          f" --repeat {args.repeat}" + (" --scaling" if args.scaling else "") + " --results bench/RESULTS.md" + \
+          (f" --section {args.section}" if args.section != "curation" else "") + "`"
     lines = [f"### curation: ptdata vs datatrove vs data-juicer on {len(sizes)} workload{'s' if len(sizes) > 1 else ''} "
              f"({', '.join(f'{n:,}' for n in sorted(set(sizes.values())))} records)", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}; "

@@ -1,9 +1,12 @@
 """Ray executor scaling: recipe (a) of bench/curation.py (length filter + exact dedup) on Alpaca
-xN with the local executor and the Ray executor, 1 and 2 workers, in one run.
+xN with the local executor and the Ray executor, 1 and 2 workers, in one run; then, with
+--driver, the Ray driver's own peak RSS against input size (1/4, 1/2, 1 and 2x the distinct
+workload of bench/curation.py) for recipe (a), whose exact dedup is decided by the actors, and
+recipe (b), whose near dedup is still decided on the driver from all keys.
 
 The Ray runs use a local Ray instance started by the benchmark (ray.init with 2 CPUs; its
 start-up is excluded, as a cluster is started once and reused).
-Run: .venv/bin/python bench/ray_scaling.py --copies 10 --results bench/RESULTS.md
+Run: .venv/bin/python bench/ray_scaling.py --copies 10 --driver --results bench/RESULTS.md
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--copies", type=int, default=10)
     ap.add_argument("--results", type=Path)
+    ap.add_argument("--driver", action="store_true", help="also the driver's peak RSS against input size")
     a = ap.parse_args()
     import ray
 
@@ -63,9 +67,52 @@ def main() -> None:
             "instance with 2 CPUs (start-up excluded).\n\n"
             "| executor | workers | wall s | records/s | speed vs local, same workers | kept | rejected |\n"
             "|---|---:|---:|---:|---:|---:|---:|\n" + table + "\n")
+    ray.shutdown()
+    if a.driver:
+        text += "\n" + driver_table()
     print(text)
     if a.results:
         update_results(a.results, "ray", text)
+
+
+def driver_table() -> str:
+    """Each size and recipe in a fresh process (its own Ray instance): the driver's peak RSS."""
+    import json
+    import subprocess
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from curation import materialize, prepare, workload_lines
+
+    full = prepare("distinct")
+    n_full = full["n"]
+    src = {label: materialize(WORK / f"cur_distinct_{label.replace('/', 'of')}", lambda n=n: workload_lines("distinct")[:n],
+                              peers=False)["alpaca"] for label, n in (("1/4", n_full // 4), ("1/2", n_full // 2))}
+    src["1"] = full["alpaca"]
+    double = WORK / "ray_distinct_x2.jsonl"
+    if not double.exists():
+        double.write_bytes(src["1"].read_bytes() * 2)
+    src["2"] = double
+    rows = []
+    for recipe in ("a", "b"):
+        for label in ("1/4", "1/2", "1", "2"):
+            out = WORK / "ray_driver_out"
+            shutil.rmtree(out, ignore_errors=True)
+            p = subprocess.run([sys.executable, str(ROOT / "bench" / "engines" / "ray_driver.py"), recipe, str(src[label]), str(out), "2"],
+                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+            shutil.rmtree(out, ignore_errors=True)
+            if p.returncode:
+                rows.append(f"| ({recipe}) | {label} | | | | failed: {p.stderr.strip().splitlines()[-1][:200] if p.stderr.strip() else p.returncode} |")
+                continue
+            r = json.loads(p.stdout.strip().splitlines()[-1])
+            n = sum(1 for _ in open(src[label], "rb"))
+            rows.append(f"| ({recipe}) | {label} | {n:,} | {r['wall']:.1f} | {r['driver_rss_mb']:,.0f} | {r['driver_rss_at_start_mb']:,.0f} |")
+            print(rows[-1], flush=True)
+    return ("#### Ray driver memory against input size (distinct workload)\n\n"
+            "Each run in a fresh process with its own Ray instance (2 CPUs), 2 workers; the driver's peak RSS is its own "
+            "(`ru_maxrss`), the actors' is not in it. (a): exact dedup decided in partitions by the actors; (b): near dedup "
+            "decided on the driver from all keys (signatures, band hashes, shingle hashes).\n\n"
+            "| recipe | size | records | wall s | driver peak RSS MB | driver RSS after ray.init MB |\n"
+            "|---|---|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

@@ -264,3 +264,36 @@ def test_pii_redactions_are_counted_by_type(tmp_path):
     assert res.stats["kept_pii_redactions"] == dict(want) and want["EMAIL"] == 90 and want["PHONE"] == 90
     assert "pii:EMAIL" not in res.stats["kept_flags"]
     assert "PII redacted in kept records" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_exact_dedup_in_partitions_equals_one_decision(tmp_path, monkeypatch):
+    """Exact dedup decided in partitions by the workers (by text hash: copies never straddle two)
+    gives byte for byte the kept records, rejects and report of one decision on all keys, for 2
+    and for 23 partitions; keep=best picks the same keeper (score, then position) in each."""
+    import random
+
+    from ptdata.pipeline import decision
+
+    rows = load_jsonl(shared("alpaca_en_52k.jsonl.gz"))[:3000]
+    rng = random.Random(5)
+    for r in rng.sample(rows, 600):  # copies that only normalization makes equal, some with a longer answer
+        rows.append({**r, "instruction": r["instruction"].upper() + " ", "output": r["output"] + ("!" if rng.random() < 0.5 else "")})
+    rng.shuffle(rows)
+    src = tmp_path / "a.jsonl"
+    write_jsonl(src, rows)
+
+    def outputs(name: str, workers: int) -> tuple:
+        recipe = Recipe(inputs=[Input(str(src), format="alpaca")], ops=[QualityScores(), ExactDedup(field="all", keep="best")],
+                        output=Output(dir=str(tmp_path / name), report=False), shard_bytes=60_000)
+        res = run(recipe, workers=workers)
+        parts = orjson.loads((tmp_path / name / ".work" / "seg0" / decision.DECISION).read_bytes())["parts"]
+        op = {k: v for k, v in res.stats["ops"][-1].items() if k != "seconds"}
+        return parts, res.kept_path.read_bytes(), res.rejects_path.read_bytes(), op
+
+    one = outputs("one", 1)
+    two = outputs("two", 2)
+    monkeypatch.setattr(decision, "PARTITION_ROWS", 160)
+    many = outputs("many", 2)
+    assert (one[0], two[0], many[0]) == (1, 2, 23)
+    assert one[1:] == two[1:] == many[1:]
+    assert one[3]["dropped"]["exact_duplicate"] >= 590 and one[3]["report"]["duplicates"] == one[3]["dropped"]["exact_duplicate"]

@@ -44,3 +44,49 @@ def test_ray_executor_error_is_one_line(tmp_path):
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     r = run_cli("run", "examples/curate.yaml", "--executor", "spark", cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.startswith("error: executor must be local or ray")
+
+
+def test_one_actor_pool_per_run_and_exact_dedup_decided_by_the_actors(tmp_path, monkeypatch):
+    """A three-segment recipe (exact dedup, then near dedup) on Ray: one pool of actors serves
+    every shard job and the exact-dedup partitions; the driver reads keys only for near dedup
+    (decided on all keys); kept and rejects are byte-identical to the local executor's."""
+    import ray
+
+    from ptdata.ops.dedup import ExactDedup, NearDedup
+    from ptdata.ops.filters import LengthFilter
+    from ptdata.ops.quality import QualityScores
+    from ptdata.pipeline import Input, Output, Recipe, decision, local
+    from ptdata.pipeline.ray_exec import RayPool
+
+    from .conftest import load_jsonl, shared, write_jsonl
+
+    rows = load_jsonl(shared("alpaca_en_52k.jsonl.gz"))[:2000]
+    rows += [{**r, "instruction": r["instruction"].lower()} for r in rows[:300]]
+    rows += [{**r, "output": r["output"] + " Indeed."} for r in rows[300:600]]
+    src = tmp_path / "a.jsonl"
+    write_jsonl(src, rows)
+
+    def recipe(name: str) -> Recipe:
+        return Recipe(inputs=[Input(str(src), format="alpaca")],
+                      ops=[LengthFilter(min_chars=10), ExactDedup(), QualityScores(), NearDedup(threshold=0.8)],
+                      output=Output(dir=str(tmp_path / name), report=False), shard_bytes=100_000)
+
+    ref = local.run(recipe("local"), workers=2)
+    gathered: list[int] = []
+    real = decision.gather_keys
+    monkeypatch.setattr(decision, "gather_keys", lambda seg_dir, *a, **k: gathered.append(seg_dir.name) or real(seg_dir, *a, **k))
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("PTDATA_TEST_RAY_ADDRESS"), log_to_driver=False, include_dashboard=False)
+    pool = RayPool(ray)
+    try:
+        res = local.run(recipe("ray"), workers=2, dispatch=pool)
+        assert pool.started == 1 and len(pool.actors) == 2
+    finally:
+        pool.close()
+        ray.shutdown()
+    assert gathered == ["seg1"]  # near dedup's keys; exact dedup's stayed with the actors
+    parts = orjson.loads((tmp_path / "ray" / ".work" / "seg0" / decision.DECISION).read_bytes())["parts"]
+    assert parts == 2
+    assert res.kept_path.read_bytes() == ref.kept_path.read_bytes() and res.rejects_path.read_bytes() == ref.rejects_path.read_bytes()
+    dropped = {o["op"]: o["dropped"] for o in res.stats["ops"]}
+    assert dropped["exact_dedup"]["exact_duplicate"] >= 250 and dropped["near_dedup"]["near_duplicate"] >= 250, dropped

@@ -130,6 +130,10 @@ class GlobalOp(Op):
     # Processes `decide` may use (the executor sets it to its worker count): no core idles while
     # the parent decides.
     decide_workers: ClassVar[int] = 1
+    # A key by which the decision splits: records with different values of it never affect each
+    # other's fate, so the executor decides each partition of its values apart, in parallel, and
+    # adds their reports (numbers and histograms). None: one decision on all keys.
+    partition_key: ClassVar[str | None] = None
 
     def decide(self, keys: dict[str, np.ndarray]) -> "Decision":
         """Given all keys concatenated in record order, which records to drop and why."""

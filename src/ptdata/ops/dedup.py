@@ -107,6 +107,7 @@ class ExactDedup(GlobalOp):
     """Drop records whose normalized text (lowercase, punctuation and spacing ignored) was seen."""
 
     name: ClassVar[str] = "exact_dedup"
+    partition_key: ClassVar[str | None] = "hash"  # a group of copies shares its hash
     field: TextField = param("all", "text to compare: all, prompt or response")
     keep: Keep = param("best", "best (highest `score`, then earliest) or first")
     score: str = param("quality", "score used by keep=best")

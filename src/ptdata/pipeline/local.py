@@ -26,10 +26,10 @@ from ..io import guard_outputs
 from ..errors import InputError
 from ..reader import RecordReader
 from .recipe import SUCCESS, Recipe
-from .decision import DECISION, _decide, _offsets, load_decision
+from .decision import DECISION, _offsets, commit_decision, decide_in_parent, decision_report, n_partitions
 from .plan import _make_shards, _manifest, number_shards, plan_segments
 from .shards import _clear_outputs
-from .worker import Workers, _process_shard
+from .worker import Workers, _decide_part, _process_shard
 from .write import RunResult, _finish, _mark_done
 # the executor's parts, for callers of the one module it used to be (tests, the Ray executor, bench/)
 from .plan import WORK_LAYOUT, file_fingerprint  # noqa: E402,F401
@@ -39,14 +39,27 @@ from .worker import _init_worker  # noqa: E402,F401
 Progress = Callable[[str, int, int], None]  # (stage label, done, total)
 
 
-Dispatch = Callable[[dict, list[tuple], int], Iterator[dict]]  # (run state, shard jobs, workers) -> shard stats
+# (run state, jobs, workers, job function) -> its results, in any order
+Dispatch = Callable[[dict, list[tuple], int, Callable], Iterator[Any]]
 
 
-def _pool_dispatch(state: dict, todo: list[tuple], n_workers: int) -> Iterator[dict]:
-    """Shard jobs on a process pool (a fresh one per segment, started with the decisions made so
-    far), or in this process when there is one worker."""
+def _pool_dispatch(state: dict, todo: list[tuple], n_workers: int, fn: Callable = _process_shard) -> Iterator[Any]:
+    """Jobs (shards, or partitions of a decision) on a process pool (a fresh one per segment,
+    started with the decisions made so far), or in this process when there is one worker."""
     with Workers(state, n_workers, min(n_workers, len(todo))) as workers:
-        yield from workers.map(_process_shard, todo)
+        yield from workers.map(fn, todo)
+
+
+def _decide(seg, work, stats: list[dict], copies_by_reference: bool, state: dict, n_workers: int, dispatch: Dispatch) -> None:
+    """A global op's decision: in partitions on the workers when it splits (`partition_key`),
+    else in this process from all keys."""
+    parts = n_partitions(seg, stats)
+    if parts == 1:
+        decide_in_parent(seg, work, stats, copies_by_reference)
+        return
+    slim = [{"kept": st["kept"], "keys": st.get("keys", {})} for st in stats]
+    reports = sorted(dispatch(state, [(seg.index, p, parts, slim) for p in range(parts)], n_workers, _decide_part))
+    commit_decision(seg, work, parts, [rep for _, rep in reports])
 
 
 def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = None,
@@ -119,7 +132,7 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
         if progress:
             progress(label, len(done), len(shards))
         if todo:
-            for st in (dispatch or _pool_dispatch)(state, todo, n_workers):
+            for st in (dispatch or _pool_dispatch)(state, todo, n_workers, _process_shard):
                 done[st["shard"]] = st
                 if progress:
                     progress(label, len(done), len(shards))
@@ -127,7 +140,7 @@ def run(recipe: Recipe, workers: int | None = None, progress: Progress | None = 
         if seg.global_op is not None:
             t = time.perf_counter()
             if not (seg_dir / DECISION).exists():
-                _decide(seg, work, len(shards), seg_stats[-1], recipe.output.copies_by_reference)
+                _decide(seg, work, seg_stats[-1], recipe.output.copies_by_reference, state, n_workers, dispatch or _pool_dispatch)
             global_seconds[seg.global_op.name] = time.perf_counter() - t + sum(x.get("keys_seconds", 0.0) for x in seg_stats[-1])
-            global_reports[seg.global_op.name] = load_decision(work, seg.index)[1]["report"]
+            global_reports[seg.global_op.name] = decision_report(work, seg.index)
     return _mark_done(_finish(recipe, segments, seg_stats, global_reports, global_seconds, work, out_dir, resumed), recipe, manifest)

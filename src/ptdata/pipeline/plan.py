@@ -52,7 +52,7 @@ def plan_segments(ops: list[Op]) -> list[Segment]:
 
 # --- parent side -----------------------------------------------------------------------------
 
-WORK_LAYOUT = 3  # the files a run keeps in its work dir; a dir kept in another layout is not resumed
+WORK_LAYOUT = 4  # the files a run keeps in its work dir; a dir kept in another layout is not resumed
 
 
 def file_fingerprint(path: Path, block: int = 8 << 20) -> str:

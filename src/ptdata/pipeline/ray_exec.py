@@ -1,47 +1,57 @@
-"""The Ray executor: the same recipe, plan and outputs as the local executor, with the shard
-jobs of every segment run by Ray Data (`map_batches` over the shards, one actor per worker).
+"""The Ray executor: the same recipe, plan and outputs as the local executor, with every job of
+the run (shards of each segment, partitions of a decision) on one pool of Ray actors started
+once per run, each set up once with the run state.
 
-Each job reads its shard, runs the segment's map ops batch by batch, writes kept records,
-rejects and the global op's keys to the run's work directory, and returns its stats; global
-decisions (dedup, selection) are made once on the driver from those compact keys, exactly as
-locally, so kept and rejected ids are identical to a local run. The work directory must be on
+Each shard job reads its shard, runs the segment's map ops batch by batch, writes kept records,
+rejects and the global op's keys to the run's work directory, and returns its stats. A global op
+whose decision splits by a key (exact dedup) is decided in partitions by the actors too, each
+reading only its rows of the keys, so the driver holds the stats and the merged report, not the
+keys; other global ops are decided once on the driver from the compact keys, exactly as
+locally. Kept and rejected records are identical to a local run. The work directory must be on
 storage every node sees (one machine, or a shared file system such as NFS).
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
-
-import orjson
+from typing import Any, Callable, Iterator
 
 from ..errors import InputError
 from . import local
 from .recipe import Recipe
 
 
-class _ShardRunner:
-    """A Ray Data actor: set up once with the run state, then runs shard jobs."""
+class _Runner:
+    """A Ray actor: set up once with the run state, then runs any job function of the executor."""
 
     def __init__(self, state: dict) -> None:
-        local._init_worker(state)
+        from .worker import _init_worker
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        out = []
-        for seg, shard, offset, size in zip(batch["seg"], batch["shard"], batch["offset"], batch["size"]):
-            st = local._process_shard((int(seg), int(shard), int(offset), int(size)))
-            out.append(orjson.dumps(st).decode())
-        return {"stats": out}
+        _init_worker(state)
+
+    def run(self, fn: Callable, job: tuple) -> Any:
+        return fn(job)
 
 
-def ray_dispatch(state: dict, todo: list[tuple], n_workers: int) -> Iterator[dict]:
-    import ray
+class RayPool:
+    """One pool of actors for a whole run (started on the first jobs): a dispatch for local.run."""
 
-    ds = ray.data.from_items([{"seg": a, "shard": b, "offset": c, "size": d} for a, b, c, d in todo],
-                             override_num_blocks=len(todo))
-    ds = ds.map_batches(_ShardRunner, fn_constructor_kwargs={"state": state}, batch_size=1,
-                        compute=ray.data.ActorPoolStrategy(size=max(1, min(n_workers, len(todo)))), batch_format="numpy",
-                        num_cpus=1)
-    for row in ds.iter_rows():
-        yield orjson.loads(row["stats"])
+    def __init__(self, ray) -> None:
+        self.ray, self.actors, self.pool = ray, [], None
+        self.started = 0  # actor pools started (one per run)
+
+    def __call__(self, state: dict, jobs: list[tuple], n_workers: int, fn: Callable) -> Iterator[Any]:
+        from ray.util import ActorPool
+
+        if self.pool is None:
+            actor = self.ray.remote(num_cpus=1)(_Runner)
+            self.actors = [actor.remote(state) for _ in range(max(1, n_workers))]
+            self.pool = ActorPool(self.actors)
+            self.started += 1
+        yield from self.pool.map_unordered(lambda a, job: a.run.remote(fn, job), jobs)
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+        self.actors, self.pool = [], None
 
 
 def _quiet_ray() -> None:
@@ -61,16 +71,16 @@ def run_ray(recipe: Recipe, address: str | None = None, workers: int | None = No
     except ImportError:
         raise InputError("the ray executor needs Ray: pip install 'ptdata[ray]'") from None
     if quiet:
-        _quiet_ray()  # ray.data sets its own levels on import
+        _quiet_ray()
     if not ray.is_initialized():
         try:
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False,
                      **({"logging_level": "ERROR"} if quiet else {}))
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise InputError(f"cannot reach the Ray cluster at {address or 'a new local one'}: {e}") from None
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    if quiet:
-        _quiet_ray()
     n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    return local.run(recipe, workers=n, progress=progress, dispatch=ray_dispatch)
+    pool = RayPool(ray)
+    try:
+        return local.run(recipe, workers=n, progress=progress, dispatch=pool)
+    finally:
+        pool.close()

@@ -20,7 +20,7 @@ from ..parallel import pool_context
 from ..reader import RecordReader
 from ..records import Record
 from .recipe import Recipe
-from .decision import load_decision
+from .decision import decide_part, load_decision_parts
 from .plan import Segment, Shard
 from .shards import COPY_KEY, save_bundle
 
@@ -130,15 +130,27 @@ def _source_records(seg: Segment, shard_no: int, work: Path, shards: list[Shard]
 def shard_drop_arrays(work: Path, si: int, offset: int, n: int) -> tuple[list[int], list[str], list[bytes], list[bool]]:
     """The previous global op's drops inside [offset, offset + n): local positions (sorted),
     reasons, details (UTF-8) and whether each is a copy of the record kept in its place.
-    Decisions live on disk as sorted arrays; each worker maps only its own slice."""
-    dec, meta = load_decision(work, si)
-    drop = dec["drop"]
-    lo, hi = np.searchsorted(drop, [offset, offset + n])
-    if hi <= lo:
+    Decisions live on disk as sorted arrays, one per partition; each worker maps only its slice."""
+    pos: list[np.ndarray] = []
+    reasons: list[str] = []
+    details: list[np.ndarray] = []
+    copies: list[np.ndarray] = []
+    for dec, meta in load_decision_parts(work, si):
+        drop = dec["drop"]
+        lo, hi = np.searchsorted(drop, [offset, offset + n])
+        if hi > lo:
+            pos.append(drop[lo:hi] - offset)
+            reasons += [meta["reasons"][c] for c in dec["reason"][lo:hi].tolist()]
+            details.append(dec["detail"][lo:hi])
+            copies.append(dec["copy"][lo:hi])
+    if not pos:
         return [], [], [], []
-    reasons = meta["reasons"]
-    codes = dec["reason"][lo:hi].tolist()
-    return (drop[lo:hi] - offset).tolist(), [reasons[c] for c in codes], dec["detail"][lo:hi].tolist(), dec["copy"][lo:hi].tolist()
+    if len(pos) == 1:
+        return pos[0].tolist(), reasons, details[0].tolist(), copies[0].tolist()
+    at = np.concatenate(pos)
+    order = np.argsort(at, kind="stable")
+    return (at[order].tolist(), [reasons[i] for i in order.tolist()], np.concatenate(details)[order].tolist(),
+            np.concatenate(copies)[order].tolist())
 
 
 def _shard_drops(work: Path, si: int, offset: int, n: int) -> dict[int, tuple[str, str, bool]]:
@@ -180,6 +192,14 @@ def _process_shard(args: tuple[int, int, int, int]) -> dict:
     tmp["stats.json"].write_bytes(orjson.dumps(stats))
     os.replace(tmp["stats.json"], out_dir / f"{shard_no:05d}.stats.json")  # commit marker: written last
     return stats
+
+
+def _decide_part(args: tuple[int, int, int, list[dict]]) -> tuple[int, dict]:
+    """Worker: partition `part` of `parts` of segment `si`'s decision (`stats`: each shard's
+    kept count and keys); commits it and returns (part, its report)."""
+    si, part, parts, stats = args
+    seg = _CTX["segments"][si]
+    return part, decide_part(seg, _CTX["work"], stats, part, parts, _CTX["recipe"].output.copies_by_reference)
 
 
 def _apply_bytes(src: Path, drops: dict, op_name: str, out, rej, stats: dict, op_stats: dict, hist: "_Hist | None") -> None:
