@@ -63,7 +63,7 @@ def main() -> None:
                       for e, w, wall, k, r in rows)
     text = (f"### ray scaling: recipe (a) on Alpaca x{a.copies} ({n:,} records)\n\n"
             f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; command: "
-            f"`.venv/bin/python bench/ray_scaling.py --copies {a.copies} --results bench/RESULTS.md`; Ray 2.60 local "
+            f"`.venv/bin/python bench/ray_scaling.py --copies {a.copies}{' --driver' if a.driver else ''} --results bench/RESULTS.md`; Ray 2.60 local "
             "instance with 2 CPUs (start-up excluded).\n\n"
             "| executor | workers | wall s | records/s | speed vs local, same workers | kept | rejected |\n"
             "|---|---:|---:|---:|---:|---:|---:|\n" + table + "\n")
@@ -109,9 +109,9 @@ def driver_table() -> str:
             print(rows[-1], flush=True)
     return ("#### Ray driver memory against input size (distinct workload)\n\n"
             "Each run in a fresh process with its own Ray instance (2 CPUs), 2 workers; the driver's peak RSS is its own "
-            "(`ru_maxrss`), the actors' is not in it. (a): exact dedup decided in partitions by the actors; (b): near dedup "
+            "(VmHWM, reset after ray.init), the actors' is not in it. (a): exact dedup decided in partitions by the actors; (b): near dedup "
             "decided on the driver from all keys (signatures, band hashes, shingle hashes).\n\n"
-            "| recipe | size | records | wall s | driver peak RSS MB | driver RSS after ray.init MB |\n"
+            "| recipe | size | records | wall s | driver peak RSS MB | driver RSS at the start MB |\n"
             "|---|---|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n")
 
 

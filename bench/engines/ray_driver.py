@@ -1,10 +1,18 @@
 """One Ray run of recipe (a) or (b) of bench/curation.py, for bench/ray_scaling.py: prints the
-wall time (Ray start-up excluded) and the driver process's own peak RSS (the actors are
-processes of Ray's raylet, not of this one) as JSON."""
+wall time (Ray start-up excluded) and the driver process's own peak RSS during the run (the
+actors are processes of Ray's raylet, not of this one) as JSON. The peak is reset after
+ray.init (Linux: writing 5 to /proc/self/clear_refs), whose own start-up peak would hide it."""
 import json
-import resource
 import sys
 import time
+from pathlib import Path
+
+
+def _kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(field)
 
 
 def main() -> None:
@@ -17,14 +25,15 @@ def main() -> None:
     from ptdata.pipeline.ray_exec import run_ray
 
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) from here on
+    before = _kb("VmRSS")
     ops = ([LengthFilter(field="all", min_chars=10, max_chars=10000), ExactDedup(keep="first")] if recipe_name == "a"
            else [NearDedup(threshold=0.8, keep="first")])
     t = time.perf_counter()
     res = run_ray(Recipe(inputs=[Input(src, format="alpaca")], ops=ops, output=Output(dir=out, report=False), name=recipe_name),
                   workers=workers, quiet=True)
     wall = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _kb("VmHWM")
     print(json.dumps({"wall": wall, "kept": res.kept, "rejected": res.rejected, "driver_rss_mb": peak / 1024,
                       "driver_rss_at_start_mb": before / 1024}))
 
