@@ -297,3 +297,50 @@ def test_exact_dedup_in_partitions_equals_one_decision(tmp_path, monkeypatch):
     assert (one[0], two[0], many[0]) == (1, 2, 23)
     assert one[1:] == two[1:] == many[1:]
     assert one[3]["dropped"]["exact_duplicate"] >= 590 and one[3]["report"]["duplicates"] == one[3]["dropped"]["exact_duplicate"]
+
+
+def test_near_dedup_in_stages_equals_one_decision(tmp_path, monkeypatch):
+    """Near dedup decided in stages by the workers (copies by signature, band buckets, pair
+    verification, each partitioned; the parent holds only edges) gives byte for byte the kept
+    records, rejects (copies listed by reference) and report of one decision on all keys, for
+    2 and for 13 partitions, with keep=best on quality scores."""
+    import random
+
+    from ptdata.pipeline import decision
+
+    rows = load_jsonl(shared("alpaca_en_52k.jsonl.gz"))[:2500]
+    rng = random.Random(11)
+    vocab = ["data", "system", "model", "water", "light", "time"]
+    for r in rng.sample(rows, 500):  # edited copies: one word replaced or inserted
+        w = r["output"].split()
+        if len(w) > 8:
+            j = rng.randrange(len(w))
+            w[j:j + (rng.random() < 0.5)] = [rng.choice(vocab)]
+            rows.append({**r, "output": " ".join(w)})
+    rows += rng.sample(rows, 200)  # byte copies (the same signature), some of edited copies
+    rng.shuffle(rows)
+    src = tmp_path / "a.jsonl"
+    write_jsonl(src, rows)
+
+    def outputs(name: str, workers: int) -> tuple:
+        recipe = Recipe(inputs=[Input(str(src), format="alpaca")], ops=[QualityScores(), NearDedup(threshold=0.8, keep="best")],
+                        output=Output(dir=str(tmp_path / name), report=False), shard_bytes=50_000)
+        res = run(recipe, workers=workers)
+        op = {k: v for k, v in res.stats["ops"][-1].items() if k != "seconds"}
+        return res.kept_path.read_bytes(), res.rejects_path.read_bytes(), op
+
+    calls: list[int] = []
+    from ptdata.pipeline import staged
+
+    real = staged.near_dedup_staged
+    monkeypatch.setattr(staged, "near_dedup_staged", lambda op, d, st, parts, jobs: calls.append(parts) or real(op, d, st, parts, jobs))
+    one = outputs("one", 1)
+    two = outputs("two", 2)
+    monkeypatch.setattr(decision, "PARTITION_ROWS", 250)
+    many = outputs("many", 2)
+    assert calls == [2, 13]  # workers=1 decided in the parent
+    assert one == two == many
+    rep = one[2]["report"]
+    assert one[2]["dropped"]["near_duplicate"] >= 400 and rep["duplicates"] == one[2]["dropped"]["near_duplicate"]
+    rejects = [orjson.loads(x) for x in one[1].splitlines()]
+    assert sum("copy_of" in r for r in rejects) >= 150 and any("(J=0." in r["detail"] for r in rejects)

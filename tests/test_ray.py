@@ -46,10 +46,10 @@ def test_ray_executor_error_is_one_line(tmp_path):
     assert r.returncode == 1 and r.stderr.startswith("error: executor must be local or ray")
 
 
-def test_one_actor_pool_per_run_and_exact_dedup_decided_by_the_actors(tmp_path, monkeypatch):
+def test_one_actor_pool_per_run_and_dedup_decided_by_the_actors(tmp_path, monkeypatch):
     """A three-segment recipe (exact dedup, then near dedup) on Ray: one pool of actors serves
-    every shard job and the exact-dedup partitions; the driver reads keys only for near dedup
-    (decided on all keys); kept and rejects are byte-identical to the local executor's."""
+    every shard job, the exact-dedup partitions and the near-dedup stages; the driver never
+    gathers a segment's keys; kept and rejects are byte-identical to the local executor's."""
     import ray
 
     from ptdata.ops.dedup import ExactDedup, NearDedup
@@ -84,7 +84,7 @@ def test_one_actor_pool_per_run_and_exact_dedup_decided_by_the_actors(tmp_path, 
     finally:
         pool.close()
         ray.shutdown()
-    assert gathered == ["seg1"]  # near dedup's keys; exact dedup's stayed with the actors
+    assert gathered == []  # the keys stayed with the actors
     parts = orjson.loads((tmp_path / "ray" / ".work" / "seg0" / decision.DECISION).read_bytes())["parts"]
     assert parts == 2
     assert res.kept_path.read_bytes() == ref.kept_path.read_bytes() and res.rejects_path.read_bytes() == ref.rejects_path.read_bytes()

@@ -134,6 +134,8 @@ class GlobalOp(Op):
     # other's fate, so the executor decides each partition of its values apart, in parallel, and
     # adds their reports (numbers and histograms). None: one decision on all keys.
     partition_key: ClassVar[str | None] = None
+    # Decided in stages on the workers (pipeline/staged.py) when the run has more than one.
+    staged: ClassVar[bool] = False
 
     def decide(self, keys: dict[str, np.ndarray]) -> "Decision":
         """Given all keys concatenated in record order, which records to drop and why."""

@@ -268,6 +268,7 @@ class NearDedup(GlobalOp):
     record of each cluster stays."""
 
     name: ClassVar[str] = "near_dedup"
+    staged: ClassVar[bool] = True  # pipeline/staged.py: copies, buckets and verification on the workers
     threshold: Share = param(0.8, "Jaccard similarity at which two records are duplicates")
     num_perm: Annotated[int, Interval(ge=1, le=4096)] = param(128, "MinHash permutations")
     bands: Positive = param(16, "LSH bands (num_perm / bands rows each)")

@@ -31,7 +31,7 @@ def _offsets(stats: list[dict]) -> list[int]:
 
 def n_partitions(seg: Segment, stats: list[dict]) -> int:
     op = seg.global_op
-    if op is None or op.partition_key is None:
+    if op is None or (op.partition_key is None and not op.staged):
         return 1
     return max(op.decide_workers, -(-sum(st["kept"] for st in stats) // PARTITION_ROWS))
 
@@ -105,8 +105,18 @@ def commit_part(seg: Segment, work: Path, keys: dict[str, np.ndarray], positions
 
         dec = Decision(np.empty(0, dtype=np.int64), [], [], {})
     del keys
+    drop = np.asarray(dec.drop, dtype=np.int64)
+    copy = np.zeros(len(drop), dtype=bool)
+    if copies_by_reference and fp is not None and dec.kept_for is not None and len(drop):
+        copy = (fp[drop] == fp[np.asarray(dec.kept_for, dtype=np.int64)]) & (fp[drop] != 0)
+    write_part(seg, work, part, dec, positions[drop] if len(drop) else drop, copy)
+    return dec.report
+
+
+def write_part(seg: Segment, work: Path, part: int, dec, drop: np.ndarray, copy: np.ndarray) -> None:
+    """Commit one part of a decision: its drops (positions in the segment), reasons, details, copies."""
     if isinstance(dec.reason, str):
-        reasons, codes = [dec.reason], np.zeros(len(dec.drop), dtype=np.int16)
+        reasons, codes = [dec.reason], np.zeros(len(drop), dtype=np.int16)
     else:
         reasons = sorted(set(dec.reason))
         code = {r: i for i, r in enumerate(reasons)}
@@ -115,13 +125,8 @@ def commit_part(seg: Segment, work: Path, keys: dict[str, np.ndarray], positions
         details = dec.detail.astype(bytes)
     else:
         details = np.array([x.encode() for x in dec.detail], dtype=bytes) if len(dec.detail) else np.empty(0, dtype="S1")
-    drop = np.asarray(dec.drop, dtype=np.int64)
-    copy = np.zeros(len(drop), dtype=bool)
-    if copies_by_reference and fp is not None and dec.kept_for is not None and len(drop):
-        copy = (fp[drop] == fp[np.asarray(dec.kept_for, dtype=np.int64)]) & (fp[drop] != 0)
-    arrays = {"drop": positions[drop] if len(drop) else drop, "reason": codes, "detail": details, "copy": copy}
+    arrays = {"drop": np.asarray(drop, dtype=np.int64), "reason": codes, "detail": details, "copy": copy}
     save_bundle(work / f"seg{seg.index}" / f"decision.{part}.bin", arrays, {"reasons": reasons})
-    return dec.report
 
 
 def commit_decision(seg: Segment, work: Path, parts: int, reports: list[dict]) -> None:

@@ -26,10 +26,10 @@ from ..io import guard_outputs
 from ..errors import InputError
 from ..reader import RecordReader
 from .recipe import SUCCESS, Recipe
-from .decision import DECISION, _offsets, commit_decision, decide_in_parent, decision_report, n_partitions
+from .decision import DECISION, _offsets, commit_decision, decide_in_parent, decision_report, n_partitions, write_part
 from .plan import _make_shards, _manifest, number_shards, plan_segments
 from .shards import _clear_outputs
-from .worker import Workers, _decide_part, _process_shard
+from .worker import Workers, _decide_part, _process_shard, _stage_job
 from .write import RunResult, _finish, _mark_done
 # the executor's parts, for callers of the one module it used to be (tests, the Ray executor, bench/)
 from .plan import WORK_LAYOUT, file_fingerprint  # noqa: E402,F401
@@ -51,13 +51,23 @@ def _pool_dispatch(state: dict, todo: list[tuple], n_workers: int, fn: Callable 
 
 
 def _decide(seg, work, stats: list[dict], copies_by_reference: bool, state: dict, n_workers: int, dispatch: Dispatch) -> None:
-    """A global op's decision: in partitions on the workers when it splits (`partition_key`),
-    else in this process from all keys."""
+    """A global op's decision: in partitions on the workers when it splits (`partition_key`), in
+    stages on the workers when it has them (`staged`: near dedup), else in this process from all keys."""
     parts = n_partitions(seg, stats)
     if parts == 1:
         decide_in_parent(seg, work, stats, copies_by_reference)
         return
     slim = [{"kept": st["kept"], "keys": st.get("keys", {})} for st in stats]
+    if seg.global_op.staged:
+        from .staged import near_dedup_staged
+
+        def run_jobs(stage: str, jobs: list[tuple]) -> list:
+            return list(dispatch(state, [(stage, *job) for job in jobs], n_workers, _stage_job))
+
+        dec, copy = near_dedup_staged(seg.global_op, work / f"seg{seg.index}", slim, parts, run_jobs)
+        write_part(seg, work, 0, dec, dec.drop, copy & copies_by_reference)
+        commit_decision(seg, work, 1, [dec.report])
+        return
     reports = sorted(dispatch(state, [(seg.index, p, parts, slim) for p in range(parts)], n_workers, _decide_part))
     commit_decision(seg, work, parts, [rep for _, rep in reports])
 

@@ -3,11 +3,11 @@ the run (shards of each segment, partitions of a decision) on one pool of Ray ac
 once per run, each set up once with the run state.
 
 Each shard job reads its shard, runs the segment's map ops batch by batch, writes kept records,
-rejects and the global op's keys to the run's work directory, and returns its stats. A global op
-whose decision splits by a key (exact dedup) is decided in partitions by the actors too, each
-reading only its rows of the keys, so the driver holds the stats and the merged report, not the
-keys; other global ops are decided once on the driver from the compact keys, exactly as
-locally. Kept and rejected records are identical to a local run. The work directory must be on
+rejects and the global op's keys to the run's work directory, and returns its stats. Exact
+dedup is decided in partitions and near dedup in partitioned stages by the actors too, each job
+reading only the rows of the keys it needs, so the driver holds the stats, the near-duplicate
+edges and the report, not the keys; semantic dedup and select are decided once on the driver
+from the compact keys, exactly as locally. Kept and rejected records are identical to a local run. The work directory must be on
 storage every node sees (one machine, or a shared file system such as NFS).
 """
 from __future__ import annotations

@@ -202,6 +202,13 @@ def _decide_part(args: tuple[int, int, int, list[dict]]) -> tuple[int, dict]:
     return part, decide_part(seg, _CTX["work"], stats, part, parts, _CTX["recipe"].output.copies_by_reference)
 
 
+def _stage_job(args: tuple) -> object:
+    """Worker: one job of a staged decision (pipeline/staged.py): (stage, its arguments)."""
+    from .staged import STAGES
+
+    return STAGES[args[0]](*args[1:])
+
+
 def _apply_bytes(src: Path, drops: dict, op_name: str, out, rej, stats: dict, op_stats: dict, hist: "_Hist | None") -> None:
     """Apply a global decision without parsing records: kept lines are copied, reject rows are
     spliced around the dropped line (id and source read from the line ptdata itself wrote)."""

@@ -1,0 +1,249 @@
+"""Near dedup decided in stages on the run's workers (a process pool, or Ray actors on a
+cluster), so that no process holds every record's signatures:
+
+A. copies: records partitioned by whole-signature hash; the first record of each signature is
+   its representative, the others are copies (J = 1).
+B. buckets: (band, band hash) entries of the representatives partitioned by hash; in each
+   bucket every member is paired with the bucket's first; the pair codes go to Q files by code.
+C. verification: each of the Q pair partitions deduplicated, estimated from the signatures and
+   checked by exact Jaccard of the shingle sets, reading only the records it needs.
+The parent then holds only the edges (copies and verified pairs: O(duplicates)) and the
+scores and ids of their records, finds the clusters and keepers, and commits the drops. The
+edges, clusters, keepers and details are those of `NearDedup.decide` on all keys (tested)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..ops.base import Decision
+from .shards import COPY_KEY, bundle_arrays, load_bundle, read_into, save_bundle
+
+
+class KeyStore:
+    """A segment's keys by record position, through the shards' mapped bundles: a process reads
+    only the rows (and the pages) it asks for."""
+
+    def __init__(self, seg_dir: Path, stats: list[dict]) -> None:
+        self.seg_dir = seg_dir
+        kept = np.array([st["kept"] for st in stats], dtype=np.int64)
+        self.ends = np.cumsum(kept)
+        self.offsets = self.ends - kept
+        self.total = int(self.ends[-1]) if len(kept) else 0
+        self.has_keys = [bool(st.get("keys")) for st in stats]
+        self._bundles: dict[int, dict[str, np.ndarray]] = {}
+        self._starts: dict[int, np.ndarray] = {}
+
+    def shards(self) -> list[int]:
+        return [i for i, h in enumerate(self.has_keys) if h]
+
+    def bundle(self, i: int) -> dict[str, np.ndarray]:
+        if i not in self._bundles:
+            self._bundles[i] = load_bundle(self.seg_dir / f"{i:05d}.keys.bin")[0]
+        return self._bundles[i]
+
+    def column(self, i: int, name: str) -> np.ndarray:
+        """Shard i's whole column, read (not mapped)."""
+        dtype, shape, off = bundle_arrays(self.seg_dir / f"{i:05d}.keys.bin")[name]
+        out = np.empty(shape, dtype)
+        read_into(self.seg_dir / f"{i:05d}.keys.bin", off, out)
+        return out
+
+    def _by_shard(self, positions: np.ndarray):
+        shard = np.searchsorted(self.ends, positions, side="right")
+        for i in np.unique(shard).tolist():
+            at = np.flatnonzero(shard == i)
+            yield i, at, positions[at] - self.offsets[i]
+
+    def rows(self, name: str, positions: np.ndarray) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64)
+        out = None
+        for i, at, local in self._by_shard(positions):
+            arr = self.bundle(i)[name]
+            if out is None:
+                out = np.empty((len(positions), *arr.shape[1:]), dtype=arr.dtype)
+            out[at] = arr[local]
+        return out if out is not None else np.empty(0)
+
+    def sets(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(flat shingle hashes, counts) of these records, in the order given."""
+        from ..ops.dedup import _gather
+
+        positions = np.asarray(positions, dtype=np.int64)
+        n = np.zeros(len(positions), dtype=np.int64)
+        starts = np.zeros(len(positions), dtype=np.int64)
+        shard_of = np.zeros(len(positions), dtype=np.int64)
+        for i, at, local in self._by_shard(positions):
+            if i not in self._starts:
+                sh_n = self.bundle(i)["sh_n"]
+                self._starts[i] = np.cumsum(sh_n) - sh_n
+            n[at] = self.bundle(i)["sh_n"][local]
+            starts[at] = self._starts[i][local]
+            shard_of[at] = i
+        flat = np.empty(int(n.sum()), dtype=np.uint32)
+        ends = np.cumsum(n)
+        for i in np.unique(shard_of).tolist():
+            at = np.flatnonzero(shard_of == i)
+            vals, owner = _gather(self.bundle(i)["sh"], starts[at], n[at])
+            pos = np.repeat(ends[at] - n[at], n[at]) + (np.arange(len(vals)) - np.repeat(np.cumsum(n[at]) - n[at], n[at]))
+            flat[pos] = vals
+        return flat, n
+
+
+# ---- stage jobs (module-level: they run in pool workers and Ray actors) ----------------------
+
+def copies_part(seg_dir: str, stats: list[dict], part: int, parts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stage A: (copy positions, their representative) for the signatures of this partition."""
+    ks = KeyStore(Path(seg_dir), stats)
+    wh, pos = [], []
+    for i in ks.shards():
+        w = ks.column(i, "whole")
+        sel = np.flatnonzero(w % np.uint64(parts) == np.uint64(part))
+        wh.append(w[sel])
+        pos.append(ks.offsets[i] + sel)
+    if not wh:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    w, p = np.concatenate(wh), np.concatenate(pos).astype(np.int64)
+    order = np.lexsort((p, w))
+    w, p = w[order], p[order]
+    first = np.ones(len(w), dtype=bool)
+    first[1:] = w[1:] != w[:-1]
+    rep = p[first][np.cumsum(first) - 1]
+    copy = ~first
+    return p[copy], rep[copy]
+
+
+def buckets_part(seg_dir: str, stats: list[dict], part: int, parts: int, copies_file: str, out_parts: int) -> int:
+    """Stage B: candidate pair codes of the band buckets whose hash falls in this partition,
+    among representatives, written to one bundle sorted by destination partition."""
+    ks = KeyStore(Path(seg_dir), stats)
+    copies = np.load(copies_file)
+    n = np.int64(ks.total)
+    bands, keys, poss = [], [], []
+    for i in ks.shards():
+        band = ks.column(i, "band")
+        pos = ks.offsets[i] + np.arange(len(band), dtype=np.int64)
+        lo, hi = np.searchsorted(copies, [ks.offsets[i], ks.ends[i]])
+        rep = np.ones(len(band), dtype=bool)
+        rep[copies[lo:hi] - ks.offsets[i]] = False
+        r, b = np.nonzero((band % np.uint64(parts) == np.uint64(part)) & rep[:, None])
+        bands.append(b.astype(np.int16))
+        keys.append(band[r, b])
+        poss.append(pos[r])
+    codes = np.empty(0, np.int64)
+    if keys:
+        bb, k, p = np.concatenate(bands), np.concatenate(keys), np.concatenate(poss)
+        order = np.lexsort((p, k, bb))  # by band, then bucket, then position
+        bb, k, p = bb[order], k[order], p[order]
+        same = np.zeros(len(k), dtype=bool)
+        same[1:] = (k[1:] == k[:-1]) & (bb[1:] == bb[:-1])
+        if same.any():
+            idx = np.arange(len(k), dtype=np.int64)
+            run_start = np.maximum.accumulate(np.where(~same, idx, 0))
+            m = np.nonzero(same)[0]
+            codes = np.unique(p[run_start[m]] * n + p[m])  # the first member has the smallest position
+    dest = codes % out_parts
+    order = np.argsort(dest, kind="stable")
+    codes = codes[order]
+    bounds = np.searchsorted(dest[order], np.arange(out_parts + 1))
+    save_bundle(ks.seg_dir / f"near.B{part}.bin", {"codes": codes, "bounds": bounds.astype(np.int64)})
+    return len(codes)
+
+
+def verify_part(seg_dir: str, stats: list[dict], part: int, in_parts: int, threshold: float, slack: float,
+                exact: bool, chunk: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
+    """Stage C: (pair codes, similarity) of the verified near-duplicate pairs of this partition."""
+    from ..ops.dedup import exact_jaccard
+
+    ks = KeyStore(Path(seg_dir), stats)
+    n = np.int64(ks.total)
+    got = []
+    for b in range(in_parts):
+        arr = load_bundle(ks.seg_dir / f"near.B{b}.bin")[0]
+        lo, hi = arr["bounds"][part], arr["bounds"][part + 1]
+        got.append(np.array(arr["codes"][lo:hi]))
+    codes = np.unique(np.concatenate(got)) if got else np.empty(0, np.int64)
+    out_c, out_s = [], []
+    for s in range(0, len(codes), chunk):
+        c = codes[s:s + chunk]
+        a, b = c // n, c % n
+        nodes, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
+        sig = ks.rows("sig", nodes)
+        la, lb = inv[:len(a)], inv[len(a):]
+        est = (sig[la] == sig[lb]).mean(axis=1).astype(np.float32)
+        if not exact:
+            ok = est >= threshold
+            out_c.append(c[ok])
+            out_s.append(est[ok])
+            continue
+        pre = est >= threshold - slack
+        c, la, lb = c[pre], la[pre], lb[pre]
+        flat, cnt = ks.sets(nodes)
+        sim = exact_jaccard(flat, cnt, np.stack([la, lb], axis=1)) if len(c) else np.empty(0, np.float32)
+        ok = sim >= threshold
+        out_c.append(c[ok])
+        out_s.append(sim[ok])
+    if not out_c:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    return np.concatenate(out_c), np.concatenate(out_s)
+
+
+# ---- the parent -------------------------------------------------------------------------------
+
+def near_dedup_staged(op, seg_dir: Path, stats: list[dict], parts: int,
+                      run_jobs: Callable[[str, list[tuple]], list]) -> tuple[Decision, np.ndarray]:
+    """(the decision, which drops are byte copies of their keeper) from the three stages run by
+    `run_jobs(stage, jobs)`; only edges and the rows of clustered records are read here."""
+    from ..ops.dedup import _dup_report, components, ids_hex, keepers
+
+    ks = KeyStore(seg_dir, stats)
+    n = ks.total
+    res = run_jobs("copies", [(str(seg_dir), stats, p, parts) for p in range(parts)])
+    copy_pos = np.concatenate([c for c, _ in res]) if res else np.empty(0, np.int64)
+    copy_rep = np.concatenate([r for _, r in res]) if res else np.empty(0, np.int64)
+    order = np.argsort(copy_pos)
+    copy_pos, copy_rep = copy_pos[order], copy_rep[order]
+    copies_file = seg_dir / "near.copies.npy"
+    np.save(copies_file, copy_pos)
+    run_jobs("buckets", [(str(seg_dir), stats, p, parts, str(copies_file), parts) for p in range(parts)])
+    res = run_jobs("verify", [(str(seg_dir), stats, q, parts, op.threshold, op.slack, op.verify == "exact") for q in range(parts)])
+    codes = np.concatenate([c for c, _ in res]) if res else np.empty(0, np.int64)
+    sims = np.concatenate([s for _, s in res]) if res else np.empty(0, np.float32)
+    order = np.argsort(codes)
+    codes, sims = codes[order], sims[order]
+    edges = np.concatenate([np.stack([copy_rep, copy_pos], axis=1), np.stack([codes // n, codes % n], axis=1)])
+    nodes, inv = np.unique(edges.ravel(), return_inverse=True)
+    local = inv.reshape(-1, 2)
+    groups = components(len(nodes), local)
+    scores = ks.rows("score", nodes) if op.keep == "best" and len(nodes) else np.full(len(nodes), np.nan)
+    keeper = keepers(groups, scores)
+    is_drop = keeper != np.arange(len(nodes))
+    drop, kept_for = nodes[is_drop], nodes[keeper[is_drop]]
+    sizes = np.bincount(groups) if len(nodes) else np.empty(0, np.int64)
+    a, b = drop.copy(), kept_for.copy()  # each one's representative: itself unless it is a copy
+    if len(copy_pos):
+        for arr in (a, b):
+            at = np.minimum(np.searchsorted(copy_pos, arr), len(copy_pos) - 1)
+            hit = copy_pos[at] == arr
+            arr[hit] = copy_rep[at[hit]]
+    want = np.minimum(a, b) * n + np.maximum(a, b)
+    pos = np.minimum(np.searchsorted(codes, want), max(len(codes) - 1, 0))
+    found = (codes[pos] == want) if len(codes) else np.zeros(len(drop), dtype=bool)
+    s = np.where(a == b, 1.0, sims[pos] if len(codes) else 0.0)
+    found |= a == b
+    ids = {"id_hi": ks.rows("id_hi", kept_for), "id_lo": ks.rows("id_lo", kept_for)} if len(drop) else {}
+    hexes = ids_hex(ids, np.arange(len(drop))) if len(drop) else []
+    detail = [f"similar to {h} (J={x:.2f})" if f else f"similar to {h} (same cluster)"
+              for h, x, f in zip(hexes, s.tolist(), found.tolist())]
+    report = {"pairs": len(copy_pos) + len(codes), **_dup_report(sizes, "clusters", "cluster_sizes")}
+    copy = np.zeros(len(drop), dtype=bool)
+    if len(drop) and ks.has_keys and COPY_KEY in ks.bundle(ks.shards()[0]):
+        fd, fk = ks.rows(COPY_KEY, drop), ks.rows(COPY_KEY, kept_for)
+        copy = (fd == fk) & (fd != 0)
+    for f in [copies_file, *(seg_dir / f"near.B{p}.bin" for p in range(parts))]:
+        f.unlink(missing_ok=True)
+    return Decision(drop, "near_duplicate", detail, report, kept_for), copy
+
+
+STAGES = {"copies": copies_part, "buckets": buckets_part, "verify": verify_part}
