@@ -20,6 +20,8 @@ import numpy as np
 from ..ops.base import Decision
 from .shards import COPY_KEY, bundle_arrays, load_bundle, read_into, save_bundle
 
+BAND_ENTRIES = 2_000_000  # (band, hash) entries a bucket job holds at most (about 50 MB of them)
+
 
 class KeyStore:
     """A segment's keys by record position, through the shards' mapped bundles: a process reads
@@ -42,6 +44,22 @@ class KeyStore:
         if i not in self._bundles:
             self._bundles[i] = load_bundle(self.seg_dir / f"{i:05d}.keys.bin")[0]
         return self._bundles[i]
+
+    def release(self) -> None:
+        """Unmap the pages this process touched (they stay in the page cache, to be mapped again
+        on the next access): a job's resident size stays that of one chunk of its work."""
+        import mmap
+
+        seen = set()
+        for arrays in self._bundles.values():
+            for a in arrays.values():
+                b = a
+                while isinstance(getattr(b, "base", None), np.ndarray):
+                    b = b.base
+                mm = getattr(getattr(b, "base", None), "obj", None)
+                if isinstance(mm, mmap.mmap) and id(mm) not in seen and hasattr(mm, "madvise"):
+                    seen.add(id(mm))
+                    mm.madvise(mmap.MADV_DONTNEED)
 
     def column(self, i: int, name: str) -> np.ndarray:
         """Shard i's whole column, read (not mapped)."""
@@ -152,7 +170,7 @@ def buckets_part(seg_dir: str, stats: list[dict], part: int, parts: int, copies_
 
 
 def verify_part(seg_dir: str, stats: list[dict], part: int, in_parts: int, threshold: float, slack: float,
-                exact: bool, chunk: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
+                exact: bool, chunk: int = 5_000) -> tuple[np.ndarray, np.ndarray]:
     """Stage C: (pair codes, similarity) of the verified near-duplicate pairs of this partition."""
     from ..ops.dedup import exact_jaccard
 
@@ -184,6 +202,7 @@ def verify_part(seg_dir: str, stats: list[dict], part: int, in_parts: int, thres
         ok = sim >= threshold
         out_c.append(c[ok])
         out_s.append(sim[ok])
+        ks.release()
     if not out_c:
         return np.empty(0, np.int64), np.empty(0, np.float32)
     return np.concatenate(out_c), np.concatenate(out_s)
@@ -206,8 +225,10 @@ def near_dedup_staged(op, seg_dir: Path, stats: list[dict], parts: int,
     copy_pos, copy_rep = copy_pos[order], copy_rep[order]
     copies_file = seg_dir / "near.copies.npy"
     np.save(copies_file, copy_pos)
-    run_jobs("buckets", [(str(seg_dir), stats, p, parts, str(copies_file), parts) for p in range(parts)])
-    res = run_jobs("verify", [(str(seg_dir), stats, q, parts, op.threshold, op.slack, op.verify == "exact") for q in range(parts)])
+    # buckets and pairs in partitions of at most BAND_ENTRIES (band, hash) entries each
+    bparts = max(parts, -(-n * op.bands // BAND_ENTRIES))
+    run_jobs("buckets", [(str(seg_dir), stats, p, bparts, str(copies_file), bparts) for p in range(bparts)])
+    res = run_jobs("verify", [(str(seg_dir), stats, q, bparts, op.threshold, op.slack, op.verify == "exact") for q in range(bparts)])
     codes = np.concatenate([c for c, _ in res]) if res else np.empty(0, np.int64)
     sims = np.concatenate([s for _, s in res]) if res else np.empty(0, np.float32)
     order = np.argsort(codes)
@@ -241,7 +262,7 @@ def near_dedup_staged(op, seg_dir: Path, stats: list[dict], parts: int,
     if len(drop) and ks.has_keys and COPY_KEY in ks.bundle(ks.shards()[0]):
         fd, fk = ks.rows(COPY_KEY, drop), ks.rows(COPY_KEY, kept_for)
         copy = (fd == fk) & (fd != 0)
-    for f in [copies_file, *(seg_dir / f"near.B{p}.bin" for p in range(parts))]:
+    for f in [copies_file, *(seg_dir / f"near.B{p}.bin" for p in range(bparts))]:
         f.unlink(missing_ok=True)
     return Decision(drop, "near_duplicate", detail, report, kept_for), copy
 
