@@ -10,7 +10,7 @@ shared machine it says how many cores the run really had. With --check, the bflo
 compared with the float32 ones (largest |IFD difference|, rank correlation, IFD > 1 flags that
 differ).
 
-Run: .venv/bin/python bench/model_scores.py -n 512 --batch-size 16 --threads 2 --dtype float32 bfloat16 --check
+Run: .venv/bin/python bench/model_scores.py -n 256 --batch-size 16 --threads 2 --dtype float32 bfloat16 --check --results bench/RESULTS.md
 """
 from __future__ import annotations
 
@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="processes, each scoring N/workers records")
     ap.add_argument("--check", action="store_true", help="compare each dtype's scores with float32's")
     ap.add_argument("--out", type=Path, help="write the figures here as JSON")
+    ap.add_argument("--results", type=Path, help="write the model_scores section of this RESULTS.md")
     args = ap.parse_args()
 
     data = rows(args.n, args.sample)
@@ -163,6 +164,27 @@ def main() -> None:
             figures.append({"check": dtype, "max_abs_ifd": diff, "spearman": rho, "flag_flips": flips, "max_rel_ppl": ppl})
     if args.out:
         args.out.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+    if args.results:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from convert import update_results
+
+        runs = [f for f in figures if "dtype" in f]
+        checks = [f for f in figures if "check" in f]
+        cmd = (f".venv/bin/python bench/model_scores.py -n {args.n}{' --sample' if args.sample else ''} --batch-size "
+               f"{' '.join(map(str, args.batch_size))} --threads {' '.join(map(str, args.threads))} --dtype {' '.join(args.dtype)}"
+               f"{' --workers ' + str(args.workers) if args.workers > 1 else ''}{' --check' if args.check else ''} --results bench/RESULTS.md")
+        lines = [f"### model_scores: IFD + perplexity with {args.model} on {len(data)} Alpaca records ({args.template} template)", "",
+                 f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch on the CPU; "
+                 f"command: `{cmd}`. Both passes per record (the answer given the instruction, and alone); the model loads "
+                 "before the clock starts. Target: >= 10 records/s.", "",
+                 "| dtype | batch | threads | workers | records/s | seconds | load average before -> after |",
+                 "|---|---:|---:|---:|---:|---:|---|"]
+        lines += [f"| {f['dtype']} | {f['batch_size']} | {f['threads']} | {f['workers']} | {f['records_per_s']:.2f} | {f['seconds']:.1f} | "
+                  f"{f['loadavg_before']:.1f} -> {f['loadavg_after']:.1f} |" for f in runs]
+        for c in checks:
+            lines += ["", f"{c['check']} against float32: max |IFD difference| {c['max_abs_ifd']:.4f}, Spearman {c['spearman']:.4f}, "
+                      f"IFD > 1 flags that differ {c['flag_flips']}, largest relative ppl difference {c['max_rel_ppl']:.3f}."]
+        update_results(args.results, "model_scores", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -90,3 +90,55 @@ def test_one_actor_pool_per_run_and_dedup_decided_by_the_actors(tmp_path, monkey
     assert res.kept_path.read_bytes() == ref.kept_path.read_bytes() and res.rejects_path.read_bytes() == ref.rejects_path.read_bytes()
     dropped = {o["op"]: o["dropped"] for o in res.stats["ops"]}
     assert dropped["exact_dedup"]["exact_duplicate"] >= 250 and dropped["near_dedup"]["near_duplicate"] >= 250, dropped
+
+
+def _capped(*args: str, cwd, limit: int = 1 << 30) -> "subprocess.CompletedProcess":
+    """The ptdata CLI with its process's data segment (heap and private mappings) capped."""
+    import resource
+    import subprocess
+    import sys
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+    return subprocess.run([sys.executable, "-c", "from ptdata.cli import main; main()", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=900, preexec_fn=cap)
+
+
+def _alpaca_distinct_x3(path) -> int:
+    """Alpaca x3 as bench/curation.py's distinct workload: copy 0 as it is, copies 1 and 2 with one
+    vocabulary word inserted at a seeded place in each output."""
+    import random
+
+    from .conftest import load_jsonl, shared, write_jsonl
+
+    rows = load_jsonl(shared("alpaca_en_52k.jsonl.gz"))
+    rng, vocab = random.Random(0), ["data", "system", "model", "water", "light", "people", "value", "time"]
+    out = list(rows)
+    for _ in range(2):
+        for r in rows:
+            w = r["output"].split(" ")
+            w.insert(rng.randrange(len(w) + 1), rng.choice(vocab))
+            out.append({**r, "output": " ".join(w)})
+    write_jsonl(path, out)
+    return len(out)
+
+
+def test_recipes_on_ray_with_the_driver_capped_at_1gb(tmp_path):
+    """The README recipe and near dedup of Alpaca x3 distinct variants (156k records) on the
+    cluster, the driver's data segment capped at 1 GB: both finish, byte-identical to local."""
+    addr = os.environ.get("PTDATA_TEST_RAY_ADDRESS")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    n = _alpaca_distinct_x3(tmp_path / "x3.jsonl")
+    (tmp_path / "near.yaml").write_text("inputs:\n  - {path: x3.jsonl, format: alpaca}\nops:\n"
+                                        "  - near_dedup: {threshold: 0.8, keep: first}\noutput: {dir: out/near, report: false}\n")
+    for recipe, out in (("examples/curate.yaml", "out/curated"), ("near.yaml", "out/near")):
+        local = run_cli("run", recipe, "-q", "--workers", "2", cwd=tmp_path)
+        assert local.returncode == 0, local.stderr
+        shutil.move(tmp_path / out, tmp_path / f"{out}_local")
+        r = _capped("run", recipe, "--executor", "ray", "-q", *(["--address", addr] if addr else []), cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        for f in ("kept.jsonl", "rejects.jsonl"):
+            assert (tmp_path / out / f).read_bytes() == (tmp_path / f"{out}_local" / f).read_bytes(), (recipe, f)
+    stats = orjson.loads((tmp_path / "out" / "near" / "stats.json").read_bytes())
+    assert stats["records_in"] == n and stats["ops"][-1]["dropped"]["near_duplicate"] > 50_000
