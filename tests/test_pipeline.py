@@ -344,3 +344,19 @@ def test_near_dedup_in_stages_equals_one_decision(tmp_path, monkeypatch):
     assert one[2]["dropped"]["near_duplicate"] >= 400 and rep["duplicates"] == one[2]["dropped"]["near_duplicate"]
     rejects = [orjson.loads(x) for x in one[1].splitlines()]
     assert sum("copy_of" in r for r in rejects) >= 150 and any("(J=0." in r["detail"] for r in rejects)
+
+
+def test_dedup_of_nothing_reports_the_same_on_one_or_two_workers(tmp_path):
+    """When a filter before them drops every record, exact and near dedup decide on no keys: the
+    same empty report whether the decision would run in the parent or on the workers."""
+    src = tmp_path / "a.jsonl"
+    write_jsonl(src, load_jsonl(shared("alpaca_en_52k.jsonl.gz"))[:300])
+    got = []
+    for workers in (1, 2):
+        recipe = Recipe(inputs=[Input(str(src), format="alpaca")],
+                        ops=[LengthFilter(min_chars=90_000, max_chars=100_000), ExactDedup(), NearDedup()],
+                        output=Output(dir=str(tmp_path / f"w{workers}"), report=False), shard_bytes=20_000)
+        res = run(recipe, workers=workers)
+        assert res.kept == 0 and res.rejected == 300
+        got.append([{k: v for k, v in o.items() if k != "seconds"} for o in res.stats["ops"]])
+    assert got[0] == got[1]

@@ -31,9 +31,10 @@ def _offsets(stats: list[dict]) -> list[int]:
 
 def n_partitions(seg: Segment, stats: list[dict]) -> int:
     op = seg.global_op
-    if op is None or (op.partition_key is None and not op.staged):
+    total = sum(st["kept"] for st in stats)
+    if op is None or (op.partition_key is None and not op.staged) or total == 0:
         return 1
-    return max(op.decide_workers, -(-sum(st["kept"] for st in stats) // PARTITION_ROWS))
+    return max(op.decide_workers, -(-total // PARTITION_ROWS))
 
 
 def _part_of(values: np.ndarray, parts: int) -> np.ndarray:
