@@ -259,6 +259,21 @@ def components(n: int, edges: np.ndarray) -> np.ndarray:
         labels = new
 
 
+def similarity_details(a: np.ndarray, b: np.ndarray, pair_codes: np.ndarray, pair_sims: np.ndarray, n: int,
+                       keeper_ids: list[str]) -> list[str]:
+    """Each drop's detail: its similarity to its keeper where known. `a`, `b`: the first records
+    with the drop's and the keeper's signature (equal: a copy, J = 1); `pair_codes` (i * n + j,
+    sorted) and `pair_sims`: the verified pairs; a drop joined to its keeper only through others
+    is `same cluster`."""
+    codes = np.minimum(a, b) * n + np.maximum(a, b)
+    pos = np.minimum(np.searchsorted(pair_codes, codes), max(len(pair_codes) - 1, 0))
+    found = (pair_codes[pos] == codes) if len(pair_codes) else np.zeros(len(a), dtype=bool)
+    sims = np.where(a == b, 1.0, pair_sims[pos] if len(pair_codes) else 0.0)
+    found |= a == b
+    return [f"similar to {h} (J={s:.2f})" if f else f"similar to {h} (same cluster)"
+            for h, s, f in zip(keeper_ids, sims.tolist(), found.tolist())]
+
+
 @register
 @dataclass
 class NearDedup(GlobalOp):
@@ -355,16 +370,9 @@ class NearDedup(GlobalOp):
         # the similarity to the keeper, where known: 1 for the same signature, else that of the
         # verified pair between the two signatures' first records (so copies get the same detail)
         k = keeper[drop]
-        a, b = rep[drop], rep[k]
-        codes = np.minimum(a, b) * n + np.maximum(a, b)
         pair_codes = cand[:, 0] * n + cand[:, 1]
         order = np.argsort(pair_codes)
-        pos = np.minimum(np.searchsorted(pair_codes[order], codes), max(len(order) - 1, 0))
-        found = (pair_codes[order][pos] == codes) if len(order) else np.zeros(len(drop), dtype=bool)
-        sims = np.where(a == b, 1.0, sim[order][pos] if len(order) else 0.0)
-        found |= a == b
-        detail = [f"similar to {h} (J={s:.2f})" if f else f"similar to {h} (same cluster)"
-                  for h, s, f in zip(ids_hex(keys, k), sims.tolist(), found.tolist())]
+        detail = similarity_details(rep[drop], rep[k], pair_codes[order], sim[order], n, ids_hex(keys, k))
         return Decision(drop, "near_duplicate", detail, {"pairs": len(copy_pairs) + len(cand),
                                                          **_dup_report(sizes, "clusters", "cluster_sizes")}, k)
 

@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 
 from .plan import Segment
-from .shards import COPY_KEY, bundle_arrays, commit_file, load_bundle, read_into, save_bundle
+from .shards import COPY_KEY, bundle_arrays, commit_file, load_bundle, read_array, read_into, save_bundle
 
 DECISION = "decision.json"  # a global op's committed decision: its parts and merged report (written last)
 PARTITION_ROWS = 2_000_000  # records a partition holds at most (its keys in a worker's memory)
@@ -56,9 +56,7 @@ def gather_keys(seg_dir: Path, stats: list[dict], part: int = 0, parts: int = 1,
         if parts == 1:
             rows[i] = None
             continue
-        dtype, shape, off = specs[i][key]
-        col = np.empty(shape, dtype)
-        read_into(seg_dir / f"{i:05d}.keys.bin", off, col)
+        col = read_array(seg_dir / f"{i:05d}.keys.bin", specs[i][key])
         rows[i] = np.flatnonzero(_part_of(col, parts) == part)
     count = {i: (stats[i]["kept"] if rows[i] is None else len(rows[i])) for i in have}
     positions = np.concatenate([offsets[i] + (np.arange(stats[i]["kept"]) if rows[i] is None else rows[i]) for i in have]
@@ -80,9 +78,7 @@ def gather_keys(seg_dir: Path, stats: list[dict], part: int = 0, parts: int = 1,
                     read_into(seg_dir / f"{i:05d}.keys.bin", offset, arr[pos:pos + sh[0]])
                 pos += sh[0]
             else:
-                whole = np.empty(sh, dtype)
-                read_into(seg_dir / f"{i:05d}.keys.bin", offset, whole)
-                arr[pos:pos + len(rows[i])] = whole[rows[i]]
+                arr[pos:pos + len(rows[i])] = read_array(seg_dir / f"{i:05d}.keys.bin", specs[i][name])[rows[i]]
                 pos += len(rows[i])
         out[name] = arr
     return out, positions

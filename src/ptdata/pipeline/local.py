@@ -43,9 +43,9 @@ Progress = Callable[[str, int, int], None]  # (stage label, done, total)
 Dispatch = Callable[[dict, list[tuple], int, Callable], Iterator[Any]]
 
 
-def _pool_dispatch(state: dict, todo: list[tuple], n_workers: int, fn: Callable = _process_shard) -> Iterator[Any]:
-    """Jobs (shards, or partitions of a decision) on a process pool (a fresh one per segment,
-    started with the decisions made so far), or in this process when there is one worker."""
+def _pool_dispatch(state: dict, todo: list[tuple], n_workers: int, fn: Callable) -> Iterator[Any]:
+    """Jobs (shards, or partitions and stages of a decision) on a process pool (a fresh one per
+    call, started with the decisions made so far), or in this process when there is one worker."""
     with Workers(state, n_workers, min(n_workers, len(todo))) as workers:
         yield from workers.map(fn, todo)
 

@@ -94,6 +94,14 @@ def read_into(path: Path, offset: int, out: np.ndarray) -> None:
             got += n
 
 
+def read_array(path: Path, spec: tuple[np.dtype, tuple[int, ...], int]) -> np.ndarray:
+    """One array of a bundle, read (not mapped), from its `bundle_arrays` entry."""
+    dtype, shape, offset = spec
+    out = np.empty(shape, dtype)
+    read_into(path, offset, out)
+    return out
+
+
 def _output_names(recipe: Recipe) -> list[str]:
     return [recipe.output.file, *RUN_FILES]
 

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..ops.base import Decision
-from .shards import COPY_KEY, bundle_arrays, load_bundle, read_into, save_bundle
+from .shards import COPY_KEY, bundle_arrays, load_bundle, read_array, save_bundle
 
 BAND_ENTRIES = 2_000_000  # (band, hash) entries a bucket job holds at most (about 50 MB of them)
 
@@ -63,10 +63,8 @@ class KeyStore:
 
     def column(self, i: int, name: str) -> np.ndarray:
         """Shard i's whole column, read (not mapped)."""
-        dtype, shape, off = bundle_arrays(self.seg_dir / f"{i:05d}.keys.bin")[name]
-        out = np.empty(shape, dtype)
-        read_into(self.seg_dir / f"{i:05d}.keys.bin", off, out)
-        return out
+        path = self.seg_dir / f"{i:05d}.keys.bin"
+        return read_array(path, bundle_arrays(path)[name])
 
     def _by_shard(self, positions: np.ndarray):
         shard = np.searchsorted(self.ends, positions, side="right")
@@ -214,7 +212,7 @@ def near_dedup_staged(op, seg_dir: Path, stats: list[dict], parts: int,
                       run_jobs: Callable[[str, list[tuple]], list]) -> tuple[Decision, np.ndarray]:
     """(the decision, which drops are byte copies of their keeper) from the three stages run by
     `run_jobs(stage, jobs)`; only edges and the rows of clustered records are read here."""
-    from ..ops.dedup import _dup_report, components, ids_hex, keepers
+    from ..ops.dedup import _dup_report, components, ids_hex, keepers, similarity_details
 
     ks = KeyStore(seg_dir, stats)
     n = ks.total
@@ -248,15 +246,8 @@ def near_dedup_staged(op, seg_dir: Path, stats: list[dict], parts: int,
             at = np.minimum(np.searchsorted(copy_pos, arr), len(copy_pos) - 1)
             hit = copy_pos[at] == arr
             arr[hit] = copy_rep[at[hit]]
-    want = np.minimum(a, b) * n + np.maximum(a, b)
-    pos = np.minimum(np.searchsorted(codes, want), max(len(codes) - 1, 0))
-    found = (codes[pos] == want) if len(codes) else np.zeros(len(drop), dtype=bool)
-    s = np.where(a == b, 1.0, sims[pos] if len(codes) else 0.0)
-    found |= a == b
     ids = {"id_hi": ks.rows("id_hi", kept_for), "id_lo": ks.rows("id_lo", kept_for)} if len(drop) else {}
-    hexes = ids_hex(ids, np.arange(len(drop))) if len(drop) else []
-    detail = [f"similar to {h} (J={x:.2f})" if f else f"similar to {h} (same cluster)"
-              for h, x, f in zip(hexes, s.tolist(), found.tolist())]
+    detail = similarity_details(a, b, codes, sims, n, ids_hex(ids, np.arange(len(drop))) if len(drop) else [])
     report = {"pairs": len(copy_pos) + len(codes), **_dup_report(sizes, "clusters", "cluster_sizes")}
     copy = np.zeros(len(drop), dtype=bool)
     if len(drop) and ks.has_keys and COPY_KEY in ks.bundle(ks.shards()[0]):
