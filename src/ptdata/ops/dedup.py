@@ -377,6 +377,21 @@ class NearDedup(GlobalOp):
                                                          **_dup_report(sizes, "clusters", "cluster_sizes")}, k)
 
 
+def close_pairs(rows: np.ndarray, cols: np.ndarray, r0: int, c0: int, threshold: float,
+                slack: float = 1e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, cosine) of the pairs i < j with cosine >= threshold between rows r0.. and columns
+    c0.. of unit vectors. float32 products find the candidates; each is then decided on its
+    float64 dot product, which for float16-rounded vectors (what `embed` returns) is exact in
+    any summation order, so a pair's fate does not depend on how the search was blocked."""
+    sim = rows @ cols.T
+    ii, jj = np.nonzero(sim >= threshold - slack)
+    keep = jj + c0 > ii + r0
+    ii, jj = ii[keep], jj[keep]
+    exact = (rows[ii].astype(np.float64) * cols[jj].astype(np.float64)).sum(axis=1)
+    ok = exact >= threshold
+    return (ii[ok] + r0).astype(np.int64), (jj[ok] + c0).astype(np.int64), exact[ok]
+
+
 @register
 @dataclass
 class SemanticDedup(GlobalOp):
@@ -388,6 +403,7 @@ class SemanticDedup(GlobalOp):
     directory, so a recipe embeds each text once)."""
 
     name: ClassVar[str] = "semantic_dedup"
+    staged: ClassVar[bool] = True  # pipeline/staged.py: blocks of the pair search on the workers
     threshold: Annotated[float, Interval(ge=-1, le=1)] = param(0.95, "cosine similarity at which two records are duplicates")
     field: TextField = param("prompt", "text to embed: prompt, response or all")
     model: str = param("minilm", "embedding model: use, minilm, e5 (packages) or a sentence-transformers folder")
@@ -415,17 +431,14 @@ class SemanticDedup(GlobalOp):
         return {"emb": self.embed([record_text(r, self.field) for r in batch]), "score": _score_keys(batch, self.score), **_id_keys(batch)}
 
     def pairs(self, emb: np.ndarray, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-        """All pairs (i < j) with cosine >= threshold, by blocked exact search."""
-        found_i, found_j, sims = [], [], []
-        for s in range(0, len(emb), block):
-            sim = emb[s:s + block] @ emb.T
-            ii, jj = np.nonzero(sim >= self.threshold)
-            ii = ii + s
-            keep = jj > ii
-            found_i.append(ii[keep]), found_j.append(jj[keep]), sims.append(sim[ii[keep] - s, jj[keep]])
-        if not found_i:
-            return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.float32)
-        return np.stack([np.concatenate(found_i), np.concatenate(found_j)], axis=1), np.concatenate(sims)
+        """All pairs (i < j) with cosine >= threshold: exact search, block by block of rows against
+        each later block (the grid the staged decision splits across the workers)."""
+        found = [close_pairs(emb[r:r + block], emb[c:c + block], r, c, self.threshold)
+                 for r in range(0, len(emb), block) for c in range(r, len(emb), block)]
+        if not found:
+            return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.float64)
+        return (np.stack([np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])], axis=1),
+                np.concatenate([f[2] for f in found]))
 
     def decide(self, keys: dict[str, np.ndarray]) -> Decision:
         n = len(keys["emb"])

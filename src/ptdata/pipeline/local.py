@@ -52,19 +52,19 @@ def _pool_dispatch(state: dict, todo: list[tuple], n_workers: int, fn: Callable)
 
 def _decide(seg, work, stats: list[dict], copies_by_reference: bool, state: dict, n_workers: int, dispatch: Dispatch) -> None:
     """A global op's decision: in partitions on the workers when it splits (`partition_key`), in
-    stages on the workers when it has them (`staged`: near dedup), else in this process from all keys."""
+    stages on the workers when it has them (`staged`: near and semantic dedup), else in this process from all keys."""
     parts = n_partitions(seg, stats)
     if parts == 1:
         decide_in_parent(seg, work, stats, copies_by_reference)
         return
     slim = [{"kept": st["kept"], "keys": st.get("keys", {})} for st in stats]
     if seg.global_op.staged:
-        from .staged import near_dedup_staged
+        from .staged import STAGED
 
         def run_jobs(stage: str, jobs: list[tuple]) -> list:
             return list(dispatch(state, [(stage, *job) for job in jobs], n_workers, _stage_job))
 
-        dec, copy = near_dedup_staged(seg.global_op, work / f"seg{seg.index}", slim, parts, run_jobs)
+        dec, copy = STAGED[seg.global_op.name](seg.global_op, work / f"seg{seg.index}", slim, parts, run_jobs)
         write_part(seg, work, 0, dec, dec.drop, copy & copies_by_reference)
         commit_decision(seg, work, 1, [dec.report])
         return

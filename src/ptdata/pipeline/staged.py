@@ -1,5 +1,5 @@
-"""Near dedup decided in stages on the run's workers (a process pool, or Ray actors on a
-cluster), so that no process holds every record's signatures:
+"""Dedup decided in stages on the run's workers (a process pool, or Ray actors on a cluster), so
+that no process holds every record's keys. Near dedup (MinHash) in three stages:
 
 A. copies: records partitioned by whole-signature hash; the first record of each signature is
    its representative, the others are copies (J = 1).
@@ -8,8 +8,11 @@ B. buckets: (band, band hash) entries of the representatives partitioned by hash
 C. verification: each of the Q pair partitions deduplicated, estimated from the signatures and
    checked by exact Jaccard of the shingle sets, reading only the records it needs.
 The parent then holds only the edges (copies and verified pairs: O(duplicates)) and the
-scores and ids of their records, finds the clusters and keepers, and commits the drops. The
-edges, clusters, keepers and details are those of `NearDedup.decide` on all keys (tested)."""
+scores and ids of their records, finds the clusters and keepers, and commits the drops.
+Semantic dedup in one stage: the exact pair search's blocks (rows against each later block of
+rows, `SemanticDedup.pairs`' grid) dealt round-robin to the jobs, each reading only the
+embeddings of the two blocks it compares; the parent again holds only the edges.
+The edges, clusters, keepers and details are those of the op's `decide` on all keys (tested)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -212,7 +215,7 @@ def near_dedup_staged(op, seg_dir: Path, stats: list[dict], parts: int,
                       run_jobs: Callable[[str, list[tuple]], list]) -> tuple[Decision, np.ndarray]:
     """(the decision, which drops are byte copies of their keeper) from the three stages run by
     `run_jobs(stage, jobs)`; only edges and the rows of clustered records are read here."""
-    from ..ops.dedup import _dup_report, components, ids_hex, keepers, similarity_details
+    from ..ops.dedup import _dup_report, similarity_details
 
     ks = KeyStore(seg_dir, stats)
     n = ks.total
@@ -232,30 +235,82 @@ def near_dedup_staged(op, seg_dir: Path, stats: list[dict], parts: int,
     order = np.argsort(codes)
     codes, sims = codes[order], sims[order]
     edges = np.concatenate([np.stack([copy_rep, copy_pos], axis=1), np.stack([codes // n, codes % n], axis=1)])
-    nodes, inv = np.unique(edges.ravel(), return_inverse=True)
-    local = inv.reshape(-1, 2)
-    groups = components(len(nodes), local)
-    scores = ks.rows("score", nodes) if op.keep == "best" and len(nodes) else np.full(len(nodes), np.nan)
-    keeper = keepers(groups, scores)
-    is_drop = keeper != np.arange(len(nodes))
-    drop, kept_for = nodes[is_drop], nodes[keeper[is_drop]]
-    sizes = np.bincount(groups) if len(nodes) else np.empty(0, np.int64)
+    nodes, drop, kept_for, sizes = clustered(ks, edges, op.keep)
     a, b = drop.copy(), kept_for.copy()  # each one's representative: itself unless it is a copy
     if len(copy_pos):
         for arr in (a, b):
             at = np.minimum(np.searchsorted(copy_pos, arr), len(copy_pos) - 1)
             hit = copy_pos[at] == arr
             arr[hit] = copy_rep[at[hit]]
-    ids = {"id_hi": ks.rows("id_hi", kept_for), "id_lo": ks.rows("id_lo", kept_for)} if len(drop) else {}
-    detail = similarity_details(a, b, codes, sims, n, ids_hex(ids, np.arange(len(drop))) if len(drop) else [])
+    detail = similarity_details(a, b, codes, sims, n, keeper_ids(ks, kept_for))
     report = {"pairs": len(copy_pos) + len(codes), **_dup_report(sizes, "clusters", "cluster_sizes")}
-    copy = np.zeros(len(drop), dtype=bool)
-    if len(drop) and ks.has_keys and COPY_KEY in ks.bundle(ks.shards()[0]):
-        fd, fk = ks.rows(COPY_KEY, drop), ks.rows(COPY_KEY, kept_for)
-        copy = (fd == fk) & (fd != 0)
     for f in [copies_file, *(seg_dir / f"near.B{p}.bin" for p in range(bparts))]:
         f.unlink(missing_ok=True)
-    return Decision(drop, "near_duplicate", detail, report, kept_for), copy
+    return Decision(drop, "near_duplicate", detail, report, kept_for), copy_flags(ks, drop, kept_for)
 
 
-STAGES = {"copies": copies_part, "buckets": buckets_part, "verify": verify_part}
+def semantic_dedup_staged(op, seg_dir: Path, stats: list[dict], parts: int,
+                          run_jobs: Callable[[str, list[tuple]], list]) -> tuple[Decision, np.ndarray]:
+    """Semantic dedup's decision from the pair search run in `parts` jobs; as `near_dedup_staged`."""
+    from ..ops.dedup import _dup_report
+
+    ks = KeyStore(seg_dir, stats)
+    res = run_jobs("close", [(str(seg_dir), stats, p, parts, op.threshold) for p in range(parts)])
+    edges = np.concatenate([e for e in res]) if res else np.empty((0, 2), np.int64)
+    edges = edges[np.lexsort((edges[:, 1], edges[:, 0]))] if len(edges) else edges.reshape(0, 2)
+    nodes, drop, kept_for, sizes = clustered(ks, edges, op.keep)
+    detail = ["semantically close to " + h for h in keeper_ids(ks, kept_for)]
+    report = {"pairs": len(edges), **_dup_report(sizes, "clusters", "cluster_sizes")}
+    return Decision(drop, "semantic_duplicate", detail, report, kept_for), copy_flags(ks, drop, kept_for)
+
+
+def clustered(ks: KeyStore, edges: np.ndarray, keep: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(records on an edge, the drops, the record kept for each, cluster sizes): connected
+    components of the edges, the best-scored (keep=best), then earliest, record of each kept;
+    only the scores of records on an edge are read."""
+    from ..ops.dedup import components, keepers
+
+    nodes, inv = np.unique(edges.ravel(), return_inverse=True)
+    groups = components(len(nodes), inv.reshape(-1, 2))
+    scores = ks.rows("score", nodes) if keep == "best" and len(nodes) else np.full(len(nodes), np.nan)
+    keeper = keepers(groups, scores)
+    is_drop = keeper != np.arange(len(nodes))
+    sizes = np.bincount(groups) if len(nodes) else np.empty(0, np.int64)
+    return nodes, nodes[is_drop], nodes[keeper[is_drop]], sizes
+
+
+def keeper_ids(ks: KeyStore, kept_for: np.ndarray) -> list[str]:
+    from ..ops.dedup import ids_hex
+
+    if not len(kept_for):
+        return []
+    return ids_hex({"id_hi": ks.rows("id_hi", kept_for), "id_lo": ks.rows("id_lo", kept_for)}, np.arange(len(kept_for)))
+
+
+def copy_flags(ks: KeyStore, drop: np.ndarray, kept_for: np.ndarray) -> np.ndarray:
+    """Which drops are byte copies of their keeper (all but meta.source), by their fingerprints."""
+    copy = np.zeros(len(drop), dtype=bool)
+    if len(drop) and ks.shards() and COPY_KEY in ks.bundle(ks.shards()[0]):
+        fd, fk = ks.rows(COPY_KEY, drop), ks.rows(COPY_KEY, kept_for)
+        copy = (fd == fk) & (fd != 0)
+    return copy
+
+
+def close_part(seg_dir: str, stats: list[dict], part: int, parts: int, threshold: float, block: int = 2048) -> np.ndarray:
+    """Semantic stage: the (i, j) pairs of the row blocks part, part + parts, ... against each
+    later block, with cosine >= threshold."""
+    from ..ops.dedup import close_pairs
+
+    ks = KeyStore(Path(seg_dir), stats)
+    n, out = ks.total, []
+    for r in range(part * block, n, parts * block):
+        rows = ks.rows("emb", np.arange(r, min(r + block, n)))
+        for c in range(r, n, block):
+            i, j, _ = close_pairs(rows, ks.rows("emb", np.arange(c, min(c + block, n))), r, c, threshold)
+            out.append(np.stack([i, j], axis=1))
+        ks.release()
+    return np.concatenate(out) if out else np.empty((0, 2), np.int64)
+
+
+STAGES = {"copies": copies_part, "buckets": buckets_part, "verify": verify_part, "close": close_part}
+STAGED = {"near_dedup": near_dedup_staged, "semantic_dedup": semantic_dedup_staged}  # op name -> its staged decision
