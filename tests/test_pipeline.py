@@ -414,6 +414,52 @@ def test_semantic_dedup_in_stages_equals_one_decision(tmp_path, monkeypatch):
     assert len(want) >= 100  # the copies listed by reference are not among these records
 
 
+@pytest.mark.parametrize("top_n, fraction", [(300, 0.0), (0, 0.3)])
+def test_select_in_two_phases_equals_one_decision(tmp_path, monkeypatch, top_n, fraction):
+    """select by score decided on the workers (each partition's best candidates with their
+    signatures, the greedy on the merged candidates in the parent, each partition committing its
+    own drops) keeps, rejects and reports byte for byte what one decision on all keys does, for
+    2 and 9 partitions; with every record there three times, the greedy skips two of every three
+    candidates and must ask the partitions for more."""
+    from ptdata.pipeline import decision, staged
+
+    rows = load_jsonl(shared("alpaca_en_52k.jsonl.gz"))[:700]
+    rows = [{**r, "output": r["output"] + suffix} for r in rows for suffix in ("", " ", "  ")]  # near copies
+    src = tmp_path / "a.jsonl"
+    write_jsonl(src, rows)
+
+    def outputs(name: str, workers: int) -> tuple:
+        recipe = Recipe(inputs=[Input(str(src), format="alpaca")],
+                        ops=[QualityScores(), Select(score="quality", top_n=top_n, fraction=fraction)],
+                        output=Output(dir=str(tmp_path / name), report=False), shard_bytes=40_000)
+        res = run(recipe, workers=workers)
+        op = {k: v for k, v in res.stats["ops"][-1].items() if k != "seconds"}
+        return res.kept_path.read_bytes(), res.rejects_path.read_bytes(), op
+
+    stages: list[str] = []
+    real = staged.STAGED["select"]
+
+    def spy(op, d, st, parts, run_jobs):
+        return real(op, d, st, parts, lambda stage, jobs: stages.append(f"{stage}:{len(jobs)}") or run_jobs(stage, jobs))
+
+    monkeypatch.setitem(staged.STAGED, "select", spy)
+    one = outputs("one", 1)
+    two = outputs("two", 2)
+    monkeypatch.setattr(decision, "PARTITION_ROWS", 240)
+    many = outputs("many", 2)
+    assert one == two == many
+    assert stages[0] == "select_baseline:1" and stages.count("top:2") >= 2 and "select_drops:9" in stages  # asked again
+    n = one[2]["in"]  # the records select saw (3 rows have an empty turn)
+    target = top_n or round(fraction * n)
+    assert one[0].count(b"\n") == target and n == len(rows) - 3
+    rep = one[2]["report"]
+    assert rep["selected"] == target and rep["too_similar"] >= target
+    assert set(rep["baselines"]) == {"score", "random", "longest"} and rep["spearman_score_length"] is not None
+    rejects = [orjson.loads(x) for x in one[1].splitlines()]
+    assert Counter(r["reason"] for r in rejects if r["op"] == "select") == {"too_similar": rep["too_similar"],
+                                                                           "not_selected": n - target - rep["too_similar"]}
+
+
 def test_dedup_of_nothing_reports_the_same_on_one_or_two_workers(tmp_path):
     """When a filter before them drops every record, exact and near dedup decide on no keys: the
     same empty report whether the decision would run in the parent or on the workers."""

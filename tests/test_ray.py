@@ -47,14 +47,16 @@ def test_ray_executor_error_is_one_line(tmp_path):
 
 
 def test_one_actor_pool_per_run_and_dedup_decided_by_the_actors(tmp_path, monkeypatch):
-    """A three-segment recipe (exact dedup, then near dedup) on Ray: one pool of actors serves
-    every shard job, the exact-dedup partitions and the near-dedup stages; the driver never
-    gathers a segment's keys; kept and rejects are byte-identical to the local executor's."""
+    """A four-segment recipe (exact dedup, near dedup, select by score) on Ray: one pool of actors
+    serves every shard job, the exact-dedup partitions, the near-dedup stages and select's two
+    phases; the driver never gathers a segment's keys; kept and rejects are byte-identical to
+    the local executor's."""
     import ray
 
     from ptdata.ops.dedup import ExactDedup, NearDedup
     from ptdata.ops.filters import LengthFilter
     from ptdata.ops.quality import QualityScores
+    from ptdata.ops.select import Select
     from ptdata.pipeline import Input, Output, Recipe, decision, local
     from ptdata.pipeline.ray_exec import RayPool
 
@@ -68,7 +70,8 @@ def test_one_actor_pool_per_run_and_dedup_decided_by_the_actors(tmp_path, monkey
 
     def recipe(name: str) -> Recipe:
         return Recipe(inputs=[Input(str(src), format="alpaca")],
-                      ops=[LengthFilter(min_chars=10), ExactDedup(), QualityScores(), NearDedup(threshold=0.8)],
+                      ops=[LengthFilter(min_chars=10), ExactDedup(), QualityScores(), NearDedup(threshold=0.8),
+                           Select(score="quality", top_n=1000)],
                       output=Output(dir=str(tmp_path / name), report=False), shard_bytes=100_000)
 
     ref = local.run(recipe("local"), workers=2)
@@ -90,6 +93,7 @@ def test_one_actor_pool_per_run_and_dedup_decided_by_the_actors(tmp_path, monkey
     assert res.kept_path.read_bytes() == ref.kept_path.read_bytes() and res.rejects_path.read_bytes() == ref.rejects_path.read_bytes()
     dropped = {o["op"]: o["dropped"] for o in res.stats["ops"]}
     assert dropped["exact_dedup"]["exact_duplicate"] >= 250 and dropped["near_dedup"]["near_duplicate"] >= 250, dropped
+    assert res.kept == 1000 and sum(dropped["select"].values()) > 500
 
 
 def _capped(*args: str, cwd, limit: int = 1 << 30) -> "subprocess.CompletedProcess":

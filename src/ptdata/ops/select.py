@@ -82,15 +82,23 @@ class Select(GlobalOp):
             raise InputError(f"select: targets {self.targets}: no records")
         return self._embed([record_text(r, self.embed_field) for r in recs])
 
+    @property
+    def staged(self) -> bool:  # type: ignore[override]
+        """method score decides in two phases on the workers (pipeline/staged_select.py)."""
+        return self.method == "score"
+
+    def target_size(self, n: int) -> int:
+        return min(n, self.top_n or int(round(self.fraction * n)))
+
     def decide(self, keys: dict[str, np.ndarray]) -> Decision:
         from .dedup import _id_at
 
         scores, lengths = keys["score"], keys["length"]
         n = len(scores)
-        target = min(n, self.top_n or int(round(self.fraction * n)))
+        target = self.target_size(n)
         too_close: dict[int, tuple[int, float]] = {}
         if self.method == "score":  # the ranking with the MinHash diversity check
-            kept = self._diverse_top(keys, target, too_close)
+            kept, too_close, _ = diverse_greedy(keys["sig"], M.by_score(scores, n), target, self.diversity_threshold, self.bands)
         else:  # the same choice select-report makes
             kept = pick(self.method, target, scores=scores, lengths=lengths, emb=lambda: keys["emb"],
                         targets=self._target_embeddings, seed=self.seed).tolist()
@@ -98,63 +106,82 @@ class Select(GlobalOp):
         keep[kept] = True
         drop = np.nonzero(~keep)[0]
         cutoff = float(scores[kept[-1]]) if kept and self.method == "score" else float("nan")
-        reasons, details = [], []
-        for i in drop.tolist():
-            if i in too_close:
-                j, sim = too_close[i]
-                reasons.append("too_similar")
-                details.append(f"J~{sim:.2f} to selected {_id_at(keys, j)}")
-            elif self.method == "score":
-                reasons.append("not_selected")
-                details.append(f"{self.score} {scores[i]:.3f} below the selection cutoff {cutoff:.3f}")
-            else:
-                reasons.append("not_selected")
-                details.append(f"not among the {target:,} chosen by {self.method}")
-        return Decision(drop, reasons, details, {"method": self.method, "selected": len(kept), "too_similar": len(too_close),
-                                                 "cutoff": cutoff, **self._baselines(kept, scores, lengths, target)})
+        too_close_ids = {i: (_id_at(keys, j), sim) for i, (j, sim) in too_close.items()}
+        reasons, details = drop_details(self.method, self.score, drop, scores[drop], too_close_ids, cutoff, target)
+        rnd, lng = M.random_pick(n, target, self.seed), M.longest(lengths, target)
+        report = {"method": self.method, "selected": len(kept), "too_similar": len(too_close), "cutoff": cutoff,
+                  **self.baselines({self.method: kept, "random": rnd, "longest": lng}, scores, lengths, M.spearman(scores, lengths))}
+        return Decision(drop, reasons, details, report)
 
-    def _baselines(self, kept: list[int], scores: np.ndarray, lengths: np.ndarray, k: int) -> dict:
-        """What random and longest-response selection of the same size keep, beside the method."""
-        mine = set(kept)
+    def baselines(self, picks: dict[str, list[int] | np.ndarray], scores, lengths, rho: float | None) -> dict:
+        """What random and longest-response selection of the same size keep, beside the method:
+        `picks` holds the method's, random's and longest's positions; `scores` and `lengths` are
+        indexable by those positions (arrays, or dicts of just those records)."""
+        mine = set(np.asarray(picks[self.method]).tolist())
 
         def figures(idx) -> dict:
-            idx = np.asarray(idx, dtype=np.int64)
-            s = scores[idx] if len(idx) else np.array([np.nan])
-            return {"mean_length": round(float(lengths[idx].mean()), 1) if len(idx) else None,
+            idx = np.asarray(idx, dtype=np.int64).tolist()
+            s = np.array([scores[i] for i in idx] or [np.nan], dtype=np.float64)
+            length = np.array([lengths[i] for i in idx], dtype=np.float64)
+            return {"mean_length": round(float(length.mean()), 1) if len(idx) else None,
                     f"mean_{self.score}": None if np.isnan(s).all() else round(float(np.nanmean(s)), 4),
-                    "overlap": round(len(mine & set(idx.tolist())) / max(1, len(mine | set(idx.tolist()))), 3)}
+                    "overlap": round(len(mine & set(idx)) / max(1, len(mine | set(idx))), 3)}
 
-        rho = M.spearman(scores, lengths)
-        return {"baselines": {self.method: figures(kept), "random": figures(M.random_pick(len(scores), k, self.seed)),
-                              "longest": figures(M.longest(lengths, k))},
+        return {"baselines": {name: figures(picks[name]) for name in (self.method, "random", "longest")},
                 "spearman_score_length": None if rho is None else round(rho, 4)}
 
-    def _diverse_top(self, keys: dict[str, np.ndarray], target: int, too_close: dict) -> list[int]:
-        from .dedup import _band_hashes
 
-        sig, scores = keys["sig"], keys["score"]
-        order = M.by_score(scores, len(scores))
-        bands = _band_hashes(sig, self.bands)
-        buckets: dict[tuple[int, int], list[int]] = {}
-        kept: list[int] = []
-        check = self.diversity_threshold < 1
-        for i in order.tolist():
-            if len(kept) >= target:
-                break
-            if check:
-                near = None
-                for b, h in enumerate(bands[i].tolist()):
-                    for j in buckets.get((b, h), ()):
-                        sim = float((sig[i] == sig[j]).mean())
-                        if sim >= self.diversity_threshold:
-                            near = (j, sim)
-                            break
-                    if near:
+def drop_details(method: str, score: str, drop: np.ndarray, drop_scores: np.ndarray, too_close: dict[int, tuple[str, float]],
+                 cutoff: float, target: int) -> tuple[list[str], list[str]]:
+    """Reason and detail of each record not kept (`too_close`: position -> the id of the selected
+    record it is too similar to, and the similarity)."""
+    reasons, details = [], []
+    for i, sc in zip(drop.tolist(), drop_scores.tolist()):
+        if i in too_close:
+            j, sim = too_close[i]
+            reasons.append("too_similar")
+            details.append(f"J~{sim:.2f} to selected {j}")
+        elif method == "score":
+            reasons.append("not_selected")
+            details.append(f"{score} {sc:.3f} below the selection cutoff {cutoff:.3f}")
+        else:
+            reasons.append("not_selected")
+            details.append(f"not among the {target:,} chosen by {method}")
+    return reasons, details
+
+
+def diverse_greedy(sig: np.ndarray, order: np.ndarray, target: int, threshold: float, bands: int,
+                   limit: int | None = None) -> tuple[list[int], dict[int, tuple[int, float]], int]:
+    """Deita-style: the rows of `sig` in `order`, each kept unless its MinHash similarity to a
+    kept one (found through LSH buckets) is >= threshold, until `target` are kept or the first
+    `limit` of `order` are seen. (kept rows in order, skipped row -> (the kept row, similarity),
+    how many of `order` were seen)."""
+    from .dedup import _band_hashes
+
+    band = _band_hashes(sig, bands)
+    buckets: dict[tuple[int, int], list[int]] = {}
+    kept: list[int] = []
+    too_close: dict[int, tuple[int, float]] = {}
+    check = threshold < 1
+    seen = 0
+    for i in order.tolist()[:limit]:
+        if len(kept) >= target:
+            break
+        seen += 1
+        if check:
+            near = None
+            for b, h in enumerate(band[i].tolist()):
+                for j in buckets.get((b, h), ()):
+                    sim = float((sig[i] == sig[j]).mean())
+                    if sim >= threshold:
+                        near = (j, sim)
                         break
                 if near:
-                    too_close[i] = near
-                    continue
-                for b, h in enumerate(bands[i].tolist()):
-                    buckets.setdefault((b, h), []).append(i)
-            kept.append(i)
-        return kept
+                    break
+            if near:
+                too_close[i] = near
+                continue
+            for b, h in enumerate(band[i].tolist()):
+                buckets.setdefault((b, h), []).append(i)
+        kept.append(i)
+    return kept, too_close, seen

@@ -111,6 +111,10 @@ def commit_part(seg: Segment, work: Path, keys: dict[str, np.ndarray], positions
 
 
 def write_part(seg: Segment, work: Path, part: int, dec, drop: np.ndarray, copy: np.ndarray) -> None:
+    save_part(work / f"seg{seg.index}", part, dec, drop, copy)
+
+
+def save_part(seg_dir: Path, part: int, dec, drop: np.ndarray, copy: np.ndarray) -> None:
     """Commit one part of a decision: its drops (positions in the segment), reasons, details, copies."""
     if isinstance(dec.reason, str):
         reasons, codes = [dec.reason], np.zeros(len(drop), dtype=np.int16)
@@ -123,12 +127,13 @@ def write_part(seg: Segment, work: Path, part: int, dec, drop: np.ndarray, copy:
     else:
         details = np.array([x.encode() for x in dec.detail], dtype=bytes) if len(dec.detail) else np.empty(0, dtype="S1")
     arrays = {"drop": np.asarray(drop, dtype=np.int64), "reason": codes, "detail": details, "copy": copy}
-    save_bundle(work / f"seg{seg.index}" / f"decision.{part}.bin", arrays, {"reasons": reasons})
+    save_bundle(seg_dir / f"decision.{part}.bin", arrays, {"reasons": reasons})
 
 
-def commit_decision(seg: Segment, work: Path, parts: int, reports: list[dict]) -> None:
-    """The decision is whole once its parts are: name them and keep the merged report (last)."""
-    report = reports[0] if parts == 1 else sum_reports(reports)
+def commit_decision(seg: Segment, work: Path, parts: int, reports: list[dict], merged: dict | None = None) -> None:
+    """The decision is whole once its parts are: name them and keep the merged report (last;
+    `merged`: the report, when it is not the parts' reports added up)."""
+    report = merged if merged is not None else reports[0] if parts == 1 else sum_reports(reports)
     commit_file(work / f"seg{seg.index}" / DECISION, lambda f: f.write(orjson.dumps({"parts": parts, "report": report})))
 
 

@@ -52,7 +52,7 @@ def _pool_dispatch(state: dict, todo: list[tuple], n_workers: int, fn: Callable)
 
 def _decide(seg, work, stats: list[dict], copies_by_reference: bool, state: dict, n_workers: int, dispatch: Dispatch) -> None:
     """A global op's decision: in partitions on the workers when it splits (`partition_key`), in
-    stages on the workers when it has them (`staged`: near and semantic dedup), else in this process from all keys."""
+    stages on the workers when it has them (`staged`: near and semantic dedup, select by score), else in this process from all keys."""
     parts = n_partitions(seg, stats)
     if parts == 1:
         decide_in_parent(seg, work, stats, copies_by_reference)
@@ -64,7 +64,11 @@ def _decide(seg, work, stats: list[dict], copies_by_reference: bool, state: dict
         def run_jobs(stage: str, jobs: list[tuple]) -> list:
             return list(dispatch(state, [(stage, *job) for job in jobs], n_workers, _stage_job))
 
-        dec, copy = STAGED[seg.global_op.name](seg.global_op, work / f"seg{seg.index}", slim, parts, run_jobs)
+        got = STAGED[seg.global_op.name](seg.global_op, work / f"seg{seg.index}", slim, parts, run_jobs)
+        if isinstance(got, dict):  # the stages committed their parts themselves (select)
+            commit_decision(seg, work, got["parts"], [], got["report"])
+            return
+        dec, copy = got  # one part, written here (the dedups)
         write_part(seg, work, 0, dec, dec.drop, copy & copies_by_reference)
         commit_decision(seg, work, 1, [dec.report])
         return

@@ -312,5 +312,23 @@ def close_part(seg_dir: str, stats: list[dict], part: int, parts: int, threshold
     return np.concatenate(out) if out else np.empty((0, 2), np.int64)
 
 
-STAGES = {"copies": copies_part, "buckets": buckets_part, "verify": verify_part, "close": close_part}
-STAGED = {"near_dedup": near_dedup_staged, "semantic_dedup": semantic_dedup_staged}  # op name -> its staged decision
+def _select_staged(*args):
+    from .staged_select import select_staged
+
+    return select_staged(*args)
+
+
+def _select_job(stage: str):
+    def job(*args):
+        from . import staged_select
+
+        return getattr(staged_select, stage)(*args)
+    return job
+
+
+STAGES = {"copies": copies_part, "buckets": buckets_part, "verify": verify_part, "close": close_part,
+          "top": _select_job("top_part"), "select_baseline": _select_job("baseline_part"),
+          "select_drops": _select_job("drops_part")}
+# op name -> its staged decision: (the decision, copy flags) to commit as one part, or
+# {"parts", "report"} when its stages committed the parts themselves
+STAGED = {"near_dedup": near_dedup_staged, "semantic_dedup": semantic_dedup_staged, "select": _select_staged}
