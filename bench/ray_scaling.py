@@ -1,8 +1,10 @@
 """Ray executor scaling: recipe (a) of bench/curation.py (length filter + exact dedup) on Alpaca
 xN with the local executor and the Ray executor, 1 and 2 workers, in one run; then, with
 --driver, the Ray driver's own peak RSS against input size (1/4, 1/2, 1 and 2x the distinct
-workload of bench/curation.py) for recipe (a), whose exact dedup is decided by the actors, and
-recipe (b), whose near dedup is still decided on the driver from all keys.
+workload of bench/curation.py) for recipe (a), whose exact dedup is decided in partitions by the
+actors, recipe (b), whose near dedup is decided in stages by the actors (the driver holds the
+edges), and (c), quality scores and select by score (top 10,000) in two phases (the driver holds
+the candidates). --driver-only measures just that, for the recipes given, into its own section.
 
 The Ray runs use a local Ray instance started by the benchmark (ray.init with 2 CPUs; its
 start-up is excluded, as a cluster is started once and reused).
@@ -30,7 +32,16 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=10)
     ap.add_argument("--results", type=Path)
     ap.add_argument("--driver", action="store_true", help="also the driver's peak RSS against input size")
+    ap.add_argument("--driver-only", default="", help="recipes (e.g. c): only their driver table, in section ray-driver-<recipes>")
     a = ap.parse_args()
+    if a.driver_only:
+        text = driver_table(a.driver_only)
+        print(text)
+        if a.results:
+            update_results(a.results, f"ray-driver-{a.driver_only}", text.replace(
+                "#### Ray driver memory", f"### Ray driver memory (`bench/ray_scaling.py --driver-only {a.driver_only}`, "
+                f"{platform.machine()}, {os.cpu_count()} cores)", 1))
+        return
     import ray
 
     from ptdata.ops.dedup import ExactDedup
@@ -75,7 +86,7 @@ def main() -> None:
         update_results(a.results, "ray", text)
 
 
-def driver_table() -> str:
+def driver_table(recipes: str = "abc") -> str:
     """Each size and recipe in a fresh process (its own Ray instance): the driver's peak RSS."""
     import json
     import subprocess
@@ -93,7 +104,7 @@ def driver_table() -> str:
         double.write_bytes(src["1"].read_bytes() * 2)
     src["2"] = double
     rows = []
-    for recipe in ("a", "b"):
+    for recipe in recipes:
         for label in ("1/4", "1/2", "1", "2"):
             out = WORK / "ray_driver_out"
             shutil.rmtree(out, ignore_errors=True)
@@ -110,7 +121,8 @@ def driver_table() -> str:
     return ("#### Ray driver memory against input size (distinct workload)\n\n"
             "Each run in a fresh process with its own Ray instance (2 CPUs), 2 workers; the driver's peak RSS is its own "
             "(VmHWM, reset after ray.init), the actors' is not in it. (a): exact dedup decided in partitions by the actors; (b): near dedup "
-            "decided on the driver from all keys (signatures, band hashes, shingle hashes).\n\n"
+            "decided in stages by the actors, the driver holding the edges (O(duplicates)); (c): quality scores, then select by score "
+            "(top 10,000) in two phases, the driver holding the candidates (O(selected)).\n\n"
             "| recipe | size | records | wall s | driver peak RSS MB | driver RSS at the start MB |\n"
             "|---|---|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n")
 

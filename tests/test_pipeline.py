@@ -299,14 +299,36 @@ def test_exact_dedup_in_partitions_equals_one_decision(tmp_path, monkeypatch):
     assert one[3]["dropped"]["exact_duplicate"] >= 590 and one[3]["report"]["duplicates"] == one[3]["dropped"]["exact_duplicate"]
 
 
+def _decided(src: Path, out: Path, op, workers: int, shard_bytes: int) -> tuple:
+    """(kept bytes, rejects bytes, the last op's stats less its seconds) of quality scores then
+    `op` on an Alpaca file: what a decision on the workers and one in the parent must agree on."""
+    recipe = Recipe(inputs=[Input(str(src), format="alpaca")], ops=[QualityScores(), op],
+                    output=Output(dir=str(out), report=False), shard_bytes=shard_bytes)
+    res = run(recipe, workers=workers)
+    return res.kept_path.read_bytes(), res.rejects_path.read_bytes(), {k: v for k, v in res.stats["ops"][-1].items() if k != "seconds"}
+
+
+def _one_two_many(monkeypatch, op_name: str, outputs, rows_per_part: int) -> tuple[tuple, list[int]]:
+    """`outputs` on 1 worker (decided in the parent), 2, and 2 with partitions of rows_per_part
+    records; all three must agree. (the first's outputs, the partitions each staged run had)"""
+    from ptdata.pipeline import decision, staged
+
+    calls: list[int] = []
+    real = staged.STAGED[op_name]
+    monkeypatch.setitem(staged.STAGED, op_name, lambda op, d, st, parts, jobs: calls.append(parts) or real(op, d, st, parts, jobs))
+    one, two = outputs("one", 1), outputs("two", 2)
+    monkeypatch.setattr(decision, "PARTITION_ROWS", rows_per_part)
+    many = outputs("many", 2)
+    assert one == two == many
+    return one, calls
+
+
 def test_near_dedup_in_stages_equals_one_decision(tmp_path, monkeypatch):
     """Near dedup decided in stages by the workers (copies by signature, band buckets, pair
     verification, each partitioned; the parent holds only edges) gives byte for byte the kept
     records, rejects (copies listed by reference) and report of one decision on all keys, for
     2 and for 13 partitions, with keep=best on quality scores."""
     import random
-
-    from ptdata.pipeline import decision
 
     rows = load_jsonl(shared("alpaca_en_52k.jsonl.gz"))[:2500]
     rng = random.Random(11)
@@ -323,23 +345,10 @@ def test_near_dedup_in_stages_equals_one_decision(tmp_path, monkeypatch):
     write_jsonl(src, rows)
 
     def outputs(name: str, workers: int) -> tuple:
-        recipe = Recipe(inputs=[Input(str(src), format="alpaca")], ops=[QualityScores(), NearDedup(threshold=0.8, keep="best")],
-                        output=Output(dir=str(tmp_path / name), report=False), shard_bytes=50_000)
-        res = run(recipe, workers=workers)
-        op = {k: v for k, v in res.stats["ops"][-1].items() if k != "seconds"}
-        return res.kept_path.read_bytes(), res.rejects_path.read_bytes(), op
+        return _decided(src, tmp_path / name, NearDedup(threshold=0.8, keep="best"), workers, 50_000)
 
-    calls: list[int] = []
-    from ptdata.pipeline import staged
-
-    real = staged.near_dedup_staged
-    monkeypatch.setitem(staged.STAGED, "near_dedup", lambda op, d, st, parts, jobs: calls.append(parts) or real(op, d, st, parts, jobs))
-    one = outputs("one", 1)
-    two = outputs("two", 2)
-    monkeypatch.setattr(decision, "PARTITION_ROWS", 250)
-    many = outputs("many", 2)
+    one, calls = _one_two_many(monkeypatch, "near_dedup", outputs, 250)
     assert calls == [2, 13]  # workers=1 decided in the parent
-    assert one == two == many
     rep = one[2]["report"]
     assert one[2]["dropped"]["near_duplicate"] >= 400 and rep["duplicates"] == one[2]["dropped"]["near_duplicate"]
     rejects = [orjson.loads(x) for x in one[1].splitlines()]
@@ -375,26 +384,12 @@ def test_semantic_dedup_in_stages_equals_one_decision(tmp_path, monkeypatch):
     cache = str(tmp_path / "cache")
 
     def outputs(name: str, workers: int) -> tuple:
-        recipe = Recipe(inputs=[Input(str(src), format="alpaca")],
-                        ops=[QualityScores(), SemanticDedup(threshold=0.9, keep="best", cache_dir=cache)],
-                        output=Output(dir=str(tmp_path / name), report=False), shard_bytes=40_000)
-        res = run(recipe, workers=workers)
-        op = {k: v for k, v in res.stats["ops"][-1].items() if k != "seconds"}
-        return res.kept_path.read_bytes(), res.rejects_path.read_bytes(), op
+        return _decided(src, tmp_path / name, SemanticDedup(threshold=0.9, keep="best", cache_dir=cache), workers, 40_000)
 
-    calls: list[int] = []
-    real = staged.semantic_dedup_staged
-    monkeypatch.setitem(staged.STAGED, "semantic_dedup", lambda op, d, st, parts, jobs: calls.append(parts) or real(op, d, st, parts, jobs))
     real_close = staged.close_part
     monkeypatch.setitem(staged.STAGES, "close", lambda *a: real_close(*a, block=64))
-    one = outputs("one", 1)
-    two = outputs("two", 2)
-    from ptdata.pipeline import decision
-
-    monkeypatch.setattr(decision, "PARTITION_ROWS", 200)
-    many = outputs("many", 2)
+    one, calls = _one_two_many(monkeypatch, "semantic_dedup", outputs, 200)
     assert calls == [2, 5]  # workers=1 decided in the parent
-    assert one == two == many
     rep = one[2]["report"]
     assert one[2]["dropped"]["semantic_duplicate"] >= 150 and rep["duplicates"] == one[2]["dropped"]["semantic_duplicate"]
     rejects = [orjson.loads(x) for x in one[1].splitlines()]
@@ -429,12 +424,7 @@ def test_select_in_two_phases_equals_one_decision(tmp_path, monkeypatch, top_n, 
     write_jsonl(src, rows)
 
     def outputs(name: str, workers: int) -> tuple:
-        recipe = Recipe(inputs=[Input(str(src), format="alpaca")],
-                        ops=[QualityScores(), Select(score="quality", top_n=top_n, fraction=fraction)],
-                        output=Output(dir=str(tmp_path / name), report=False), shard_bytes=40_000)
-        res = run(recipe, workers=workers)
-        op = {k: v for k, v in res.stats["ops"][-1].items() if k != "seconds"}
-        return res.kept_path.read_bytes(), res.rejects_path.read_bytes(), op
+        return _decided(src, tmp_path / name, Select(score="quality", top_n=top_n, fraction=fraction), workers, 40_000)
 
     stages: list[str] = []
     real = staged.STAGED["select"]

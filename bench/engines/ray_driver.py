@@ -1,4 +1,5 @@
-"""One Ray run of recipe (a) or (b) of bench/curation.py, for bench/ray_scaling.py: prints the
+"""One Ray run of recipe (a) or (b) of bench/curation.py, or (c) quality scores and select by
+score (top 10,000), for bench/ray_scaling.py: prints the
 wall time (Ray start-up excluded) and the driver process's own peak RSS during the run (the
 actors are processes of Ray's raylet, not of this one) as JSON. The peak is reset after
 ray.init (Linux: writing 5 to /proc/self/clear_refs), whose own start-up peak would hide it."""
@@ -21,14 +22,17 @@ def main() -> None:
 
     from ptdata.ops.dedup import ExactDedup, NearDedup
     from ptdata.ops.filters import LengthFilter
+    from ptdata.ops.quality import QualityScores
+    from ptdata.ops.select import Select
     from ptdata.pipeline import Input, Output, Recipe
     from ptdata.pipeline.ray_exec import run_ray
 
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) from here on
     before = _kb("VmRSS")
-    ops = ([LengthFilter(field="all", min_chars=10, max_chars=10000), ExactDedup(keep="first")] if recipe_name == "a"
-           else [NearDedup(threshold=0.8, keep="first")])
+    ops = {"a": [LengthFilter(field="all", min_chars=10, max_chars=10000), ExactDedup(keep="first")],
+           "b": [NearDedup(threshold=0.8, keep="first")],
+           "c": [QualityScores(), Select(score="quality", top_n=10_000)]}[recipe_name]
     t = time.perf_counter()
     res = run_ray(Recipe(inputs=[Input(src, format="alpaca")], ops=ops, output=Output(dir=out, report=False), name=recipe_name),
                   workers=workers, quiet=True)
