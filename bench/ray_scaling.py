@@ -112,19 +112,23 @@ def driver_table(recipes: str = "abc") -> str:
                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
             shutil.rmtree(out, ignore_errors=True)
             if p.returncode:
-                rows.append(f"| ({recipe}) | {label} | | | | failed: {p.stderr.strip().splitlines()[-1][:200] if p.stderr.strip() else p.returncode} |")
+                rows.append(f"| ({recipe}) | {label} | | | | failed: {p.stderr.strip().splitlines()[-1][:200] if p.stderr.strip() else p.returncode} | |")
                 continue
             r = json.loads(p.stdout.strip().splitlines()[-1])
             n = sum(1 for _ in open(src[label], "rb"))
-            rows.append(f"| ({recipe}) | {label} | {n:,} | {r['wall']:.1f} | {r['driver_rss_mb']:,.0f} | {r['driver_rss_at_start_mb']:,.0f} |")
+            skipped = f"{r['too_similar']:,}" if r.get("too_similar") is not None else ""
+            rows.append(f"| ({recipe}) | {label} | {n:,} | {r['wall']:.1f} | {r['driver_rss_mb']:,.0f} | {r['driver_rss_at_start_mb']:,.0f} | {skipped} |")
             print(rows[-1], flush=True)
     return ("#### Ray driver memory against input size (distinct workload)\n\n"
             "Each run in a fresh process with its own Ray instance (2 CPUs), 2 workers; the driver's peak RSS is its own "
             "(VmHWM, reset after ray.init), the actors' is not in it. (a): exact dedup decided in partitions by the actors; (b): near dedup "
             "decided in stages by the actors, the driver holding the edges (O(duplicates)); (c): quality scores, then select by score "
-            "(top 10,000) in two phases, the driver holding the candidates (O(selected)).\n\n"
-            "| recipe | size | records | wall s | driver peak RSS MB | driver RSS at the start MB |\n"
-            "|---|---|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n")
+            "(top 10,000) in two phases, the driver holding the candidates the diversity greedy examines: the selected and the "
+            "too similar ones it skips (both in the report). The sizes are prefixes of the distinct workload, which holds its ten "
+            "variants of Alpaca one after the other, and 2 is the whole file twice: 1/4 holds 2.5 variants of each record, 1 ten and "
+            "2 twenty, so the number of near copies the greedy skips grows with the size here.\n\n"
+            "| recipe | size | records | wall s | driver peak RSS MB | driver RSS at the start MB | select: too similar |\n"
+            "|---|---|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

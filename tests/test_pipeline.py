@@ -315,7 +315,7 @@ def _one_two_many(monkeypatch, op_name: str, outputs, rows_per_part: int) -> tup
 
     calls: list[int] = []
     real = staged.STAGED[op_name]
-    monkeypatch.setitem(staged.STAGED, op_name, lambda op, d, st, parts, jobs: calls.append(parts) or real(op, d, st, parts, jobs))
+    monkeypatch.setitem(staged.STAGED, op_name, lambda op, d, st, parts, *rest: calls.append(parts) or real(op, d, st, parts, *rest))
     one, two = outputs("one", 1), outputs("two", 2)
     monkeypatch.setattr(decision, "PARTITION_ROWS", rows_per_part)
     many = outputs("many", 2)
@@ -429,8 +429,8 @@ def test_select_in_two_phases_equals_one_decision(tmp_path, monkeypatch, top_n, 
     stages: list[str] = []
     real = staged.STAGED["select"]
 
-    def spy(op, d, st, parts, run_jobs):
-        return real(op, d, st, parts, lambda stage, jobs: stages.append(f"{stage}:{len(jobs)}") or run_jobs(stage, jobs))
+    def spy(op, d, st, parts, run_jobs, *rest):
+        return real(op, d, st, parts, lambda stage, jobs: stages.append(f"{stage}:{len(jobs)}") or run_jobs(stage, jobs), *rest)
 
     monkeypatch.setitem(staged.STAGED, "select", spy)
     one = outputs("one", 1)
@@ -448,6 +448,29 @@ def test_select_in_two_phases_equals_one_decision(tmp_path, monkeypatch, top_n, 
     rejects = [orjson.loads(x) for x in one[1].splitlines()]
     assert Counter(r["reason"] for r in rejects if r["op"] == "select") == {"too_similar": rep["too_similar"],
                                                                            "not_selected": n - target - rep["too_similar"]}
+
+
+@pytest.mark.parametrize("params", [
+    {"score": "quality.ifollow", "top_n": 400},  # mostly ties and missing scores
+    {"score": "no_such_score", "fraction": 0.5},  # every score missing: the ranking is the order
+    {"score": "quality", "top_n": 5000, "diversity_threshold": 1.0},  # no check, more than there are
+])
+def test_select_in_two_phases_with_ties_missing_scores_and_no_check(tmp_path, monkeypatch, params):
+    """The two phases agree with one decision where the ranking has ties and NaNs, where there
+    is no diversity check, and where top_n exceeds the records."""
+    rows = load_jsonl(shared("alpaca_en_52k.jsonl.gz"))[:1200]
+    rows += rows[:300]
+    src = tmp_path / "a.jsonl"
+    write_jsonl(src, rows)
+
+    def outputs(name: str, workers: int) -> tuple:
+        return _decided(src, tmp_path / name, Select(**params), workers, 40_000)
+
+    one, calls = _one_two_many(monkeypatch, "select", outputs, 200)
+    assert calls == [2, 8]
+    n = one[2]["in"]
+    want = min(n, params.get("top_n") or round(params.get("fraction", 0) * n))
+    assert one[0].count(b"\n") == want and one[2]["report"]["selected"] == want
 
 
 def test_dedup_of_nothing_reports_the_same_on_one_or_two_workers(tmp_path):

@@ -38,8 +38,9 @@ def main() -> None:
                   workers=workers, quiet=True)
     wall = time.perf_counter() - t
     peak = _kb("VmHWM")
+    report = res.stats["ops"][-1].get("report", {})
     print(json.dumps({"wall": wall, "kept": res.kept, "rejected": res.rejected, "driver_rss_mb": peak / 1024,
-                      "driver_rss_at_start_mb": before / 1024}))
+                      "driver_rss_at_start_mb": before / 1024, "too_similar": report.get("too_similar")}))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from ..io import guard_outputs
 from ..errors import InputError
 from ..reader import RecordReader
 from .recipe import SUCCESS, Recipe
-from .decision import DECISION, _offsets, commit_decision, decide_in_parent, decision_report, n_partitions, write_part
+from .decision import DECISION, _offsets, commit_decision, decide_in_parent, decision_report, n_partitions
 from .plan import _make_shards, _manifest, number_shards, plan_segments
 from .shards import _clear_outputs
 from .worker import Workers, _decide_part, _process_shard, _stage_job
@@ -64,13 +64,8 @@ def _decide(seg, work, stats: list[dict], copies_by_reference: bool, state: dict
         def run_jobs(stage: str, jobs: list[tuple]) -> list:
             return list(dispatch(state, [(stage, *job) for job in jobs], n_workers, _stage_job))
 
-        got = STAGED[seg.global_op.name](seg.global_op, work / f"seg{seg.index}", slim, parts, run_jobs)
-        if isinstance(got, dict):  # the stages committed their parts themselves (select)
-            commit_decision(seg, work, got["parts"], [], got["report"])
-            return
-        dec, copy = got  # one part, written here (the dedups)
-        write_part(seg, work, 0, dec, dec.drop, copy & copies_by_reference)
-        commit_decision(seg, work, 1, [dec.report])
+        got = STAGED[seg.global_op.name](seg.global_op, work / f"seg{seg.index}", slim, parts, run_jobs, copies_by_reference)
+        commit_decision(seg, work, got["parts"], [], got["report"])  # its jobs committed the parts
         return
     reports = sorted(dispatch(state, [(seg.index, p, parts, slim) for p in range(parts)], n_workers, _decide_part))
     commit_decision(seg, work, parts, [rep for _, rep in reports])

@@ -1,5 +1,6 @@
 """Dedup decided in stages on the run's workers (a process pool, or Ray actors on a cluster), so
-that no process holds every record's keys. Near dedup (MinHash) in three stages:
+that no process holds every record's keys and the parent holds only counts and the report.
+Near dedup (MinHash) in three stages and a final job:
 
 A. copies: records partitioned by whole-signature hash; the first record of each signature is
    its representative, the others are copies (J = 1).
@@ -7,11 +8,13 @@ B. buckets: (band, band hash) entries of the representatives partitioned by hash
    bucket every member is paired with the bucket's first; the pair codes go to Q files by code.
 C. verification: each of the Q pair partitions deduplicated, estimated from the signatures and
    checked by exact Jaccard of the shingle sets, reading only the records it needs.
-The parent then holds only the edges (copies and verified pairs: O(duplicates)) and the
-scores and ids of their records, finds the clusters and keepers, and commits the drops.
-Semantic dedup in one stage: the exact pair search's blocks (rows against each later block of
-rows, `SemanticDedup.pairs`' grid) dealt round-robin to the jobs, each reading only the
-embeddings of the two blocks it compares; the parent again holds only the edges.
+D. final: one job reads only the edges (copies and verified pairs: O(duplicates)) and the
+   scores and ids of their records, finds the clusters and keepers, and commits the drops (as
+   datatrove's cluster step, one task over all edges).
+Semantic dedup in one stage and a final job: the exact pair search's blocks (rows against each
+later block of rows, `SemanticDedup.pairs`' grid) dealt round-robin to the jobs, each reading
+only the embeddings of the two blocks it compares; then the same final step on its edges.
+Stages hand over through files in the segment's work directory (shared storage on a cluster).
 The edges, clusters, keepers and details are those of the op's `decide` on all keys (tested)."""
 from __future__ import annotations
 
@@ -112,9 +115,24 @@ class KeyStore:
 
 # ---- stage jobs (module-level: they run in pool workers and Ray actors) ----------------------
 
-def copies_part(seg_dir: str, stats: list[dict], part: int, parts: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stage A: (copy positions, their representative) for the signatures of this partition."""
-    ks = KeyStore(Path(seg_dir), stats)
+def copies_part(seg_dir: str, stats: list[dict], part: int, parts: int) -> int:
+    """Stage A: the copy positions and their representatives for the signatures of this
+    partition, to near.A{part}.bin; returns how many."""
+    pos, rep = _copies(KeyStore(Path(seg_dir), stats), part, parts)
+    save_bundle(Path(seg_dir) / f"near.A{part}.bin", {"pos": pos, "rep": rep})
+    return len(pos)
+
+
+def _load_copies(seg_dir: Path, parts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stage A's (copy positions, representatives) of every partition, sorted by position."""
+    got = [load_bundle(seg_dir / f"near.A{p}.bin")[0] for p in range(parts)]
+    pos = np.concatenate([g["pos"] for g in got]) if got else np.empty(0, np.int64)
+    rep = np.concatenate([g["rep"] for g in got]) if got else np.empty(0, np.int64)
+    order = np.argsort(pos)
+    return pos[order], rep[order]
+
+
+def _copies(ks: KeyStore, part: int, parts: int) -> tuple[np.ndarray, np.ndarray]:
     wh, pos = [], []
     for i in ks.shards():
         w = ks.column(i, "whole")
@@ -133,11 +151,11 @@ def copies_part(seg_dir: str, stats: list[dict], part: int, parts: int) -> tuple
     return p[copy], rep[copy]
 
 
-def buckets_part(seg_dir: str, stats: list[dict], part: int, parts: int, copies_file: str, out_parts: int) -> int:
+def buckets_part(seg_dir: str, stats: list[dict], part: int, parts: int, a_parts: int, out_parts: int) -> int:
     """Stage B: candidate pair codes of the band buckets whose hash falls in this partition,
     among representatives, written to one bundle sorted by destination partition."""
     ks = KeyStore(Path(seg_dir), stats)
-    copies = np.load(copies_file)
+    copies = _load_copies(ks.seg_dir, a_parts)[0]
     n = np.int64(ks.total)
     bands, keys, poss = [], [], []
     for i in ks.shards():
@@ -171,11 +189,18 @@ def buckets_part(seg_dir: str, stats: list[dict], part: int, parts: int, copies_
 
 
 def verify_part(seg_dir: str, stats: list[dict], part: int, in_parts: int, threshold: float, slack: float,
-                exact: bool, chunk: int = 5_000) -> tuple[np.ndarray, np.ndarray]:
-    """Stage C: (pair codes, similarity) of the verified near-duplicate pairs of this partition."""
+                exact: bool) -> int:
+    """Stage C: the verified near-duplicate pairs of this partition (codes, similarity), to
+    near.C{part}.bin; returns how many."""
+    codes, sims = _verified(KeyStore(Path(seg_dir), stats), part, in_parts, threshold, slack, exact)
+    save_bundle(Path(seg_dir) / f"near.C{part}.bin", {"codes": codes, "sims": sims})
+    return len(codes)
+
+
+def _verified(ks: KeyStore, part: int, in_parts: int, threshold: float, slack: float, exact: bool,
+              chunk: int = 5_000) -> tuple[np.ndarray, np.ndarray]:
     from ..ops.dedup import exact_jaccard
 
-    ks = KeyStore(Path(seg_dir), stats)
     n = np.int64(ks.total)
     got = []
     for b in range(in_parts):
@@ -211,31 +236,37 @@ def verify_part(seg_dir: str, stats: list[dict], part: int, in_parts: int, thres
 
 # ---- the parent -------------------------------------------------------------------------------
 
-def near_dedup_staged(op, seg_dir: Path, stats: list[dict], parts: int,
-                      run_jobs: Callable[[str, list[tuple]], list]) -> tuple[Decision, np.ndarray]:
-    """(the decision, which drops are byte copies of their keeper) from the three stages run by
-    `run_jobs(stage, jobs)`; only edges and the rows of clustered records are read here."""
+def near_dedup_staged(op, seg_dir: Path, stats: list[dict], parts: int, run_jobs: Callable[[str, list[tuple]], list],
+                      copies_by_reference: bool) -> dict:
+    """Run the three stages and the final job (`near_final`) by `run_jobs(stage, jobs)`; the
+    parent holds only counts and the report."""
+    d = str(seg_dir)
+    run_jobs("copies", [(d, stats, p, parts) for p in range(parts)])
+    # buckets and pairs in partitions of at most BAND_ENTRIES (band, hash) entries each
+    total = int(sum(st["kept"] for st in stats))
+    bparts = max(parts, -(-total * op.bands // BAND_ENTRIES))
+    run_jobs("buckets", [(d, stats, p, bparts, parts, bparts) for p in range(bparts)])
+    run_jobs("verify", [(d, stats, q, bparts, op.threshold, op.slack, op.verify == "exact") for q in range(bparts)])
+    [report] = run_jobs("near_final", [(d, stats, parts, bparts, op.keep, copies_by_reference)])
+    return {"parts": 1, "report": report}
+
+
+def near_final(seg_dir: str, stats: list[dict], a_parts: int, c_parts: int, keep: str, copies_by_reference: bool) -> dict:
+    """The last job: the edges (copies and verified pairs, O(duplicates)) and the scores and
+    ids of their records only; clusters, keepers and details, committed as the decision's one
+    part. Returns the report."""
     from ..ops.dedup import _dup_report, similarity_details
 
-    ks = KeyStore(seg_dir, stats)
+    ks = KeyStore(Path(seg_dir), stats)
     n = ks.total
-    res = run_jobs("copies", [(str(seg_dir), stats, p, parts) for p in range(parts)])
-    copy_pos = np.concatenate([c for c, _ in res]) if res else np.empty(0, np.int64)
-    copy_rep = np.concatenate([r for _, r in res]) if res else np.empty(0, np.int64)
-    order = np.argsort(copy_pos)
-    copy_pos, copy_rep = copy_pos[order], copy_rep[order]
-    copies_file = seg_dir / "near.copies.npy"
-    np.save(copies_file, copy_pos)
-    # buckets and pairs in partitions of at most BAND_ENTRIES (band, hash) entries each
-    bparts = max(parts, -(-n * op.bands // BAND_ENTRIES))
-    run_jobs("buckets", [(str(seg_dir), stats, p, bparts, str(copies_file), bparts) for p in range(bparts)])
-    res = run_jobs("verify", [(str(seg_dir), stats, q, bparts, op.threshold, op.slack, op.verify == "exact") for q in range(bparts)])
-    codes = np.concatenate([c for c, _ in res]) if res else np.empty(0, np.int64)
-    sims = np.concatenate([s for _, s in res]) if res else np.empty(0, np.float32)
+    copy_pos, copy_rep = _load_copies(ks.seg_dir, a_parts)
+    got = [load_bundle(ks.seg_dir / f"near.C{q}.bin")[0] for q in range(c_parts)]
+    codes = np.concatenate([g["codes"] for g in got]) if got else np.empty(0, np.int64)
+    sims = np.concatenate([g["sims"] for g in got]) if got else np.empty(0, np.float32)
     order = np.argsort(codes)
     codes, sims = codes[order], sims[order]
     edges = np.concatenate([np.stack([copy_rep, copy_pos], axis=1), np.stack([codes // n, codes % n], axis=1)])
-    nodes, drop, kept_for, sizes = clustered(ks, edges, op.keep)
+    nodes, drop, kept_for, sizes = clustered(ks, edges, keep)
     a, b = drop.copy(), kept_for.copy()  # each one's representative: itself unless it is a copy
     if len(copy_pos):
         for arr in (a, b):
@@ -244,24 +275,43 @@ def near_dedup_staged(op, seg_dir: Path, stats: list[dict], parts: int,
             arr[hit] = copy_rep[at[hit]]
     detail = similarity_details(a, b, codes, sims, n, keeper_ids(ks, kept_for))
     report = {"pairs": len(copy_pos) + len(codes), **_dup_report(sizes, "clusters", "cluster_sizes")}
-    for f in [copies_file, *(seg_dir / f"near.B{p}.bin" for p in range(bparts))]:
+    _commit(ks, Decision(drop, "near_duplicate", detail, report, kept_for), copies_by_reference)
+    for f in [*(ks.seg_dir / f"near.A{p}.bin" for p in range(a_parts)),
+              *(ks.seg_dir / f"near.{x}{q}.bin" for q in range(c_parts) for x in "BC")]:
         f.unlink(missing_ok=True)
-    return Decision(drop, "near_duplicate", detail, report, kept_for), copy_flags(ks, drop, kept_for)
+    return report
 
 
-def semantic_dedup_staged(op, seg_dir: Path, stats: list[dict], parts: int,
-                          run_jobs: Callable[[str, list[tuple]], list]) -> tuple[Decision, np.ndarray]:
-    """Semantic dedup's decision from the pair search run in `parts` jobs; as `near_dedup_staged`."""
+def _commit(ks: KeyStore, dec: Decision, copies_by_reference: bool) -> None:
+    from .decision import save_part
+
+    copy = copy_flags(ks, dec.drop, dec.kept_for) if copies_by_reference else np.zeros(len(dec.drop), dtype=bool)
+    save_part(ks.seg_dir, 0, dec, dec.drop, copy)
+
+
+def semantic_dedup_staged(op, seg_dir: Path, stats: list[dict], parts: int, run_jobs: Callable[[str, list[tuple]], list],
+                          copies_by_reference: bool) -> dict:
+    """The pair search in `parts` jobs, then the final job (`semantic_final`); as `near_dedup_staged`."""
+    d = str(seg_dir)
+    run_jobs("close", [(d, stats, p, parts, op.threshold) for p in range(parts)])
+    [report] = run_jobs("semantic_final", [(d, stats, parts, op.keep, copies_by_reference)])
+    return {"parts": 1, "report": report}
+
+
+def semantic_final(seg_dir: str, stats: list[dict], parts: int, keep: str, copies_by_reference: bool) -> dict:
     from ..ops.dedup import _dup_report
 
-    ks = KeyStore(seg_dir, stats)
-    res = run_jobs("close", [(str(seg_dir), stats, p, parts, op.threshold) for p in range(parts)])
-    edges = np.concatenate([e for e in res]) if res else np.empty((0, 2), np.int64)
+    ks = KeyStore(Path(seg_dir), stats)
+    files = [ks.seg_dir / f"semantic.C{p}.bin" for p in range(parts)]
+    edges = np.concatenate([load_bundle(f)[0]["pairs"] for f in files]) if files else np.empty((0, 2), np.int64)
     edges = edges[np.lexsort((edges[:, 1], edges[:, 0]))] if len(edges) else edges.reshape(0, 2)
-    nodes, drop, kept_for, sizes = clustered(ks, edges, op.keep)
+    nodes, drop, kept_for, sizes = clustered(ks, edges, keep)
     detail = ["semantically close to " + h for h in keeper_ids(ks, kept_for)]
     report = {"pairs": len(edges), **_dup_report(sizes, "clusters", "cluster_sizes")}
-    return Decision(drop, "semantic_duplicate", detail, report, kept_for), copy_flags(ks, drop, kept_for)
+    _commit(ks, Decision(drop, "semantic_duplicate", detail, report, kept_for), copies_by_reference)
+    for f in files:
+        f.unlink(missing_ok=True)
+    return report
 
 
 def clustered(ks: KeyStore, edges: np.ndarray, keep: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -296,9 +346,9 @@ def copy_flags(ks: KeyStore, drop: np.ndarray, kept_for: np.ndarray) -> np.ndarr
     return copy
 
 
-def close_part(seg_dir: str, stats: list[dict], part: int, parts: int, threshold: float, block: int = 2048) -> np.ndarray:
+def close_part(seg_dir: str, stats: list[dict], part: int, parts: int, threshold: float, block: int = 2048) -> int:
     """Semantic stage: the (i, j) pairs of the row blocks part, part + parts, ... against each
-    later block, with cosine >= threshold."""
+    later block, with cosine >= threshold, to semantic.C{part}.bin; returns how many."""
     from ..ops.dedup import close_pairs
 
     ks = KeyStore(Path(seg_dir), stats)
@@ -309,7 +359,9 @@ def close_part(seg_dir: str, stats: list[dict], part: int, parts: int, threshold
             i, j, _ = close_pairs(rows, ks.rows("emb", np.arange(c, min(c + block, n))), r, c, threshold)
             out.append(np.stack([i, j], axis=1))
         ks.release()
-    return np.concatenate(out) if out else np.empty((0, 2), np.int64)
+    pairs = np.concatenate(out) if out else np.empty((0, 2), np.int64)
+    save_bundle(ks.seg_dir / f"semantic.C{part}.bin", {"pairs": pairs})
+    return len(pairs)
 
 
 def _select_staged(*args):
@@ -326,9 +378,10 @@ def _select_job(stage: str):
     return job
 
 
-STAGES = {"copies": copies_part, "buckets": buckets_part, "verify": verify_part, "close": close_part,
+STAGES = {"copies": copies_part, "buckets": buckets_part, "verify": verify_part, "near_final": near_final,
+          "close": close_part, "semantic_final": semantic_final,
           "top": _select_job("top_part"), "select_baseline": _select_job("baseline_part"),
           "select_drops": _select_job("drops_part")}
-# op name -> its staged decision: (the decision, copy flags) to commit as one part, or
-# {"parts", "report"} when its stages committed the parts themselves
+# op name -> its staged decision: (op, segment dir, stats, partitions, run_jobs, copies_by_reference)
+# -> {"parts", "report"}; its jobs commit the parts
 STAGED = {"near_dedup": near_dedup_staged, "semantic_dedup": semantic_dedup_staged, "select": _select_staged}

@@ -12,7 +12,8 @@ a cluster), so that no process holds every record's signatures:
    were not kept, with their reasons and details.
 The random baseline (a permutation of all positions) and the score-length rank correlation need
 every record's score and length, 16 bytes a record: one job computes them. The parent holds the
-candidates, O(target). Kept set, drops, details and report are those of `Select.decide` on all
+candidates the greedy examines (the selected, and those it skips as too similar, both in the
+report), and twice as many at most when it had to ask again. Kept set, drops, details and report are those of `Select.decide` on all
 keys (tested)."""
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def drops_part(seg_dir: str, stats: list[dict], shards: list[int], part: int, se
     at = np.minimum(np.searchsorted(close, drop), max(len(close) - 1, 0))
     hit = np.flatnonzero(close[at] == drop) if len(close) else np.empty(0, np.int64)
     too_close = {int(drop[k]): (sel["close_id"][at[k]].decode(), float(sel["close_sim"][at[k]])) for k in hit.tolist()}
-    reasons, details = drop_details("score", score_name, drop, drop_score, too_close, meta["cutoff"], meta["target"])
+    reasons, details = drop_details("score", score_name, drop, drop_score, too_close, float(sel["cutoff"][0]), meta["target"])
     save_part(Path(seg_dir), part, Decision(drop, reasons, details, {}), drop, np.zeros(len(drop), dtype=bool))
     return len(drop)
 
@@ -85,7 +86,8 @@ def _merge_top(res: list[dict]) -> tuple[dict[str, np.ndarray], int]:
     return cand, limit
 
 
-def select_staged(op, seg_dir: Path, stats: list[dict], parts: int, run_jobs: Callable[[str, list[tuple]], list]) -> dict:
+def select_staged(op, seg_dir: Path, stats: list[dict], parts: int, run_jobs: Callable[[str, list[tuple]], list],
+                  copies_by_reference: bool = True) -> dict:
     """Decide `op` (a Select by score) in the phases above; returns {"parts", "report"}."""
     from ..ops.dedup import ids_hex
     from ..ops.select import diverse_greedy
@@ -125,8 +127,9 @@ def select_staged(op, seg_dir: Path, stats: list[dict], parts: int, run_jobs: Ca
     selection = seg_dir / "select.selection.bin"
     save_bundle(selection, {"kept": np.sort(kept_pos), "close_pos": close_pos,
                             "close_sim": np.array([close[i][1] for i in close_rows.tolist()], dtype=np.float64),
-                            "close_id": np.array([h.encode() for h in ids], dtype="S32")},
-                {"cutoff": cutoff, "target": target})
+                            "close_id": np.array([h.encode() for h in ids], dtype="S32"),
+                            "cutoff": np.array([cutoff], dtype=np.float64)},  # an array: JSON has no NaN
+                {"target": target})
     run_jobs("select_drops", [(str(seg_dir), stats, g, p, str(selection), op.score) for p, g in enumerate(groups)])
     selection.unlink()
     return {"parts": len(groups), "report": report}
