@@ -310,13 +310,22 @@ def _decided(src: Path, out: Path, op, workers: int, shard_bytes: int) -> tuple:
 
 def _one_two_many(monkeypatch, op_name: str, outputs, rows_per_part: int) -> tuple[tuple, list[int]]:
     """`outputs` on 1 worker (decided in the parent), 2, and 2 with partitions of rows_per_part
-    records; all three must agree. (the first's outputs, the partitions each staged run had)"""
-    from ptdata.pipeline import decision, staged
+    records; all three must agree, and with 2 workers the parent must never run the jobs that
+    read every record's keys or the edges (they fail in the parent's own process).
+    (the first's outputs, the partitions each staged run had)"""
+    from ptdata.pipeline import decision, staged, staged_select
 
     calls: list[int] = []
     real = staged.STAGED[op_name]
     monkeypatch.setitem(staged.STAGED, op_name, lambda op, d, st, parts, *rest: calls.append(parts) or real(op, d, st, parts, *rest))
-    one, two = outputs("one", 1), outputs("two", 2)
+    one = outputs("one", 1)
+    parent = os.getpid()
+    for module, name in ((staged, "clustered"), (staged_select, "baseline_part"), (staged_select, "drops_part")):
+        def not_here(*a, _real=getattr(module, name), _name=name, **k):
+            assert os.getpid() != parent, f"{_name} ran in the parent"
+            return _real(*a, **k)
+        monkeypatch.setattr(module, name, not_here)
+    two = outputs("two", 2)
     monkeypatch.setattr(decision, "PARTITION_ROWS", rows_per_part)
     many = outputs("many", 2)
     assert one == two == many
