@@ -2,8 +2,8 @@
 xN with the local executor and the Ray executor, 1 and 2 workers, in one run; then, with
 --driver, the Ray driver's own peak RSS against input size (1/4, 1/2, 1 and 2x the distinct
 workload of bench/curation.py) for recipe (a), whose exact dedup is decided in partitions by the
-actors, recipe (b), whose near dedup is decided in stages by the actors (the driver holds the
-edges), and (c), quality scores and select by score (top 10,000) in two phases (the driver holds
+actors, recipe (b), whose near dedup is decided in stages by the actors (a final job on an actor holds
+the edges), and (c), quality scores and select by score (top 10,000) in two phases (the driver holds
 the candidates). --driver-only measures just that, for the recipes given, into its own section.
 
 The Ray runs use a local Ray instance started by the benchmark (ray.init with 2 CPUs; its
@@ -122,7 +122,7 @@ def driver_table(recipes: str = "abc") -> str:
     return ("#### Ray driver memory against input size (distinct workload)\n\n"
             "Each run in a fresh process with its own Ray instance (2 CPUs), 2 workers; the driver's peak RSS is its own "
             "(VmHWM, reset after ray.init), the actors' is not in it. (a): exact dedup decided in partitions by the actors; (b): near dedup "
-            "decided in stages by the actors, the driver holding the edges (O(duplicates)); (c): quality scores, then select by score "
+            "decided in stages by the actors, a final job on an actor holding the edges (O(duplicates)), the driver only counts and the report; (c): quality scores, then select by score "
             "(top 10,000) in two phases, the driver holding the candidates the diversity greedy examines: the selected and the "
             "too similar ones it skips (both in the report). The sizes are prefixes of the distinct workload, which holds its ten "
             "variants of Alpaca one after the other, and 2 is the whole file twice: 1/4 holds 2.5 variants of each record, 1 ten and "
