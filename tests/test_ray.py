@@ -50,7 +50,8 @@ def test_one_actor_pool_per_run_and_dedup_decided_by_the_actors(tmp_path, monkey
     """A four-segment recipe (exact dedup, near dedup, select by score) on Ray: one pool of actors
     serves every shard job, the exact-dedup partitions, the near-dedup stages and select's two
     phases; the driver never gathers a segment's keys; kept and rejects are byte-identical to
-    the local executor's."""
+    the local executor's, and again after a resume that redoes select's decision and half the
+    last segment's shards."""
     import ray
 
     from ptdata.ops.dedup import ExactDedup, NearDedup
@@ -84,9 +85,21 @@ def test_one_actor_pool_per_run_and_dedup_decided_by_the_actors(tmp_path, monkey
     try:
         res = local.run(recipe("ray"), workers=2, dispatch=pool)
         assert pool.started == 1 and len(pool.actors) == 2
+        pool.close()
+        # resume on the cluster: every other shard of the last segment and select's decision undone
+        work = tmp_path / "ray" / ".work"
+        last = max(int(d.name[3:]) for d in work.glob("seg*"))
+        undone = sorted((work / f"seg{last}").glob("*.stats.json"))[::2]
+        for f in undone:
+            f.unlink()
+        (work / f"seg{last - 1}" / decision.DECISION).unlink()
+        pool = RayPool(ray)
+        again = local.run(recipe("ray"), workers=2, dispatch=pool)
     finally:
         pool.close()
         ray.shutdown()
+    assert again.resumed_shards > 0 and len(undone) > 1
+    assert again.kept_path.read_bytes() == ref.kept_path.read_bytes() and again.rejects_path.read_bytes() == ref.rejects_path.read_bytes()
     assert gathered == []  # the keys stayed with the actors
     parts = orjson.loads((tmp_path / "ray" / ".work" / "seg0" / decision.DECISION).read_bytes())["parts"]
     assert parts == 2
