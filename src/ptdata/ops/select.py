@@ -98,7 +98,7 @@ class Select(GlobalOp):
         target = self.target_size(n)
         too_close: dict[int, tuple[int, float]] = {}
         if self.method == "score":  # the ranking with the MinHash diversity check
-            kept, too_close, _ = diverse_greedy(keys["sig"], M.by_score(scores, n), target, self.diversity_threshold, self.bands)
+            kept, too_close = diverse_greedy(keys["sig"], M.by_score(scores, n), target, self.diversity_threshold, self.bands)
         else:  # the same choice select-report makes
             kept = pick(self.method, target, scores=scores, lengths=lengths, emb=lambda: keys["emb"],
                         targets=self._target_embeddings, seed=self.seed).tolist()
@@ -109,25 +109,26 @@ class Select(GlobalOp):
         too_close_ids = {i: (_id_at(keys, j), sim) for i, (j, sim) in too_close.items()}
         reasons, details = drop_details(self.method, self.score, drop, scores[drop], too_close_ids, cutoff, target)
         rnd, lng = M.random_pick(n, target, self.seed), M.longest(lengths, target)
+        picks = {name: (idx, scores[idx], lengths[idx]) for name, idx in
+                 ((self.method, np.asarray(kept, dtype=np.int64)), ("random", rnd), ("longest", lng))}
         report = {"method": self.method, "selected": len(kept), "too_similar": len(too_close), "cutoff": cutoff,
-                  **self.baselines({self.method: kept, "random": rnd, "longest": lng}, scores, lengths, M.spearman(scores, lengths))}
+                  **self.baselines(picks, M.spearman(scores, lengths))}
         return Decision(drop, reasons, details, report)
 
-    def baselines(self, picks: dict[str, list[int] | np.ndarray], scores, lengths, rho: float | None) -> dict:
+    def baselines(self, picks: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], rho: float | None) -> dict:
         """What random and longest-response selection of the same size keep, beside the method:
-        `picks` holds the method's, random's and longest's positions; `scores` and `lengths` are
-        indexable by those positions (arrays, or dicts of just those records)."""
-        mine = set(np.asarray(picks[self.method]).tolist())
+        `picks` holds, for the method, random and longest, the positions kept with their scores
+        and response lengths."""
+        mine = set(np.asarray(picks[self.method][0]).tolist())
 
-        def figures(idx) -> dict:
-            idx = np.asarray(idx, dtype=np.int64).tolist()
-            s = np.array([scores[i] for i in idx] or [np.nan], dtype=np.float64)
-            length = np.array([lengths[i] for i in idx], dtype=np.float64)
-            return {"mean_length": round(float(length.mean()), 1) if len(idx) else None,
+        def figures(idx, s, length) -> dict:
+            idx = set(np.asarray(idx).tolist())
+            s = np.asarray(s, dtype=np.float64) if len(idx) else np.array([np.nan])
+            return {"mean_length": round(float(np.asarray(length, dtype=np.float64).mean()), 1) if len(idx) else None,
                     f"mean_{self.score}": None if np.isnan(s).all() else round(float(np.nanmean(s)), 4),
-                    "overlap": round(len(mine & set(idx)) / max(1, len(mine | set(idx))), 3)}
+                    "overlap": round(len(mine & idx) / max(1, len(mine | idx)), 3)}
 
-        return {"baselines": {name: figures(picks[name]) for name in (self.method, "random", "longest")},
+        return {"baselines": {name: figures(*picks[name]) for name in (self.method, "random", "longest")},
                 "spearman_score_length": None if rho is None else round(rho, 4)}
 
 
@@ -151,11 +152,10 @@ def drop_details(method: str, score: str, drop: np.ndarray, drop_scores: np.ndar
 
 
 def diverse_greedy(sig: np.ndarray, order: np.ndarray, target: int, threshold: float, bands: int,
-                   limit: int | None = None) -> tuple[list[int], dict[int, tuple[int, float]], int]:
+                   limit: int | None = None) -> tuple[list[int], dict[int, tuple[int, float]]]:
     """Deita-style: the rows of `sig` in `order`, each kept unless its MinHash similarity to a
     kept one (found through LSH buckets) is >= threshold, until `target` are kept or the first
-    `limit` of `order` are seen. (kept rows in order, skipped row -> (the kept row, similarity),
-    how many of `order` were seen)."""
+    `limit` of `order` are seen. (kept rows in order, skipped row -> (the kept row, similarity))."""
     from .dedup import _band_hashes
 
     band = _band_hashes(sig, bands)
@@ -163,11 +163,9 @@ def diverse_greedy(sig: np.ndarray, order: np.ndarray, target: int, threshold: f
     kept: list[int] = []
     too_close: dict[int, tuple[int, float]] = {}
     check = threshold < 1
-    seen = 0
     for i in order.tolist()[:limit]:
         if len(kept) >= target:
             break
-        seen += 1
         if check:
             near = None
             for b, h in enumerate(band[i].tolist()):
@@ -184,4 +182,4 @@ def diverse_greedy(sig: np.ndarray, order: np.ndarray, target: int, threshold: f
             for b, h in enumerate(band[i].tolist()):
                 buckets.setdefault((b, h), []).append(i)
         kept.append(i)
-    return kept, too_close, seen
+    return kept, too_close

@@ -101,8 +101,8 @@ def select_staged(op, seg_dir: Path, stats: list[dict], parts: int, run_jobs: Ca
     while True:
         res = run_jobs("top", [(str(seg_dir), stats, g, m, target) for g in groups])
         cand, limit = _merge_top(res)
-        kept, close, seen = diverse_greedy(cand["sig"], np.arange(len(cand["pos"])), target, op.diversity_threshold,
-                                           op.bands, limit)
+        kept, close = diverse_greedy(cand["sig"], np.arange(len(cand["pos"])), target, op.diversity_threshold,
+                                     op.bands, limit)
         if len(kept) >= target or limit == len(cand["pos"]) == sum(r["count"] for r in res):
             break
         m *= 2  # the greedy reached the frontier short of target: more candidates from every partition
@@ -110,14 +110,9 @@ def select_staged(op, seg_dir: Path, stats: list[dict], parts: int, run_jobs: Ca
     cutoff = float(cand["score"][kept[-1]]) if kept else float("nan")
     long = {k: np.concatenate([r[f"long_{k}"] for r in res]) for k in ("pos", "length", "score")}
     lo = np.lexsort((long["pos"], -long["length"]))[:target]
-    scores = {**dict(zip(long["pos"][lo].tolist(), long["score"][lo].tolist())),
-              **dict(zip(np.asarray(rnd).tolist(), np.asarray(rnd_score).tolist())),
-              **dict(zip(kept_pos.tolist(), cand["score"][kept].tolist()))}
-    lengths = {**dict(zip(long["pos"][lo].tolist(), long["length"][lo].tolist())),
-               **dict(zip(np.asarray(rnd).tolist(), np.asarray(rnd_length).tolist())),
-               **dict(zip(kept_pos.tolist(), cand["length"][kept].tolist()))}
-    report = {"method": "score", "selected": len(kept), "too_similar": len(close), "cutoff": cutoff,
-              **op.baselines({"score": kept_pos, "random": rnd, "longest": long["pos"][lo]}, scores, lengths, rho)}
+    picks = {"score": (kept_pos, cand["score"][kept], cand["length"][kept]), "random": (rnd, rnd_score, rnd_length),
+             "longest": (long["pos"][lo], long["score"][lo], long["length"][lo])}
+    report = {"method": "score", "selected": len(kept), "too_similar": len(close), "cutoff": cutoff, **op.baselines(picks, rho)}
     # the selection, for the partitions to commit their drops from
     close_rows = np.array(sorted(close, key=lambda i: cand["pos"][i]), dtype=np.int64)
     close_pos = cand["pos"][close_rows] if len(close_rows) else np.empty(0, np.int64)
