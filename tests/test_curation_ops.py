@@ -350,3 +350,67 @@ def test_near_dedup_decides_the_same_with_or_without_band_keys(alpaca_rows):
     bare = op.decide({k: v for k, v in keys.items() if k not in ("band", "whole")})
     assert len(full.drop) > 300
     assert np.array_equal(full.drop, bare.drop) and list(full.detail) == list(bare.detail) and full.report == bare.report
+
+
+def test_match_hashes_equal_hashing_each_normalized_text(alpaca_rows):
+    """The batched key of exact dedup is the hash of each text's normalize_for_match, on real
+    English and Chinese rows, control characters, and texts that normalize to nothing."""
+    import xxhash
+
+    from ptdata.text import match_hashes, normalize_for_match
+
+    zh = load_jsonl(shared("alpaca_zh_17k.jsonl.gz"))[:3000]
+    texts = [r["instruction"] + "\n" + r["input"] + "\n" + r["output"] for r in alpaca_rows[:6000]]
+    texts += [r.get("instruction", "") + "\n" + (r.get("output") or "") for r in zh]
+    edge = ["", " ", "  ", "a", " a ", "a  b", "...", " . x . ", "\x00\x01 x\x7f", "\t\n", "A-B  c.  ", "é", "  é  x", "_x_", "x" * 9]
+    texts = edge + texts[:4000] + edge + texts[4000:] + edge
+    want = np.array([xxhash.xxh3_64_intdigest(normalize_for_match(t).encode()) for t in texts], dtype=np.uint64)
+    for size in (1, 7, 2000, len(texts)):
+        got = np.concatenate([match_hashes(texts[k:k + size]) for k in range(0, len(texts), size)])
+        assert got.dtype == np.uint64 and np.array_equal(got, want), size
+    assert match_hashes([]).shape == (0,)
+
+
+def test_report_counts_from_columns_equal_counting_each_record(tmp_path):
+    """The last segment counts the kept records from the columns the segment before saved: the
+    same histograms, languages, kinds, flags and key order as counting each kept record."""
+    import math
+
+    from ptdata.pipeline.histograms import Hist, HistColumns
+
+    rng = random.Random(3)
+    recs = []
+    for i in range(3000):
+        kind = rng.choice(["sft", "sft", "prompt", "preference"])
+        msgs = [{"role": "user", "content": "q" * rng.randrange(1, 50)}]
+        if kind == "sft":
+            msgs.append({"role": "assistant", "content": "a" * rng.randrange(0, 30000)})
+        scores = {}
+        for k in rng.sample(["quality", "ifd", "tokens.all", "judge.help", "b"], rng.randrange(0, 5)):
+            scores[k] = rng.choice([rng.random(), rng.randrange(0, 9000), True, math.nan, math.inf, "x", None, -0.5])
+        meta = {"source": f"f:{i}", "lang": rng.choice(["en", "zh", "?"])}
+        if rng.random() < 0.3:
+            meta["flags"] = rng.sample(["truncated_answer", "language_switch", "unbalanced_code_fence"], rng.randrange(1, 3))
+        if rng.random() < 0.1:
+            meta["pii"] = {"email": rng.randrange(1, 3)}
+        d = {"id": str(i), "kind": kind, "messages": msgs, "scores": scores, "meta": meta}
+        if kind == "preference":
+            d["chosen"] = [{"role": "assistant", "content": "c" * rng.randrange(1, 900)}]
+            d["rejected"] = [{"role": "assistant", "content": "r"}]
+        recs.append(d)
+    cols = HistColumns()
+    for d in recs:
+        cols.add(d)
+    cols.save(tmp_path / "h.bin")
+    for share in (0.0, 0.02, 0.5, 1.0):
+        keep = np.array([rng.random() < share for _ in recs])
+        one_by_one = Hist()
+        for d, k in zip(recs, keep):
+            if k:
+                one_by_one.add(d)
+        from_columns = Hist()
+        from_columns.add_columns(HistColumns.load(tmp_path / "h.bin"), keep)
+        a, b = one_by_one.as_dict(), from_columns.as_dict()
+        assert a == b and list(a["hist"]) == list(b["hist"]) and list(a["langs"]) == list(b["langs"])
+        assert list(a["flags"]) == list(b["flags"]) and list(a["kinds"]) == list(b["kinds"])
+        assert share == 0.0 or len(a["hist"]) > 2

@@ -9,7 +9,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import orjson
 
@@ -223,8 +223,9 @@ def _convert_parallel(reader: RecordReader, dst: Path, to: str, write_opts: dict
     return counts
 
 
-def _concat(parts: list[Path], dst: Path, missing_ok: bool = False) -> None:
-    """Join part files in order (gzip members concatenate into a valid gzip stream).
+def _concat(parts: list[Path | tuple[Path, Any]], dst: Path, missing_ok: bool = False) -> None:
+    """Join part files in order (gzip members concatenate into a valid gzip stream). A part may
+    be (path, byte ranges): only those ranges of it, in order.
 
     copy_file_range copies inside the kernel: 8x faster than a read/write loop here.
     """
@@ -232,21 +233,32 @@ def _concat(parts: list[Path], dst: Path, missing_ok: bool = False) -> None:
     partial = dst.with_name(f".{dst.name}.partial")
     with open(partial, "wb") as out:
         for p in parts:
+            p, ranges = p if isinstance(p, tuple) else (p, None)
             if missing_ok and not p.exists():  # a part that had nothing to write left no file
                 continue
             with open(p, "rb") as f:
-                size, done = os.fstat(f.fileno()).st_size, 0
-                try:
-                    while done < size:
-                        n = os.copy_file_range(f.fileno(), out.fileno(), size - done)
-                        if n == 0:
-                            break
-                        done += n
-                except (AttributeError, OSError):  # no copy_file_range here (or across filesystems)
-                    f.seek(done)
-                    out.seek(0, os.SEEK_END)
-                    shutil.copyfileobj(f, out, 8 << 20)
+                for lo, hi in ([(0, os.fstat(f.fileno()).st_size)] if ranges is None else ranges):
+                    _copy_range(f, out, int(lo), int(hi))
     os.replace(partial, dst)
+
+
+def _copy_range(f, out, lo: int, hi: int) -> None:
+    done = lo
+    try:
+        while done < hi:
+            n = os.copy_file_range(f.fileno(), out.fileno(), hi - done, done)
+            if n == 0:
+                break
+            done += n
+    except (AttributeError, OSError):  # no copy_file_range here (or across filesystems)
+        f.seek(done)
+        out.seek(0, os.SEEK_END)
+        while done < hi:
+            chunk = f.read(min(8 << 20, hi - done))
+            if not chunk:
+                break
+            out.write(chunk)
+            done += len(chunk)
 
 
 # Where a record of each class goes when the file in hand cannot take it.

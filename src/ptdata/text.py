@@ -8,6 +8,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
+import numpy as np
+import xxhash
+
 from .records import Record
 
 _WORD_RUN = re.compile(r"[^\W_]+")  # letters and digits; punctuation, "_" and spacing separate words
@@ -26,6 +29,48 @@ def normalize_for_match(text: str) -> str:
     if text.isascii():
         return " ".join(text.encode().translate(_ASCII_MATCH).decode().split())
     return " ".join(_unicode_words(text))
+
+
+def match_hashes(texts: list[str]) -> np.ndarray:
+    """xxh3-64 of each text's normalize_for_match, as uint64; equal to hashing them one by one.
+
+    ASCII texts are normalized together: one translate of their concatenation, then the runs of
+    spaces are collapsed with array operations (splitting each text into words and joining them
+    again is most of the per-text cost). Runs never cross a text's ends, which also strip."""
+    out = np.empty(len(texts), dtype=np.uint64)
+    h = xxhash.xxh3_64_intdigest
+    ascii_at: list[int] = []
+    for i, t in enumerate(texts):
+        if t.isascii():
+            ascii_at.append(i)
+        else:
+            out[i] = h(normalize_for_match(t).encode())
+    if not ascii_at:
+        return out
+    chunk = [texts[i] for i in ascii_at]
+    a = np.frombuffer("".join(chunk).encode().translate(_ASCII_MATCH), dtype=np.uint8)
+    lens = np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk))
+    ends = np.cumsum(lens)
+    starts = ends - lens
+    m = len(a)
+    sp = a == 32
+    boundary = np.zeros(m + 1, dtype=bool)  # a text starts here (or all of them end)
+    boundary[starts] = True
+    boundary[m] = True
+    prev_sp = np.zeros(m, dtype=bool)
+    prev_sp[1:] = sp[:-1]
+    prev_sp &= ~boundary[:-1]
+    next_sp = np.zeros(m, dtype=bool)
+    next_sp[:-1] = sp[1:]
+    next_sp &= ~boundary[1:]
+    run_start = np.flatnonzero(sp & ~prev_sp)
+    run_end = np.flatnonzero(sp & ~next_sp) + 1
+    keep = ~sp
+    keep[run_start[~boundary[run_start] & ~boundary[run_end]]] = True  # one space between two words of a text
+    at = np.concatenate(([0], np.cumsum(keep)))
+    kept = memoryview(a[keep].tobytes())
+    out[ascii_at] = [h(kept[x:y]) for x, y in zip(at[starts].tolist(), at[ends].tolist())]
+    return out
 
 
 def match_words(text: str) -> list[str]:

@@ -17,7 +17,7 @@ from annotated_types import Interval
 from ..parallel import map_threads
 from ..params import Positive, Share
 from ..records import Record
-from ..text import normalize_for_match, record_text, shingles
+from ..text import match_hashes, record_text, shingles
 from .base import Decision, GlobalOp, param, register
 from .filters import TextField
 
@@ -113,7 +113,7 @@ class ExactDedup(GlobalOp):
     score: str = param("quality", "score used by keep=best")
 
     def keys(self, batch: list[Record]) -> dict[str, np.ndarray]:
-        h = np.array([xxhash.xxh3_64_intdigest(normalize_for_match(record_text(r, self.field)).encode()) for r in batch], dtype=np.uint64)
+        h = match_hashes([record_text(r, self.field) for r in batch])
         return {"hash": h, "score": _score_keys(batch, self.score), **_id_keys(batch)}
 
     def decide(self, keys: dict[str, np.ndarray]):

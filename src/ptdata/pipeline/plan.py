@@ -36,6 +36,12 @@ class Segment:
     map_ops: list[MapOp]
     global_op: GlobalOp | None
 
+    @property
+    def applies_only(self) -> bool:
+        """The last segment after a global op with no op of its own: it only applies the drops,
+        so its kept records are the runs of the previous segment's lines between them."""
+        return self.index > 0 and not self.map_ops and self.global_op is None
+
 
 def plan_segments(ops: list[Op]) -> list[Segment]:
     segs: list[Segment] = []
@@ -52,7 +58,7 @@ def plan_segments(ops: list[Op]) -> list[Segment]:
 
 # --- parent side -----------------------------------------------------------------------------
 
-WORK_LAYOUT = 4  # the files a run keeps in its work dir; a dir kept in another layout is not resumed
+WORK_LAYOUT = 5  # the files a run keeps in its work dir; a dir kept in another layout is not resumed
 
 
 def file_fingerprint(path: Path, block: int = 8 << 20) -> str:

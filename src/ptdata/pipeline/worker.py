@@ -4,7 +4,6 @@ stats and the keys of the segment's global op; the parent never touches record d
 from __future__ import annotations
 
 import gc
-import math
 import os
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from ..reader import RecordReader
 from ..records import Record
 from .recipe import Recipe
 from .decision import decide_part, load_decision_parts
+from .histograms import Hist, HistColumns
 from .plan import Segment, Shard
 from .shards import COPY_KEY, save_bundle
 
@@ -174,17 +174,22 @@ def _process_shard(args: tuple[int, int, int, int]) -> dict:
     op_stats = {op.name: {"in": 0, "kept": 0, "added": 0, "dropped": Counter(), "seconds": 0.0} for op in seg.map_ops}
     if prev_global is not None:
         op_stats = {prev_global.name: {"in": 0, "kept": 0, "added": 0, "dropped": Counter(), "seconds": 0.0}, **op_stats}
-    hist = _Hist() if si == len(segments) - 1 else None
+    hist = Hist() if si == len(segments) - 1 else None
+    cols = HistColumns() if si + 1 < len(segments) and segments[si + 1].applies_only else None  # the last segment counts from these
     tmp = {k: out_dir / f".{shard_no:05d}.{k}.partial" for k in ("jsonl", "rejects.jsonl", "stats.json")}
-    with open(tmp["jsonl"], "wb") as out, open(tmp["rejects.jsonl"], "wb") as rej:
-        if prev_global is not None and not seg.map_ops and seg.global_op is None:
-            _apply_bytes(work / f"seg{si - 1}" / f"{shard_no:05d}.jsonl", drops, prev_global.name, out, rej, stats, op_stats, hist)
-        else:
-            keys = _apply_records(seg, shard_no, drops, prev_global, out, rej, stats, op_stats, hist)
-            if seg.global_op is not None:
-                save_bundle(out_dir / f"{shard_no:05d}.keys.bin", keys)
-                stats["keys"] = {name: len(a) for name, a in keys.items()}
-    os.replace(tmp["jsonl"], out_dir / f"{shard_no:05d}.jsonl")
+    if seg.applies_only:
+        with open(tmp["rejects.jsonl"], "wb") as rej:
+            ranges = _apply_bytes(work / f"seg{si - 1}" / f"{shard_no:05d}", drops, prev_global.name, rej, stats, op_stats, hist)
+        save_bundle(out_dir / f"{shard_no:05d}.ranges.bin", {"ranges": ranges})
+    else:
+        with open(tmp["jsonl"], "wb") as out, open(tmp["rejects.jsonl"], "wb") as rej:
+            keys = _apply_records(seg, shard_no, drops, prev_global, out, rej, stats, op_stats, hist or cols)
+        if seg.global_op is not None:
+            save_bundle(out_dir / f"{shard_no:05d}.keys.bin", keys)
+            stats["keys"] = {name: len(a) for name, a in keys.items()}
+        if cols is not None:
+            cols.save(out_dir / f"{shard_no:05d}.hist.bin")
+        os.replace(tmp["jsonl"], out_dir / f"{shard_no:05d}.jsonl")
     os.replace(tmp["rejects.jsonl"], out_dir / f"{shard_no:05d}.rejects.jsonl")
     stats["ops"] = {k: {**v, "dropped": dict(v["dropped"])} for k, v in op_stats.items()}
     stats["read_rejects"] = dict(stats["read_rejects"])
@@ -209,25 +214,44 @@ def _stage_job(args: tuple) -> object:
     return STAGES[args[0]](*args[1:])
 
 
-def _apply_bytes(src: Path, drops: dict, op_name: str, out, rej, stats: dict, op_stats: dict, hist: "_Hist | None") -> None:
-    """Apply a global decision without parsing records: kept lines are copied, reject rows are
-    spliced around the dropped line (id and source read from the line ptdata itself wrote)."""
+def _apply_bytes(src: Path, drops: dict, op_name: str, rej, stats: dict, op_stats: dict, hist: Hist) -> np.ndarray:
+    """Apply a global decision without parsing records: returns the byte ranges of the runs of
+    kept lines of `src`.jsonl between the drops (the writer copies them into the output), writes
+    the reject rows spliced around each dropped line (id and source read from the line ptdata
+    itself wrote), and counts the kept records from the columns the segment before saved."""
     st = op_stats[op_name]
-    with open(src, "rb") as f:
-        for i, line in enumerate(f):
-            stats["in"] += 1
-            st["in"] += 1
-            d = drops.get(i)
-            if d is None:
-                st["kept"] += 1
-                stats["kept"] += 1
-                out.write(line)
-                if hist is not None:
-                    hist.add(orjson.loads(line))
-                continue
-            reason, detail, copy = d
-            st["dropped"][reason] += 1
-            rej.write(reject_row_bytes(line.rstrip(b"\n"), op_name, reason, detail, copy=copy))
+    data = src.with_name(f"{src.name}.jsonl").read_bytes()
+    ends = _line_ends(data)
+    n = len(ends)
+    stats["in"] += n
+    st["in"] += n
+    keep = np.ones(n, dtype=bool)
+    ranges, start = [], 0
+    for i in sorted(drops):
+        lo = int(ends[i - 1]) if i else 0
+        if lo > start:
+            ranges.append((start, lo))
+        start = int(ends[i])
+        reason, detail, copy = drops[i]
+        st["dropped"][reason] += 1
+        rej.write(reject_row_bytes(data[lo:start - 1], op_name, reason, detail, copy=copy))
+        keep[i] = False
+    if len(data) > start:
+        ranges.append((start, len(data)))
+    kept = int(keep.sum())
+    st["kept"] += kept
+    stats["kept"] += kept
+    hist.add_columns(HistColumns.load(src.with_name(f"{src.name}.hist.bin")), keep)
+    return np.array(ranges, dtype=np.int64).reshape(-1, 2)
+
+
+def _line_ends(data: bytes, chunk: int = 8 << 20) -> np.ndarray:
+    """The offset just past each newline of `data`, found in chunks (a bounded temporary)."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    parts = [np.flatnonzero(buf[at:at + chunk] == 10) + (at + 1) for at in range(0, len(buf), chunk)]
+    if data and data[-1] != 10:  # a last line without its newline
+        parts.append(np.array([len(data)]))
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
 def _source_of(line: bytes) -> bytes:
@@ -244,7 +268,7 @@ def _source_of(line: bytes) -> bytes:
 
 
 def _apply_records(seg: Segment, shard_no: int, drops: dict, prev_global, out, rej, stats: dict, op_stats: dict,
-                   hist: "_Hist | None") -> dict[str, np.ndarray]:
+                   hist: "Hist | HistColumns | None") -> dict[str, np.ndarray]:
     """The general path: records are rebuilt, map ops run batch by batch, global keys computed."""
     keys_parts: list[dict[str, np.ndarray]] = []
     batch_size = _CTX["recipe"].batch_size
@@ -325,59 +349,3 @@ def _apply_records(seg: Segment, shard_no: int, drops: dict, prev_global, out, r
 
 def _reject(rec: Record, op: str, d: Drop) -> dict:
     return {"source": rec.meta.get("source", ""), "op": op, "reason": d.reason, "detail": d.detail, "id": rec.id, "record": rec.to_dict()}
-
-
-def _response_len(d: dict) -> int:
-    if d["kind"] == "sft":
-        return len(d["messages"][-1]["content"])
-    if d["kind"] == "preference":
-        return sum(len(m["content"]) for m in (d.get("chosen") or d.get("rejected") or []) if m["role"] == "assistant")
-    return len(d["messages"][-1]["content"]) if d["messages"] else 0
-
-
-PII_FLAG = "pii:"  # a flag-channel entry counting one redaction of that type
-
-
-class _Hist:
-    """Fixed-bin histograms of lengths and scores of the kept records, summed across shards for the report."""
-
-    LEN_BINS = [0, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 10**9]
-    UNIT_BINS = [i / 20 for i in range(21)]
-
-    def __init__(self) -> None:
-        self.len_resp: list[int] = []
-        self.scores: dict[str, list[float]] = {}
-        self.langs: Counter = Counter()
-        self.flags: Counter = Counter()
-        self.kinds: Counter = Counter()
-
-    @staticmethod
-    def fields(d: dict) -> tuple[int, str, Any, Any, list[tuple[str, float]]]:
-        """What the report counts of a record: response length, kind, language, flags and the
-        scores that are finite numbers (a record about to be written may hold a NaN, which JSON
-        writes as null, so it is not counted either way)."""
-        meta = d["meta"]
-        scores = [(k, float(v)) for k, v in d["scores"].items() if isinstance(v, (int, float)) and (isinstance(v, int) or math.isfinite(v))]
-        flags = meta.get("flags", ())
-        pii = meta.get("pii")
-        if pii:  # redactions travel with the flags (one entry each) and are split out in the merged stats
-            flags = [*flags, *(f"{PII_FLAG}{t}" for t, n in pii.items() for _ in range(int(n)))]
-        return _response_len(d), d["kind"], meta.get("lang", "?"), flags, scores
-
-    def add(self, d: dict) -> None:
-        length, kind, lang, flags, scores = self.fields(d)
-        self.len_resp.append(length)
-        for k, v in scores:
-            self.scores.setdefault(k, []).append(v)
-        self.langs[lang] += 1
-        self.kinds[kind] += 1
-        for f in flags:
-            self.flags[f] += 1
-
-    def as_dict(self) -> dict:
-        hist = {"length": np.histogram(self.len_resp, bins=self.LEN_BINS)[0].tolist()}
-        for k, vals in self.scores.items():
-            a = np.asarray(vals)
-            bins = self.LEN_BINS if k.startswith("tokens.") or a.max(initial=0) > 1 or a.min(initial=0) < 0 else self.UNIT_BINS
-            hist[f"score:{k}"] = {"bins": bins, "counts": np.histogram(a, bins=bins)[0].tolist()}
-        return {"hist": hist, "langs": dict(self.langs), "flags": dict(self.flags), "kinds": dict(self.kinds)}

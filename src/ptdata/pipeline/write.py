@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import numpy as np
 import orjson
 
 from .. import __version__
@@ -18,8 +19,9 @@ from ..ops.base import Drop
 from ..records import Record
 from .recipe import SUCCESS, Recipe
 from .plan import Segment, recipe_hash
-from .shards import _output_names, commit_file
-from .worker import PII_FLAG, _Hist, _reject
+from .shards import _output_names, commit_file, load_bundle
+from .histograms import PII_FLAG, Hist
+from .worker import _reject
 
 
 @dataclass
@@ -59,11 +61,10 @@ def _finish(recipe: Recipe, segments: list[Segment], seg_stats: list[list[dict]]
             work: Path, out_dir: Path, resumed: int) -> RunResult:
     """Final files from the shard files, in shard order (a shard's rejects, segment by segment,
     then the next shard's)."""
-    last = segments[-1].index
     n_shards = len(seg_stats[0])
     kept_path = out_dir / recipe.output.file
     rejects_path = out_dir / "rejects.jsonl"
-    parts = [work / f"seg{last}" / f"{i:05d}.jsonl" for i in range(n_shards)]
+    parts = _kept_parts(segments[-1], work, n_shards)
     unfit: list[bytes] = []
     if recipe.output.format == "ptdata" and split_name(kept_path) == ("jsonl", False):
         _concat(parts, kept_path)
@@ -83,7 +84,27 @@ def _finish(recipe: Recipe, segments: list[Segment], seg_stats: list[list[dict]]
     return RunResult(out_dir, kept_path, rejects_path, stats_path, report_path, stats, resumed)
 
 
-def _write_kept(recipe: Recipe, parts: list[Path], kept_path: Path) -> list[bytes]:
+def _kept_parts(last: Segment, work: Path, n_shards: int) -> list[tuple[Path, np.ndarray | None]]:
+    """Each shard's kept records: its file of the last segment, or, when that segment only
+    applied a decision, the byte ranges it kept of the previous segment's file."""
+    if not last.applies_only:
+        return [(work / f"seg{last.index}" / f"{i:05d}.jsonl", None) for i in range(n_shards)]
+    return [(work / f"seg{last.index - 1}" / f"{i:05d}.jsonl", load_bundle(work / f"seg{last.index}" / f"{i:05d}.ranges.bin")[0]["ranges"])
+            for i in range(n_shards)]
+
+
+def _kept_lines(parts: list[tuple[Path, np.ndarray | None]]) -> Iterator[bytes]:
+    for path, ranges in parts:
+        with open(path, "rb") as f:
+            if ranges is None:
+                yield from f
+                continue
+            for lo, hi in ranges.tolist():
+                f.seek(lo)
+                yield from f.read(hi - lo).splitlines(keepends=True)
+
+
+def _write_kept(recipe: Recipe, parts: list[tuple[Path, np.ndarray | None]], kept_path: Path) -> list[bytes]:
     """The kept records in the output format; returns the reject rows of those the format or
     container cannot hold (`not_representable`, op `write`)."""
     fmt = get_format(recipe.output.format)
@@ -93,16 +114,14 @@ def _write_kept(recipe: Recipe, parts: list[Path], kept_path: Path) -> list[byte
         unfit.append(orjson.dumps(_reject(rec, "write", Drop("not_representable", detail))) + b"\n")
 
     with RowWriter(kept_path, recipe.output.format, recipe.output.options, on_unfit=reject) as w:
-        for p in parts:
-            with open(p, "rb") as f:
-                for line in f:
-                    rec = Record.from_trusted(orjson.loads(line))
-                    try:
-                        rows = fmt.write(rec, recipe.output.options)
-                    except RecordError as e:
-                        reject(rec, e.detail or e.reason)
-                        continue
-                    w.write_many(rows, rec)
+        for line in _kept_lines(parts):
+            rec = Record.from_trusted(orjson.loads(line))
+            try:
+                rows = fmt.write(rec, recipe.output.options)
+            except RecordError as e:
+                reject(rec, e.detail or e.reason)
+                continue
+            w.write_many(rows, rec)
     return unfit
 
 
@@ -178,7 +197,7 @@ def _merge_stats(recipe: Recipe, segments: list[Segment], seg_stats: list[list[d
         "kept_flags": {k: v for k, v in flags.items() if not k.startswith(PII_FLAG)},
         "kept_pii_redactions": dict(sorted(((k[len(PII_FLAG):], v) for k, v in flags.items() if k.startswith(PII_FLAG)),
                                            key=lambda x: -x[1])),
-        "histograms": {"bins_length": _Hist.LEN_BINS, **hist},
+        "histograms": {"bins_length": Hist.LEN_BINS, **hist},
         "contamination": contamination_report(recipe, contamination),
     }
 
