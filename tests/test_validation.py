@@ -84,3 +84,22 @@ def test_script_detection():
 ])
 def test_truncation_heuristic(text, cut):
     assert looks_truncated(text) is cut
+
+
+def test_script_counts_equal_one_regex_per_script():
+    """script_of counts every script's characters in one pass over the code points: the counts
+    equal each script's regex on real Chinese and English rows, on every range's first and last
+    code point and its neighbours, and on emoji and a lone surrogate."""
+    from ptdata.validation import _SCRIPTS, _script_counts
+
+    from .conftest import load_jsonl, shared
+
+    rows = load_jsonl(shared("alpaca_zh_17k.jsonl.gz"))[:2000] + load_jsonl(shared("alpaca_en_52k.jsonl.gz"))[:2000]
+    texts = [r.get("instruction", "") + (r.get("output") or "") for r in rows]
+    edges = [0x41, 0x5A, 0x61, 0x7A, 0xC0, 0x24F, 0x400, 0x4FF, 0x600, 0x6FF, 0x3040, 0x30FF, 0x3400, 0x4DBF, 0x4E00,
+             0x9FFF, 0xAC00, 0xD7AF]
+    texts.append("".join(chr(c + d) for c in edges for d in (-1, 0, 1)))
+    texts += ["", "😀 日本語のテキスト", "a\ud800b", "ÀÖØöøÿĀſƀɏ"]
+    assert sum(len(t) for t in texts) > 500_000
+    for t in texts:
+        assert _script_counts(t) == [len(rx.findall(t)) for _, rx in _SCRIPTS], t[:40]
