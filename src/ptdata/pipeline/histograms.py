@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,6 +39,15 @@ def record_fields(d: dict) -> tuple[int, str, Any, Any, list[tuple[str, float]]]
     return response_len(d), d["kind"], meta.get("lang", "?"), flags, scores
 
 
+class Columns(NamedTuple):
+    """A shard's saved report fields (HistColumns.load): what Hist.add_columns counts from."""
+
+    lengths: np.ndarray
+    codes: np.ndarray
+    table: list[tuple[str, Any, tuple, tuple]]
+    scores: dict[str, np.ndarray]
+
+
 class Hist:
     """Fixed-bin histograms of lengths and scores of the kept records, summed across shards for the report."""
 
@@ -46,8 +55,8 @@ class Hist:
     UNIT_BINS = [i / 20 for i in range(21)]
 
     def __init__(self) -> None:
-        self.len_resp: list[Any] = []  # ints, or whole arrays from columns
-        self.scores: dict[str, list[Any]] = {}
+        self.len_resp: list[int] = []
+        self.scores: dict[str, list[float]] = {}
         self.langs: Counter = Counter()
         self.flags: Counter = Counter()
         self.kinds: Counter = Counter()
@@ -62,12 +71,12 @@ class Hist:
         for f in flags:
             self.flags[f] += 1
 
-    def add_columns(self, cols: "HistColumns", keep: np.ndarray) -> None:
+    def add_columns(self, cols: Columns, keep: np.ndarray) -> None:
         """The records of `cols` where `keep` is true, counted as `add` would count them one by
         one in order (first appearances, which order the report's keys, included)."""
-        codes = cols.codes[keep]
-        self.len_resp.append(cols.lengths[keep])
-        uniq, first, counts = np.unique(codes, return_index=True, return_counts=True)
+        self.len_resp.extend(cols.lengths[keep].tolist())
+        uniq, first, counts = np.unique(cols.codes[keep], return_index=True, return_counts=True)
+        done: set[str] = set()
         for c in np.argsort(first, kind="stable").tolist():
             kind, lang, flags, names = cols.table[int(uniq[c])]
             n = int(counts[c])
@@ -76,65 +85,57 @@ class Hist:
             for f in flags:
                 self.flags[f] += n
             for k in names:
-                if k not in self.scores:
+                if k not in done:
+                    done.add(k)
                     v = cols.scores[k][keep]
-                    self.scores[k] = [v[~np.isnan(v)]]
+                    self.scores.setdefault(k, []).extend(v[~np.isnan(v)].tolist())
 
     def as_dict(self) -> dict:
-        lengths = np.concatenate([np.atleast_1d(np.asarray(x, dtype=np.int64)) for x in self.len_resp]) if self.len_resp else np.empty(0)
-        hist = {"length": np.histogram(lengths, bins=self.LEN_BINS)[0].tolist()}
+        hist = {"length": np.histogram(self.len_resp, bins=self.LEN_BINS)[0].tolist()}
         for k, vals in self.scores.items():
-            a = np.concatenate([np.atleast_1d(np.asarray(x, dtype=np.float64)) for x in vals])
+            a = np.asarray(vals)
             bins = self.LEN_BINS if k.startswith("tokens.") or a.max(initial=0) > 1 or a.min(initial=0) < 0 else self.UNIT_BINS
             hist[f"score:{k}"] = {"bins": bins, "counts": np.histogram(a, bins=bins)[0].tolist()}
         return {"hist": hist, "langs": dict(self.langs), "flags": dict(self.flags), "kinds": dict(self.kinds)}
 
 
 class HistColumns:
-    """The report's fields of a shard's records as columns: response lengths, a code per record
-    into a table of distinct (kind, language, flags, names of its finite scores), and each score
-    (NaN where a record has none)."""
+    """The report's fields of a shard's records, gathered record by record and saved as columns:
+    response lengths, a code per record into a table of distinct (kind, language, flags, names of
+    its finite scores), and each score (NaN where a record has none)."""
 
     def __init__(self) -> None:
-        self.lengths_list: list[int] = []
-        self.codes_list: list[int] = []
-        self.table: list[tuple[str, Any, tuple, tuple]] = []  # (kind, language, flags, names of its scores)
+        self.lengths: list[int] = []
+        self.codes: list[int] = []
+        self.table: list[tuple[str, Any, tuple, tuple]] = []
         self._code: dict[tuple, int] = {}
-        self.scores_list: dict[str, list[float]] = {}
-        self.n = 0
+        self.scores: dict[str, tuple[list[int], list[float]]] = {}  # name -> (record positions, values)
 
     def add(self, d: dict) -> None:
         length, kind, lang, flags, scores = record_fields(d)
-        self.lengths_list.append(length)
         key = (kind, lang, tuple(flags), tuple(k for k, _ in scores))
         code = self._code.get(key)
         if code is None:
             code = self._code[key] = len(self.table)
             self.table.append(key)
-        self.codes_list.append(code)
         for k, v in scores:
-            col = self.scores_list.get(k)
-            if col is None:
-                col = self.scores_list[k] = [math.nan] * self.n
-            col.append(v)
-        self.n += 1
-        for col in self.scores_list.values():
-            if len(col) < self.n:
-                col.append(math.nan)
+            at, vals = self.scores.setdefault(k, ([], []))
+            at.append(len(self.lengths))
+            vals.append(v)
+        self.lengths.append(length)
+        self.codes.append(code)
 
     def save(self, path: Path) -> None:
-        arrays = {"lengths": np.asarray(self.lengths_list, dtype=np.int64), "codes": np.asarray(self.codes_list, dtype=np.int32)}
-        names = list(self.scores_list)
-        for i, k in enumerate(names):
-            arrays[f"s{i}"] = np.asarray(self.scores_list[k], dtype=np.float64)
-        save_bundle(path, arrays, {"table": [list(t) for t in self.table], "scores": names})
+        arrays = {"lengths": np.asarray(self.lengths, dtype=np.int64), "codes": np.asarray(self.codes, dtype=np.int32)}
+        for i, (at, vals) in enumerate(self.scores.values()):
+            col = np.full(len(self.lengths), np.nan)
+            col[at] = vals
+            arrays[f"s{i}"] = col
+        save_bundle(path, arrays, {"table": [list(t) for t in self.table], "scores": list(self.scores)})
 
-    @classmethod
-    def load(cls, path: Path) -> "HistColumns":
+    @staticmethod
+    def load(path: Path) -> Columns:
         arrays, meta = load_bundle(path)
-        cols = cls()
-        cols.lengths, cols.codes = arrays["lengths"], arrays["codes"]
-        cols.table = [(kind, lang, tuple(flags), tuple(names)) for kind, lang, flags, names in meta["table"]]
-        cols.scores = {k: arrays[f"s{i}"] for i, k in enumerate(meta["scores"])}
-        cols.n = len(cols.lengths)
-        return cols
+        return Columns(arrays["lengths"], arrays["codes"],
+                       [(kind, lang, tuple(flags), tuple(names)) for kind, lang, flags, names in meta["table"]],
+                       {k: arrays[f"s{i}"] for i, k in enumerate(meta["scores"])})
