@@ -300,31 +300,29 @@ def test_semantic_dedup_catches_paraphrases(alpaca_rows):
 
 
 def _reference_jaccard(sets: list[list[str]], pairs: np.ndarray) -> np.ndarray:
-    """Per pair, from Python sets of the same 32-bit shingle hashes: the definition, one pair at a time."""
-    import xxhash
-
-    hashed = [{xxhash.xxh32_intdigest(x.encode()) for x in s} for s in sets]
-    return np.array([len(hashed[a] & hashed[b]) / len(hashed[a] | hashed[b]) if hashed[a] | hashed[b] else 1.0
+    """Per pair, from Python sets of the shingle strings themselves: the definition, one pair at a time."""
+    as_sets = [set(s) for s in sets]
+    return np.array([len(as_sets[a] & as_sets[b]) / len(as_sets[a] | as_sets[b]) if as_sets[a] | as_sets[b] else 1.0
                      for a, b in pairs.tolist()], dtype=np.float32)
 
 
 def test_near_dedup_verification_equals_the_definition(alpaca_rows):
-    """The vectorized shingle hashing (one sort per batch) and exact Jaccard (pairs merged by
-    (pair, hash)) give, bit for bit, what sets of the same hashes give pair by pair: on Alpaca
-    records with planted edited copies, random pairs, a record with itself, and on 1 or 3 threads."""
-    import xxhash
-
+    """The shingle keys (hashed from unit hashes, one sort per batch) and exact Jaccard (pairs
+    merged by (pair, key)) give, bit for bit, what Python sets of the shingle strings give pair by
+    pair: on Alpaca records with planted edited copies, random pairs, a record with itself, and on
+    1 or 3 threads."""
     from ptdata.ops.dedup import exact_jaccard, shingle_hashes
+    from ptdata.text import shingles
 
     texts = [r["instruction"] + "\n" + r["input"] + "\n" + r["output"] for r in alpaca_rows[:3000]]
     rng = random.Random(3)
     src, variants = _plant_variants(texts, rng, 500, str.split, " ".join, ["data", "model", "water", "time"])
     op = NearDedup()
-    sets = op._sets(texts + variants)
-    keys = shingle_hashes(sets)
-    assert keys["sh_n"].tolist() == [len({xxhash.xxh32_intdigest(x.encode()) for x in s}) for s in sets]
+    sets = [shingles(t) or [""] for t in texts + variants]
+    keys = shingle_hashes(*op.shingled(texts + variants))
+    assert keys["sh_n"].tolist() == [len(set(s)) for s in sets]
     ends = np.cumsum(keys["sh_n"])
-    for k in rng.sample(range(len(sets)), 50):  # each record's hashes sorted and unique
+    for k in rng.sample(range(len(sets)), 50):  # each record's keys sorted and unique
         part = keys["sh"][ends[k] - keys["sh_n"][k]:ends[k]]
         assert np.all(part[1:] > part[:-1])
     near = np.array([(i, len(texts) + k) for k, i in enumerate(src)])
@@ -335,6 +333,41 @@ def test_near_dedup_verification_equals_the_definition(alpaca_rows):
     for workers in (1, 3):
         got = exact_jaccard(keys["sh"], keys["sh_n"], pairs, workers)
         assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("word_n, char_n, chunk", [(5, 5, None), (3, 2, None), (5, 5, 61)])
+def test_shingle_hashes_are_a_function_of_the_shingle_strings(alpaca_rows, monkeypatch, word_n, char_n, chunk):
+    """The batched shingle hashes stand for `shingles`' strings one to one: each text gets as many
+    as it has shingles, an equal string always gets the same hash, and no two strings share one,
+    over all of Alpaca EN, Alpaca ZH (mostly character n-grams, some word n-grams) and texts with
+    fewer units than n, none, control characters and accents; also when the units are hashed 61
+    bytes at a time (cuts inside texts, units longer than a chunk) instead of a megabyte."""
+    import itertools
+
+    from ptdata import text
+    from ptdata.text import shingle_hash_arrays, shingles
+
+    if chunk is not None:
+        monkeypatch.setattr(text, "_UNIT_CHUNK", chunk)
+        monkeypatch.setattr(text, "_POWERS", [np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64)])
+        alpaca_rows = alpaca_rows[:8000]
+
+    zh = load_jsonl(shared("alpaca_zh_17k.jsonl.gz"))[:None if chunk is None else 3000]
+    texts = [r["instruction"] + "\n" + r["input"] + "\n" + r["output"] for r in alpaca_rows]
+    texts += [(r.get("instruction") or "") + "\n" + (r.get("input") or "") + "\n" + (r.get("output") or "") for r in zh]
+    texts += ["", "  \n ", "a", "a b", "b a", "?!", "x\x00y\x1fz", "Ünïcödé wörds here", "中文", "中 文", "ｆｕｌｌ ｗｉｄｔｈ",
+              "long" * 300 + " tail words after a long unit", "x" * 200]
+    string_of: dict[int, str] = {}
+    hash_of: dict[str, int] = {}
+    for at in range(0, len(texts), 2000):  # batches as the op sees them
+        chunk = texts[at:at + 2000]
+        flat, counts = shingle_hash_arrays(chunk, word_n, char_n)
+        sets = [shingles(t, word_n, char_n) or [""] for t in chunk]
+        assert counts.tolist() == [len(s) for s in sets]
+        for s, h in zip(itertools.chain.from_iterable(sets), flat.tolist()):
+            assert hash_of.setdefault(s, h) == h, s
+            assert string_of.setdefault(h, s) == s, (s, string_of[h])
+    assert len(hash_of) > (1_000_000 if chunk is None else 400_000)
 
 
 def test_near_dedup_decides_the_same_with_or_without_band_keys(alpaca_rows):

@@ -238,9 +238,9 @@ def mixed_rows(zh_rows) -> list[dict]:
 def _found(texts_a: list[str], texts_b: list[str]) -> tuple[int, np.ndarray]:
     """(pairs (a_i, b_i) near_dedup finds, exact Jaccard of each pair)."""
     op, n = NearDedup(), len(texts_a)
-    sets = op._sets(texts_a + texts_b)
-    keys = shingle_hashes(sets)
-    pairs, _ = op.pairs(op.signatures([], sets), keys["sh"], keys["sh_n"])
+    shingled = op.shingled(texts_a + texts_b)
+    keys = shingle_hashes(*shingled)
+    pairs, _ = op.pairs(op.signatures([], shingled), keys["sh"], keys["sh_n"])
     found = {tuple(p) for p in pairs.tolist()}
     truth = np.array([[i, i + n] for i in range(n)])
     return sum((i, i + n) in found for i in range(n)), exact_jaccard(keys["sh"], keys["sh_n"], truth)

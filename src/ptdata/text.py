@@ -174,3 +174,113 @@ def response_turns(rec: Record) -> list[dict]:
 
 def response_text(rec: Record) -> str:
     return "\n".join(m["content"] for m in response_turns(rec))
+
+
+# --- shingle hashes for MinHash, a batch at a time ------------------------------------------
+
+_M64 = (1 << 64) - 1
+_BYTE_P = 0x100000001B3  # odd: invertible modulo 2**64
+_BYTE_P_INV = pow(_BYTE_P, -1, 1 << 64)
+_GRAM_Q = 0x9E3779B97F4A7C15
+_EMPTY_SHINGLE = np.uint64(0x5BD1E9955BD1E995)  # the one shingle of a text without units
+_UNIT_CHUNK = 1 << 20  # bytes of units hashed at a time: bounds the temporaries for any text size
+_POWERS: list[np.ndarray] = [np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64)]
+
+
+def _byte_powers(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """P**i and P**-i modulo 2**64 for i < m; tables up to a few chunks are kept for the next batch."""
+    have = len(_POWERS[0])
+    if have >= m:
+        return _POWERS[0][:m], _POWERS[1][:m]
+    size = max(m, min(2 * have, 4 * _UNIT_CHUNK))
+    tables = []
+    for base in (_BYTE_P, _BYTE_P_INV):
+        steps = np.full(size, base, dtype=np.uint64)
+        steps[0] = 1
+        tables.append(np.cumprod(steps))  # integer products wrap: arithmetic modulo 2**64
+    if size <= 4 * _UNIT_CHUNK:
+        _POWERS[:] = tables
+    return tables[0][:m], tables[1][:m]
+
+
+def _unit_hashes(buf: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(start offset, 64-bit hash) of each unit (run of bytes other than spaces) of `buf`, hashed
+    from its bytes alone: a polynomial over prefix sums modulo 2**64, then mixed with its length.
+    The buffer is taken about a megabyte at a time, cut at spaces."""
+    starts, hashes = [], []
+    at = 0
+    while at < len(buf):
+        end = min(at + _UNIT_CHUNK, len(buf))
+        if end < len(buf):
+            cut = buf.find(b" ", end)
+            end = len(buf) if cut < 0 else cut
+        a = np.frombuffer(buf, dtype=np.uint8, count=end - at, offset=at)
+        inside = np.zeros(len(a) + 2, dtype=np.int8)
+        inside[1:-1] = a != 32
+        edge = np.diff(inside)
+        ws, we = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+        pw, ipw = _byte_powers(len(a))
+        prefix = np.zeros(len(a) + 1, dtype=np.uint64)
+        np.cumsum(a.astype(np.uint64) * pw, out=prefix[1:])
+        hashes.append(_fmix64(((prefix[we] - prefix[ws]) * ipw[ws]) ^ (we - ws).astype(np.uint64)))
+        starts.append(ws + at)
+        at = end
+    if not starts:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64)
+    return np.concatenate(starts), np.concatenate(hashes)
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's finalizer: every input bit moves every output bit (MinHash permutations
+    and the 32-bit verification keys take parts of it)."""
+    h = h ^ (h >> np.uint64(33))
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
+
+
+def shingle_hash_arrays(texts: list[str], word_n: int = 5, char_n: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """The 64-bit hashes of each text's `shingles`, in order (repeats kept), flattened, and how
+    many each text has (a text without units has one, the empty shingle, as `shingles(t) or [""]`).
+
+    No shingle string is built: the units of the whole batch sit in one buffer separated by
+    spaces (ASCII texts translated together, as normalize_for_match does; other texts joined from
+    `tokens`), each unit is hashed from its bytes with array operations (`_unit_hashes`), and a
+    shingle's hash combines its units' hashes and their number. So the hash is a function of the
+    shingle's units alone: equal shingles hash equally in any text and any batch."""
+    pieces: list[bytes] = []
+    grams = np.full(len(texts), word_n, dtype=np.int64)
+    for i, t in enumerate(texts):
+        if t.isascii():
+            pieces.append(t.encode())
+        else:
+            units = tokens(t)
+            if 2 * cjk_count(t) >= len(units):
+                grams[i] = char_n
+            pieces.append(" ".join(units).encode())
+    lens = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    starts = np.cumsum(lens + 1) - (lens + 1)  # each piece, then one separating space
+    ws, unit = _unit_hashes(b" ".join(pieces).translate(_ASCII_MATCH))
+    owner = np.searchsorted(starts, ws, side="right") - 1
+    count = np.bincount(owner, minlength=len(texts))
+    first = np.cumsum(count) - count
+    n_units = len(unit)
+    pos = np.arange(n_units, dtype=np.int64) - first[owner]  # a unit's place in its text
+    left = count[owner] - pos  # units from here to its text's end
+    n = grams[owner]
+    h = unit.copy()
+    terms = np.ones(n_units, dtype=np.int64)
+    for k in range(1, int(grams.max(initial=1))):
+        more = (k < n) & (k < left)
+        nxt = unit[np.minimum(np.arange(n_units) + k, max(n_units - 1, 0))]
+        h = np.where(more, h * np.uint64(_GRAM_Q) + nxt, h)
+        terms += more
+    is_start = (left >= n) | (pos == 0)  # every full n-gram; a text shorter than n is one gram
+    flat = _fmix64(h[is_start] ^ (terms[is_start].astype(np.uint64) << np.uint64(56)))
+    per_text = np.bincount(owner[is_start], minlength=len(texts))
+    empty = np.flatnonzero(per_text == 0)
+    if len(empty):
+        flat = np.insert(flat, (np.cumsum(per_text) - per_text)[empty], _EMPTY_SHINGLE)
+        per_text[empty] = 1
+    return flat, per_text.astype(np.int64)

@@ -6,18 +6,18 @@ duplicates. Within a group the record with the best score is kept (ties: the ear
 """
 from __future__ import annotations
 
+import array
 import itertools
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
 import numpy as np
-import xxhash
 from annotated_types import Interval
 
 from ..parallel import map_threads
 from ..params import Positive, Share
 from ..records import Record
-from ..text import match_hashes, record_text, shingles
+from ..text import match_hashes, record_text, shingle_hash_arrays
 from .base import Decision, GlobalOp, param, register
 from .filters import TextField
 
@@ -191,18 +191,16 @@ def estimated_jaccard(sig: np.ndarray, pairs: np.ndarray, workers: int = 1, chun
     return np.concatenate(map_threads(_estimate_part, {"sig": sig, "pairs": pairs}, parts, workers))
 
 
-def shingle_hashes(sets: list[list[str]]) -> dict[str, np.ndarray]:
-    """Each record's sorted, unique 32-bit shingle hashes, flattened, with per-record counts: one
-    hash call per shingle, then one sort of the whole batch by (record, hash)."""
-    lens = np.fromiter(map(len, sets), dtype=np.int64, count=len(sets))
-    flat = np.fromiter(map(xxhash.xxh32_intdigest, map(str.encode, itertools.chain.from_iterable(sets))),
-                       dtype=np.uint64, count=int(lens.sum()))
-    key = np.sort((np.repeat(np.arange(len(sets), dtype=np.uint64), lens) << np.uint64(32)) | flat)
+def shingle_hashes(flat: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Each record's sorted, unique 32-bit shingle keys (the high half of its 64-bit shingle
+    hashes, `text.shingle_hash_arrays`), flattened, with per-record counts: one sort of the whole
+    batch by (record, key)."""
+    key = np.sort((np.repeat(np.arange(len(counts), dtype=np.uint64), counts) << np.uint64(32)) | (flat >> np.uint64(32)))
     first = np.ones(len(key), dtype=bool)
     first[1:] = key[1:] != key[:-1]
     key = key[first]
     return {"sh": (key & np.uint64(0xFFFFFFFF)).astype(np.uint32),
-            "sh_n": np.bincount((key >> np.uint64(32)).astype(np.int64), minlength=len(sets)).astype(np.int64)}
+            "sh_n": np.bincount((key >> np.uint64(32)).astype(np.int64), minlength=len(counts)).astype(np.int64)}
 
 
 def _gather(values: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -301,24 +299,30 @@ class NearDedup(GlobalOp):
         if self.num_perm % self.bands:
             raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
 
-    def _sets(self, texts: list[str]) -> list[list[str]]:
-        return [shingles(t, self.word_ngram, self.char_ngram) or [""] for t in texts]
+    def shingled(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each text's shingle hashes, flattened, and how many each has (`shingle_hash_arrays`)."""
+        return shingle_hash_arrays(texts, self.word_ngram, self.char_ngram)
 
-    def signatures(self, texts: list[str], sets: list[list[str]] | None = None) -> np.ndarray:
+    def signatures(self, texts: list[str], shingled: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """(len(texts), num_perm) uint32 MinHash signatures of the texts' shingle hashes (rensa)."""
         import rensa
 
-        sets = sets if sets is not None else self._sets(texts)
-        m = rensa.RMinHash.digest_matrix_from_token_sets(sets, self.num_perm, self.seed)
-        return np.array(m.to_rows(), dtype=np.uint32).reshape(len(sets), self.num_perm)
+        flat, counts = shingled if shingled is not None else self.shingled(texts)
+        offsets = np.zeros(len(counts) + 1, dtype=np.uint64)
+        np.cumsum(counts, out=offsets[1:])
+        m = rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat, offsets, self.num_perm, self.seed)
+        # rensa hands the matrix over as lists of ints only; array.array takes them fastest
+        values = array.array("I", itertools.chain.from_iterable(m.to_rows()))
+        return np.frombuffer(values, dtype=np.uint32).reshape(len(counts), self.num_perm)
 
     def keys(self, batch: list[Record]) -> dict[str, np.ndarray]:
-        sets = self._sets([record_text(r, self.field) for r in batch])
-        sig = self.signatures([], sets)
+        shingled = self.shingled([record_text(r, self.field) for r in batch])
+        sig = self.signatures([], shingled)
         # the band hashes here, in the workers: the decision then only sorts them
         out = {"sig": sig, "band": _band_hashes(sig, self.bands), "whole": _band_hashes(sig, 1)[:, 0],
                "score": _score_keys(batch, self.score), **_id_keys(batch)}
         if self.verify == "exact":
-            out.update(shingle_hashes(sets))
+            out.update(shingle_hashes(*shingled))
         return out
 
     def _graph(self, sig: np.ndarray, sh: np.ndarray | None, sh_n: np.ndarray | None,
