@@ -385,7 +385,7 @@ class RowWriter:
 
     def write(self, row: Row) -> None:
         self._buf.append(row)
-        if self.on_unfit is not None:
+        if self.on_unfit is not None and self.container == "parquet":  # only a schema can refuse a row
             self._tags.append(row)
         if len(self._buf) >= self._batch:
             self._flush()
@@ -393,7 +393,7 @@ class RowWriter:
     def write_many(self, rows: list[Row], tag: Any = None) -> None:
         """Rows of one record; `tag` names the record to `on_unfit` if they cannot be written."""
         self._buf.extend(rows)
-        if self.on_unfit is not None:
+        if self.on_unfit is not None and self.container == "parquet":
             self._tags.extend([tag] * len(rows))
         if len(self._buf) >= self._batch:
             self._flush()
