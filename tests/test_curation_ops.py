@@ -341,7 +341,8 @@ def test_shingle_hashes_are_a_function_of_the_shingle_strings(alpaca_rows, monke
     as it has shingles, an equal string always gets the same hash, and no two strings share one,
     over all of Alpaca EN, Alpaca ZH (mostly character n-grams, some word n-grams) and texts with
     fewer units than n, none, control characters and accents; also when the units are hashed 61
-    bytes at a time (cuts inside texts, units longer than a chunk) instead of a megabyte."""
+    bytes at a time (cuts inside texts) instead of a megabyte and units over 100 bytes take the
+    long-unit hash."""
     import itertools
 
     from ptdata import text
@@ -349,6 +350,7 @@ def test_shingle_hashes_are_a_function_of_the_shingle_strings(alpaca_rows, monke
 
     if chunk is not None:
         monkeypatch.setattr(text, "_UNIT_CHUNK", chunk)
+        monkeypatch.setattr(text, "_LONG_UNIT", 100)
         monkeypatch.setattr(text, "_POWERS", [np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64)])
         alpaca_rows = alpaca_rows[:8000]
 
@@ -356,7 +358,8 @@ def test_shingle_hashes_are_a_function_of_the_shingle_strings(alpaca_rows, monke
     texts = [r["instruction"] + "\n" + r["input"] + "\n" + r["output"] for r in alpaca_rows]
     texts += [(r.get("instruction") or "") + "\n" + (r.get("input") or "") + "\n" + (r.get("output") or "") for r in zh]
     texts += ["", "  \n ", "a", "a b", "b a", "?!", "x\x00y\x1fz", "Ünïcödé wörds here", "中文", "中 文", "ｆｕｌｌ ｗｉｄｔｈ",
-              "long" * 300 + " tail words after a long unit", "x" * 200]
+              "long" * 300 + " tail words after a long unit", "x" * 200, "a " + "y" * 80 + " b c d e f",
+              "the same " + "long" * 300 + " unit again in another text"]
     string_of: dict[int, str] = {}
     hash_of: dict[str, int] = {}
     for at in range(0, len(texts), 2000):  # batches as the op sees them

@@ -184,50 +184,49 @@ _BYTE_P_INV = pow(_BYTE_P, -1, 1 << 64)
 _GRAM_Q = 0x9E3779B97F4A7C15
 _EMPTY_SHINGLE = np.uint64(0x5BD1E9955BD1E995)  # the one shingle of a text without units
 _UNIT_CHUNK = 1 << 20  # bytes of units hashed at a time: bounds the temporaries for any text size
+_LONG_UNIT = 1 << 16  # a unit longer than this (a blob without spaces) is hashed on its own
 _POWERS: list[np.ndarray] = [np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64)]
 
 
 def _byte_powers(m: int) -> tuple[np.ndarray, np.ndarray]:
-    """P**i and P**-i modulo 2**64 for i < m; tables up to a few chunks are kept for the next batch."""
-    have = len(_POWERS[0])
-    if have >= m:
-        return _POWERS[0][:m], _POWERS[1][:m]
-    size = max(m, min(2 * have, 4 * _UNIT_CHUNK))
-    tables = []
-    for base in (_BYTE_P, _BYTE_P_INV):
-        steps = np.full(size, base, dtype=np.uint64)
-        steps[0] = 1
-        tables.append(np.cumprod(steps))  # integer products wrap: arithmetic modulo 2**64
-    if size <= 4 * _UNIT_CHUNK:
-        _POWERS[:] = tables
-    return tables[0][:m], tables[1][:m]
+    """P**i and P**-i modulo 2**64 for i < m (m is at most a chunk; the tables are kept)."""
+    if len(_POWERS[0]) < m:
+        size = max(m, min(2 * len(_POWERS[0]), _UNIT_CHUNK + 1))
+        for k, base in enumerate((_BYTE_P, _BYTE_P_INV)):
+            steps = np.full(size, base, dtype=np.uint64)
+            steps[0] = 1
+            _POWERS[k] = np.cumprod(steps)  # integer products wrap: arithmetic modulo 2**64
+    return _POWERS[0][:m], _POWERS[1][:m]
 
 
 def _unit_hashes(buf: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """(start offset, 64-bit hash) of each unit (run of bytes other than spaces) of `buf`, hashed
-    from its bytes alone: a polynomial over prefix sums modulo 2**64, then mixed with its length.
-    The buffer is taken about a megabyte at a time, cut at spaces."""
-    starts, hashes = [], []
+    """(start offset, 64-bit hash) of each unit (run of bytes other than spaces) of `buf`, from its
+    bytes alone: a polynomial over prefix sums modulo 2**64 mixed with its length, for runs of
+    units spanning at most a chunk; a unit longer than _LONG_UNIT bytes gets xxh3 instead (the
+    choice depends on the unit's length only, so equal units always hash the same)."""
+    a = np.frombuffer(buf, dtype=np.uint8)
+    inside = np.zeros(len(a) + 2, dtype=np.int8)
+    inside[1:-1] = a != 32
+    edge = np.diff(inside)
+    ws, we = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+    del inside, edge
+    out = np.empty(len(ws), dtype=np.uint64)
+    long = np.flatnonzero(we - ws > _LONG_UNIT)
+    for i in long.tolist():
+        out[i] = xxhash.xxh3_64_intdigest(buf[ws[i]:we[i]])
+    short = np.flatnonzero(we - ws <= _LONG_UNIT) if len(long) else np.arange(len(ws))
+    s_ws, s_we = ws[short], we[short]
     at = 0
-    while at < len(buf):
-        end = min(at + _UNIT_CHUNK, len(buf))
-        if end < len(buf):
-            cut = buf.find(b" ", end)
-            end = len(buf) if cut < 0 else cut
-        a = np.frombuffer(buf, dtype=np.uint8, count=end - at, offset=at)
-        inside = np.zeros(len(a) + 2, dtype=np.int8)
-        inside[1:-1] = a != 32
-        edge = np.diff(inside)
-        ws, we = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
-        pw, ipw = _byte_powers(len(a))
-        prefix = np.zeros(len(a) + 1, dtype=np.uint64)
-        np.cumsum(a.astype(np.uint64) * pw, out=prefix[1:])
-        hashes.append(_fmix64(((prefix[we] - prefix[ws]) * ipw[ws]) ^ (we - ws).astype(np.uint64)))
-        starts.append(ws + at)
-        at = end
-    if not starts:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64)
-    return np.concatenate(starts), np.concatenate(hashes)
+    while at < len(short):  # the next units whose span fits in a chunk (at least one)
+        stop = max(at + 1, int(np.searchsorted(s_we, s_ws[at] + _UNIT_CHUNK, side="right")))
+        lo, hi = int(s_ws[at]), int(s_we[stop - 1])
+        pw, ipw = _byte_powers(hi - lo)
+        prefix = np.zeros(hi - lo + 1, dtype=np.uint64)
+        np.cumsum(a[lo:hi].astype(np.uint64) * pw, out=prefix[1:])
+        u_ws, u_we = s_ws[at:stop] - lo, s_we[at:stop] - lo
+        out[short[at:stop]] = _fmix64(((prefix[u_we] - prefix[u_ws]) * ipw[u_ws]) ^ (u_we - u_ws).astype(np.uint64))
+        at = stop
+    return ws, out
 
 
 def _fmix64(h: np.ndarray) -> np.ndarray:
