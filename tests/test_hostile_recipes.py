@@ -55,6 +55,8 @@ BAD = [  # (recipe lines after `inputs`, the error after "error: recipe.yaml: ")
     ("ops:\n  - near_dedup: {threshold: .nan}", "ops[0] near_dedup: threshold: must be a number between 0 and 1, got nan"),
     ("ops:\n  - pii: {action: shout}", "ops[0] pii: action: must be one of redact, reject, detect, got 'shout'"),
     ("ops:\n  - near_dedup: {num_perm: true}", "ops[0] near_dedup: num_perm: must be an integer between 1 and 4096, got True"),
+    ("ops:\n  - near_dedup: {word_ngram: 1000000000}",
+     "ops[0] near_dedup: word_ngram: must be an integer between 1 and 64, got 1000000000"),
     ("ops:\n  - generate: {llm: {model: m, concurrency: abc}}",
      "ops[0] generate: llm: concurrency: must be an integer >= 1, got 'abc'"),
     ("ops: []\nbatch_size: abc", "batch_size: must be an integer >= 1, got 'abc'"),

@@ -178,7 +178,6 @@ def response_text(rec: Record) -> str:
 
 # --- shingle hashes for MinHash, a batch at a time ------------------------------------------
 
-_M64 = (1 << 64) - 1
 _BYTE_P = 0x100000001B3  # odd: invertible modulo 2**64
 _BYTE_P_INV = pow(_BYTE_P, -1, 1 << 64)
 _GRAM_Q = 0x9E3779B97F4A7C15
@@ -270,7 +269,7 @@ def shingle_hash_arrays(texts: list[str], word_n: int = 5, char_n: int = 5) -> t
     n = grams[owner]
     h = unit.copy()
     terms = np.ones(n_units, dtype=np.int64)
-    for k in range(1, int(grams.max(initial=1))):
+    for k in range(1, min(int(grams.max(initial=1)), int(count.max(initial=1)))):  # no longer than the longest text
         more = (k < n) & (k < left)
         nxt = unit[np.minimum(np.arange(n_units) + k, max(n_units - 1, 0))]
         h = np.where(more, h * np.uint64(_GRAM_Q) + nxt, h)
