@@ -141,8 +141,14 @@ def shingles(text: str, word_n: int = 5, char_n: int = 5) -> list[str]:
     the units, else `word_n`."""
     if text.isascii():
         return ngrams(match_words(text), word_n)
+    return ngrams(*script_units(text, word_n, char_n))
+
+
+def script_units(text: str, word_n: int, char_n: int) -> tuple[list[str], int]:
+    """The units (`tokens`) of a non-ASCII text and its shingle size: `char_n` when CJK
+    characters are at least half the units, else `word_n`."""
     units = tokens(text)
-    return ngrams(units, char_n if 2 * cjk_count(text) >= len(units) else word_n)
+    return units, char_n if 2 * cjk_count(text) >= len(units) else word_n
 
 
 def record_text(rec: Record, field: str = "all") -> str:
@@ -210,10 +216,10 @@ def _unit_hashes(buf: bytes) -> tuple[np.ndarray, np.ndarray]:
     ws, we = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
     del inside, edge
     out = np.empty(len(ws), dtype=np.uint64)
-    long = np.flatnonzero(we - ws > _LONG_UNIT)
-    for i in long.tolist():
+    is_long = we - ws > _LONG_UNIT
+    for i in np.flatnonzero(is_long).tolist():
         out[i] = xxhash.xxh3_64_intdigest(buf[ws[i]:we[i]])
-    short = np.flatnonzero(we - ws <= _LONG_UNIT) if len(long) else np.arange(len(ws))
+    short = np.flatnonzero(~is_long)
     s_ws, s_we = ws[short], we[short]
     at = 0
     while at < len(short):  # the next units whose span fits in a chunk (at least one)
@@ -253,9 +259,7 @@ def shingle_hash_arrays(texts: list[str], word_n: int = 5, char_n: int = 5) -> t
         if t.isascii():
             pieces.append(t.encode())
         else:
-            units = tokens(t)
-            if 2 * cjk_count(t) >= len(units):
-                grams[i] = char_n
+            units, grams[i] = script_units(t, word_n, char_n)
             pieces.append(" ".join(units).encode())
     lens = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
     starts = np.cumsum(lens + 1) - (lens + 1)  # each piece, then one separating space
